@@ -1,0 +1,4 @@
+//! Sluice: a Kafka-compatible streaming broker. See ARCHITECTURE.md for the map.
+
+pub mod model;
+pub mod storage;

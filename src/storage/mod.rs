@@ -1,0 +1,1 @@
+//! The partition log (owned by the storage work; see ARCHITECTURE.md).

@@ -1,1 +1,47 @@
-fn main() {}
+use clap::Parser;
+use sluice::cli::{Cli, Command};
+use sluice::config::BrokerConfig;
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Group(args) => sluice::cli::group::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
+    let file_text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SLUICE_"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "SLUICE_DATA_DIR" | "SLUICE_LISTEN" | "SLUICE_ADVERTISED_LISTENER" | "SLUICE_CORES"
+                    | "SLUICE_NODE_ID" | "SLUICE_CONFIG" | "SLUICE_LOG" | "SLUICE_BIN"
+            )
+        })
+        .collect();
+    let overrides = args.property_overrides().map_err(anyhow::Error::msg)?;
+    let config = BrokerConfig::build(file_text.as_deref(), &env, &overrides, args.cores)?;
+    sluice::runtime::run(config)
+}

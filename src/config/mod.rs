@@ -1,0 +1,400 @@
+//! Broker configuration with Kafka's property names.
+//!
+//! Precedence, lowest first: built-in defaults, the `--config` properties file,
+//! `SLUICE_*` environment variables (`SLUICE_LOG_DIRS` is `log.dirs`), then
+//! command-line flags and `--override key=value`. Unknown keys warn; invalid
+//! values stop start-up with a message naming the key.
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The type of a property, used to validate values and to answer DescribeConfigs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    Long,
+    Double,
+    String,
+    List,
+}
+
+/// One known broker property.
+pub struct BrokerKey {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+}
+
+const fn key(name: &'static str, kind: Kind, default: &'static str) -> BrokerKey {
+    BrokerKey {
+        name,
+        kind,
+        default,
+    }
+}
+
+/// Every broker property Sluice reads. Keys of Kafka's that Sluice accepts
+/// but has no use for yet (e.g. `num.network.threads`) are in `IGNORED_KEYS`.
+pub const BROKER_KEYS: &[BrokerKey] = &[
+    key("node.id", Kind::Int, "0"),
+    key("broker.id", Kind::Int, "-1"),
+    key("log.dirs", Kind::List, "./data"),
+    key("log.dir", Kind::String, ""),
+    key("listeners", Kind::List, "PLAINTEXT://0.0.0.0:9092"),
+    key("advertised.listeners", Kind::List, ""),
+    key("num.partitions", Kind::Int, "1"),
+    key("default.replication.factor", Kind::Int, "1"),
+    key("auto.create.topics.enable", Kind::Bool, "true"),
+    key("delete.topic.enable", Kind::Bool, "true"),
+    key("log.segment.bytes", Kind::Int, "1073741824"),
+    key("log.roll.ms", Kind::Long, ""),
+    key("log.roll.hours", Kind::Int, "168"),
+    key("log.retention.ms", Kind::Long, ""),
+    key("log.retention.minutes", Kind::Int, ""),
+    key("log.retention.hours", Kind::Int, "168"),
+    key("log.retention.bytes", Kind::Long, "-1"),
+    key("log.retention.disk.percent", Kind::Double, "-1"),
+    key("log.retention.check.interval.ms", Kind::Long, "300000"),
+    key("log.index.interval.bytes", Kind::Int, "4096"),
+    key("log.index.size.max.bytes", Kind::Int, "10485760"),
+    key("log.flush.interval.messages", Kind::Long, "9223372036854775807"),
+    key("log.flush.interval.ms", Kind::Long, ""),
+    key("log.message.timestamp.type", Kind::String, "CreateTime"),
+    key("log.cleanup.policy", Kind::List, "delete"),
+    key("log.segment.delete.delay.ms", Kind::Long, "60000"),
+    key("log.dir.min.free.bytes", Kind::Long, "-1"),
+    key("log.dir.min.free.percent", Kind::Double, "-1"),
+    key("log.dir.capacity.bytes", Kind::Long, "-1"),
+    key("message.max.bytes", Kind::Int, "1048588"),
+    key("socket.request.max.bytes", Kind::Int, "104857600"),
+    key("max.connections", Kind::Int, "4096"),
+    key("queued.max.requests", Kind::Int, "32"),
+    key("max.incremental.fetch.session.cache.slots", Kind::Int, "1000"),
+    key("offsets.topic.num.partitions", Kind::Int, "50"),
+    key("offsets.topic.segment.bytes", Kind::Int, "104857600"),
+    key("offsets.retention.minutes", Kind::Int, "10080"),
+    key("offsets.retention.check.interval.ms", Kind::Long, "600000"),
+    key("group.min.session.timeout.ms", Kind::Int, "6000"),
+    key("group.max.session.timeout.ms", Kind::Int, "1800000"),
+    key("group.initial.rebalance.delay.ms", Kind::Int, "3000"),
+    key("group.max.size", Kind::Int, "2147483647"),
+    key("group.consumer.session.timeout.ms", Kind::Int, "45000"),
+    key("group.consumer.heartbeat.interval.ms", Kind::Int, "5000"),
+    key("group.consumer.assignors", Kind::List, "uniform,range"),
+    key("compression.type", Kind::String, "producer"),
+    key("cluster.id", Kind::String, ""),
+];
+
+/// Kafka keys with no meaning in Sluice's design; accepted without a warning.
+pub const IGNORED_KEYS: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "num.recovery.threads.per.data.dir",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "log.cleaner.enable",
+    "min.insync.replicas",
+];
+
+/// The broker's configuration: the effective properties, and typed fields read from them.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Effective value of every known key (defaults included), by Kafka name.
+    pub properties: BTreeMap<String, String>,
+    /// Keys set explicitly (file, environment or flag), for DescribeConfigs' `source`.
+    pub explicit: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to; `None` means "the bound address".
+    pub advertised: Option<(String, u16)>,
+    pub cores: usize,
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from a file's text, the environment and flag overrides.
+    pub fn build(
+        file_text: Option<&str>,
+        env: &[(String, String)],
+        overrides: &[(String, String)],
+        cores: Option<usize>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut explicit = BTreeMap::new();
+        if let Some(text) = file_text {
+            for (k, v) in parse_properties(text) {
+                explicit.insert(k, v);
+            }
+        }
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix("SLUICE_") {
+                let key = rest.to_ascii_lowercase().replace('_', ".");
+                if key == "cores" || key == "log" {
+                    continue;
+                }
+                explicit.insert(key, value.clone());
+            }
+        }
+        for (k, v) in overrides {
+            explicit.insert(k.clone(), v.clone());
+        }
+        let mut properties = BTreeMap::new();
+        for k in BROKER_KEYS {
+            properties.insert(k.name.to_string(), k.default.to_string());
+        }
+        for (k, v) in &explicit {
+            match BROKER_KEYS.iter().find(|b| b.name == k) {
+                Some(b) => validate_kind(k, v, b.kind)?,
+                None if IGNORED_KEYS.contains(&k.as_str()) => {}
+                None if topic::TOPIC_KEYS.iter().any(|t| t.name == k) => {}
+                None => tracing::warn!(key = %k, "unknown broker property, ignored"),
+            }
+            properties.insert(k.clone(), v.clone());
+        }
+        let mut config = BrokerConfig {
+            properties,
+            explicit,
+            node_id: 0,
+            data_dir: PathBuf::from("./data"),
+            listen: "0.0.0.0:9092".parse().map_err(|_| invalid("listeners", "", "bad"))?,
+            advertised: None,
+            cores: cores.unwrap_or_else(online_cpus),
+        };
+        config.derive_typed()?;
+        Ok(config)
+    }
+
+    fn derive_typed(&mut self) -> Result<(), ConfigError> {
+        let node = self.get_i64("node.id")?;
+        let broker = self.get_i64("broker.id")?;
+        self.node_id = if self.explicit.contains_key("node.id") || broker < 0 {
+            node as i32
+        } else {
+            broker as i32
+        };
+        let dirs = self.get("log.dirs").to_string();
+        let dir = if self.explicit.contains_key("log.dir") && !self.explicit.contains_key("log.dirs")
+        {
+            self.get("log.dir").to_string()
+        } else {
+            dirs.split(',').next().unwrap_or("./data").trim().to_string()
+        };
+        if dirs.contains(',') {
+            tracing::warn!("log.dirs lists several directories; Sluice uses the first: {dir}");
+        }
+        self.data_dir = PathBuf::from(dir);
+        let listener = first_listener(self.get("listeners"))
+            .ok_or_else(|| invalid("listeners", self.get("listeners"), "expected PLAINTEXT://HOST:PORT"))?;
+        self.listen = resolve(&listener)
+            .ok_or_else(|| invalid("listeners", self.get("listeners"), "cannot resolve"))?;
+        let adv = self.get("advertised.listeners").to_string();
+        self.advertised = match first_listener(&adv) {
+            Some(a) if !adv.is_empty() => Some(split_host_port(&a).ok_or_else(|| {
+                invalid("advertised.listeners", &adv, "expected HOST:PORT")
+            })?),
+            _ => None,
+        };
+        if self.cores == 0 {
+            return Err(invalid("cores", "0", "must be at least 1"));
+        }
+        for k in ["message.max.bytes", "socket.request.max.bytes", "log.segment.bytes"] {
+            if self.get_i64(k)? <= 0 {
+                return Err(invalid(k, self.get(k), "must be positive"));
+            }
+        }
+        if self.get_i64("message.max.bytes")? >= self.get_i64("socket.request.max.bytes")? {
+            return Err(invalid(
+                "message.max.bytes",
+                self.get("message.max.bytes"),
+                "must be below socket.request.max.bytes",
+            ));
+        }
+        if self.get_i64("num.partitions")? < 1 {
+            return Err(invalid("num.partitions", self.get("num.partitions"), "must be >= 1"));
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.properties.get(key).map(|s| s.as_str()).unwrap_or("")
+    }
+
+    pub fn get_i64(&self, key: &str) -> Result<i64, ConfigError> {
+        let v = self.get(key);
+        v.trim().parse::<i64>().map_err(|e| invalid(key, v, &e.to_string()))
+    }
+
+    /// Like `get_i64`, for keys validated at build time; falls back to `default`.
+    pub fn int(&self, key: &str, default: i64) -> i64 {
+        self.get(key).trim().parse().unwrap_or(default)
+    }
+
+    pub fn float(&self, key: &str, default: f64) -> f64 {
+        self.get(key).trim().parse().unwrap_or(default)
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key).trim().eq_ignore_ascii_case("true")
+    }
+
+    /// Retention in ms from `log.retention.ms`/`.minutes`/`.hours`, as Kafka resolves them.
+    pub fn log_retention_ms(&self) -> i64 {
+        if !self.get("log.retention.ms").is_empty() {
+            return self.int("log.retention.ms", -1);
+        }
+        if !self.get("log.retention.minutes").is_empty() {
+            return self.int("log.retention.minutes", 10080) * 60_000;
+        }
+        self.int("log.retention.hours", 168) * 3_600_000
+    }
+
+    pub fn log_roll_ms(&self) -> i64 {
+        if !self.get("log.roll.ms").is_empty() {
+            return self.int("log.roll.ms", 604_800_000);
+        }
+        self.int("log.roll.hours", 168) * 3_600_000
+    }
+
+    pub fn message_max_bytes(&self) -> usize {
+        self.int("message.max.bytes", limits::MESSAGE_BYTES_MAX_DEFAULT as i64) as usize
+    }
+
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.int("socket.request.max.bytes", limits::SOCKET_REQUEST_BYTES_DEFAULT as i64) as usize
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Checks that `value` parses as `kind`.
+pub fn validate_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
+    let v = value.trim();
+    let ok = match kind {
+        Kind::Bool => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
+        Kind::Int => v.is_empty() || v.parse::<i32>().is_ok(),
+        Kind::Long => v.is_empty() || v.parse::<i64>().is_ok(),
+        Kind::Double => v.is_empty() || v.parse::<f64>().map(|f| f.is_finite()).unwrap_or(false),
+        Kind::String | Kind::List => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, value, &format!("expected {kind:?}")))
+    }
+}
+
+/// Parses Java-properties text: `key=value` or `key: value`, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']).unwrap_or(line.len());
+        let (k, v) = line.split_at(split);
+        let v = v.get(1..).unwrap_or("");
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+/// `PLAINTEXT://host:port,SSL://...` → `host:port` of the first listener.
+fn first_listener(list: &str) -> Option<String> {
+    let first = list.split(',').next()?.trim();
+    let addr = match first.find("://") {
+        Some(i) => &first[i + 3..],
+        None => first,
+    };
+    if addr.is_empty() {
+        None
+    } else {
+        Some(addr.to_string())
+    }
+}
+
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = split_host_port(addr)?;
+    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+    (host.as_str(), port).to_socket_addrs().ok()?.next()
+}
+
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_env_and_overrides_apply_in_order() {
+        let file = "# comment\nnum.partitions=3\nlisteners=PLAINTEXT://127.0.0.1:9999\nlog.dirs=/tmp/a\n";
+        let env = vec![("SLUICE_NUM_PARTITIONS".to_string(), "4".to_string())];
+        let ov = vec![("log.dirs".to_string(), "/tmp/b".to_string())];
+        let c = BrokerConfig::build(Some(file), &env, &ov, Some(1)).unwrap();
+        assert_eq!(c.int("num.partitions", 0), 4);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/b"));
+        assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = BrokerConfig::build(Some("num.partitions=abc"), &[], &[], Some(1)).unwrap_err();
+        assert!(err.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn retention_resolution_prefers_ms() {
+        let c = BrokerConfig::build(Some("log.retention.hours=1\nlog.retention.ms=5"), &[], &[], Some(1))
+            .unwrap();
+        assert_eq!(c.log_retention_ms(), 5);
+        let c = BrokerConfig::build(Some("log.retention.hours=2"), &[], &[], Some(1)).unwrap();
+        assert_eq!(c.log_retention_ms(), 7_200_000);
+    }
+}

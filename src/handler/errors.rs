@@ -1,0 +1,89 @@
+//! The one place where module errors become Kafka error codes.
+
+use crate::cluster::ControllerError;
+use crate::protocol::records::RecordsError;
+use crate::storage::StorageError;
+
+/// Kafka's error codes (`org.apache.kafka.common.protocol.Errors`), those Sluice returns.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_FETCH_SIZE: i16 = 4;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    pub const INVALID_TIMESTAMP: i16 = 32;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+    pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+    pub const INVALID_RECORD: i16 = 87;
+    pub const PRODUCER_FENCED: i16 = 90;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+}
+
+pub fn storage(e: &StorageError) -> i16 {
+    match e {
+        StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        StorageError::CorruptRecord(_) => code::CORRUPT_MESSAGE,
+        // Retriable: producers back off and retry until space returns.
+        StorageError::DiskPressure => code::KAFKA_STORAGE_ERROR,
+        StorageError::Io(_) => code::KAFKA_STORAGE_ERROR,
+        StorageError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        StorageError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
+        StorageError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
+        StorageError::RecordBatchTooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
+        StorageError::Closed => code::NOT_LEADER_OR_FOLLOWER,
+        #[allow(unreachable_patterns)]
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+pub fn records(e: &RecordsError) -> i16 {
+    match e {
+        RecordsError::Corrupt(_) => code::CORRUPT_MESSAGE,
+        RecordsError::Invalid(_) => code::INVALID_RECORD,
+        RecordsError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        RecordsError::Compression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
+        RecordsError::Magic(_) => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    }
+}
+
+pub fn controller(e: &ControllerError) -> i16 {
+    match e {
+        ControllerError::TopicAlreadyExists(_) => code::TOPIC_ALREADY_EXISTS,
+        ControllerError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
+        ControllerError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
+        ControllerError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
+        ControllerError::InvalidConfig(_) => code::INVALID_CONFIG,
+        ControllerError::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ControllerError::InvalidRequest(_) => code::INVALID_REQUEST,
+        ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
+    }
+}

@@ -1,0 +1,291 @@
+//! Fetch (v4+): sessions (KIP-227), topic ids (v13+), long poll on
+//! `max_wait_ms`/`min_bytes`, and the response and partition byte limits.
+//! Partitions are read on their owning shards in parallel.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+
+use super::errors::code;
+use super::fetch_session::{SessionError, SessionPartition};
+use super::route::scatter;
+use super::{str_bytes, RequestContext};
+use crate::limits;
+use crate::model::{Offset, TopicPartition};
+use crate::runtime::messages::{FetchItem, FetchResult, ShardRequest, ShardResponse};
+
+/// A partition as this request resolved it.
+struct Wanted {
+    tp: TopicPartition,
+    part: SessionPartition,
+    /// Set when the topic could not be resolved.
+    error: Option<i16>,
+}
+
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    let v = ctx.api_version;
+    let image = ctx.shard.metadata();
+    // Resolve the request's partitions.
+    let mut listed: IndexMap<TopicPartition, Wanted> = IndexMap::new();
+    for t in &req.topics {
+        let topic = if v >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.topic.0.as_str()) };
+        for p in &t.partitions {
+            let (tp, error) = match topic {
+                Some(ti) if ti.partition(p.partition).is_some() => (TopicPartition::new(ti.name.clone(), p.partition), None),
+                Some(ti) => (TopicPartition::new(ti.name.clone(), p.partition), Some(code::UNKNOWN_TOPIC_OR_PARTITION)),
+                None if v >= 13 => (TopicPartition::new(t.topic_id.to_string(), p.partition), Some(code::UNKNOWN_TOPIC_ID)),
+                None => (TopicPartition::new(t.topic.0.to_string(), p.partition), Some(code::UNKNOWN_TOPIC_OR_PARTITION)),
+            };
+            let part = SessionPartition {
+                topic_id: topic.map(|ti| ti.id).unwrap_or(t.topic_id),
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                last_high_watermark: -1,
+                last_log_start_offset: -1,
+            };
+            listed.insert(tp.clone(), Wanted { tp, part, error });
+        }
+    }
+    let forgotten: Vec<TopicPartition> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|f| {
+            let name = if v >= 13 {
+                image.topic_by_id(&f.topic_id).map(|t| t.name.clone()).unwrap_or_default()
+            } else {
+                f.topic.0.to_string()
+            };
+            f.partitions.iter().map(move |p| TopicPartition::new(name.clone(), *p))
+        })
+        .collect();
+
+    // Session bookkeeping: which partitions to fetch, and whether the answer is incremental.
+    let (session_id, incremental, wanted) = match session_plan(ctx, &req, listed, &forgotten) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let code = match e {
+                SessionError::NotFound => code::FETCH_SESSION_ID_NOT_FOUND,
+                SessionError::InvalidEpoch => code::INVALID_FETCH_SESSION_EPOCH,
+            };
+            return FetchResponse::default().with_error_code(code).with_session_id(0);
+        }
+    };
+
+    let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut results = read_all(ctx, &wanted, max_bytes).await;
+    loop {
+        let total: usize = results.values().map(|r| r.records.len()).sum();
+        let errored = results.values().any(|r| r.error_code != code::NONE);
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || errored || now >= deadline || wanted.is_empty() {
+            break;
+        }
+        wait_for_data(ctx, &wanted, deadline - now).await;
+        results = read_all(ctx, &wanted, max_bytes).await;
+    }
+    build_response(ctx, v, session_id, incremental, &wanted, results)
+}
+
+type Plan = (i32, bool, Vec<Wanted>);
+
+fn session_plan(
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    listed: IndexMap<TopicPartition, Wanted>,
+    forgotten: &[TopicPartition],
+) -> Result<Plan, SessionError> {
+    let mut sessions = ctx.shard.fetch_sessions.borrow_mut();
+    let (id, epoch) = (req.session_id, req.session_epoch);
+    if ctx.api_version < 7 || epoch == -1 {
+        if id != 0 {
+            sessions.remove(id);
+        }
+        return Ok((0, false, listed.into_values().collect()));
+    }
+    if epoch == 0 {
+        if id != 0 {
+            sessions.remove(id);
+        }
+        let parts = listed
+            .values()
+            .filter(|w| w.error.is_none())
+            .map(|w| (w.tp.clone(), w.part.clone()))
+            .collect();
+        let new_id = sessions.create(parts);
+        return Ok((new_id, false, listed.into_values().collect()));
+    }
+    let session = sessions.begin_incremental(id, epoch)?;
+    for tp in forgotten {
+        session.partitions.shift_remove(tp);
+    }
+    let mut errors = Vec::new();
+    for (tp, w) in listed {
+        if w.error.is_some() {
+            errors.push(w);
+            continue;
+        }
+        match session.partitions.get_mut(&tp) {
+            Some(p) => {
+                p.fetch_offset = w.part.fetch_offset;
+                p.max_bytes = w.part.max_bytes;
+                p.current_leader_epoch = w.part.current_leader_epoch;
+            }
+            None => {
+                session.partitions.insert(tp, w.part);
+            }
+        }
+    }
+    let mut wanted: Vec<Wanted> = session
+        .partitions
+        .iter()
+        .map(|(tp, p)| Wanted {
+            tp: tp.clone(),
+            part: p.clone(),
+            error: None,
+        })
+        .collect();
+    wanted.extend(errors);
+    Ok((id, true, wanted))
+}
+
+async fn read_all(ctx: &RequestContext, wanted: &[Wanted], max_bytes: usize) -> HashMap<TopicPartition, FetchResult> {
+    let items: Vec<FetchItem> = wanted
+        .iter()
+        .filter(|w| w.error.is_none())
+        .map(|w| FetchItem {
+            tp: w.tp.clone(),
+            fetch_offset: w.part.fetch_offset,
+            max_bytes: w.part.max_bytes.min(max_bytes),
+            current_leader_epoch: w.part.current_leader_epoch,
+            min_one_batch: true,
+        })
+        .collect();
+    let results = scatter(
+        &ctx.shard,
+        items,
+        |i| &i.tp,
+        ShardRequest::Fetch,
+        |r| match r {
+            ShardResponse::Fetch(v) => Some(v),
+            _ => None,
+        },
+    )
+    .await;
+    let mut by_tp: HashMap<TopicPartition, FetchResult> = results.into_iter().map(|r| (r.tp.clone(), r)).collect();
+    // Enforce the response limit in request order; the first data always goes out
+    // so a consumer makes progress past a batch larger than its limits.
+    let mut total = 0usize;
+    for w in wanted {
+        if let Some(r) = by_tp.get_mut(&w.tp) {
+            let len = r.records.len();
+            if len == 0 {
+                continue;
+            }
+            if total > 0 && total + len > max_bytes {
+                r.records = bytes::Bytes::new();
+            } else {
+                total += len;
+            }
+        }
+    }
+    by_tp
+}
+
+async fn wait_for_data(ctx: &RequestContext, wanted: &[Wanted], left: Duration) {
+    let items: Vec<(TopicPartition, Offset)> = wanted
+        .iter()
+        .filter(|w| w.error.is_none())
+        .map(|w| (w.tp.clone(), Offset(w.part.fetch_offset)))
+        .collect();
+    let wait_ms = left.as_millis() as u64;
+    let mut by_shard: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
+    for (tp, o) in items {
+        by_shard.entry(ctx.shard.shard_for(&tp).0).or_default().push((tp, o));
+    }
+    if by_shard.is_empty() {
+        glommio::timer::sleep(left).await;
+        return;
+    }
+    let waits: Vec<_> = by_shard
+        .into_iter()
+        .map(|(s, items)| {
+            let shard = ctx.shard.clone();
+            Box::pin(async move {
+                shard
+                    .call(crate::model::ShardId(s), ShardRequest::WaitForData { items, wait_ms })
+                    .await;
+            })
+        })
+        .collect();
+    futures::future::select_all(waits).await;
+}
+
+fn build_response(
+    ctx: &RequestContext,
+    v: i16,
+    session_id: i32,
+    incremental: bool,
+    wanted: &[Wanted],
+    mut results: HashMap<TopicPartition, FetchResult>,
+) -> FetchResponse {
+    let mut topics: IndexMap<String, FetchableTopicResponse> = IndexMap::new();
+    let mut sessions = ctx.shard.fetch_sessions.borrow_mut();
+    let mut session = if session_id != 0 { sessions.get_mut(session_id) } else { None };
+    for w in wanted {
+        let mut pd = PartitionData::default().with_partition_index(w.tp.partition);
+        match (w.error, results.remove(&w.tp)) {
+            (Some(code), _) => pd = pd.with_error_code(code).with_high_watermark(-1).with_log_start_offset(-1),
+            (None, Some(r)) => {
+                if incremental {
+                    let stored = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp));
+                    if let Some(p) = stored {
+                        let unchanged = r.error_code == code::NONE
+                            && r.records.is_empty()
+                            && p.last_high_watermark == r.high_watermark
+                            && p.last_log_start_offset == r.log_start_offset;
+                        p.last_high_watermark = r.high_watermark;
+                        p.last_log_start_offset = r.log_start_offset;
+                        if unchanged {
+                            continue;
+                        }
+                    }
+                } else if let Some(p) = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp)) {
+                    p.last_high_watermark = r.high_watermark;
+                    p.last_log_start_offset = r.log_start_offset;
+                }
+                pd = pd
+                    .with_error_code(r.error_code)
+                    .with_high_watermark(r.high_watermark)
+                    .with_last_stable_offset(r.last_stable_offset)
+                    .with_log_start_offset(r.log_start_offset)
+                    .with_records(Some(r.records));
+                if v >= 4 {
+                    pd = pd.with_aborted_transactions(Some(Vec::new()));
+                }
+            }
+            (None, None) => pd = pd.with_error_code(code::NOT_LEADER_OR_FOLLOWER).with_high_watermark(-1),
+        }
+        let key = if v >= 13 { w.part.topic_id.to_string() } else { w.tp.topic.clone() };
+        let entry = topics.entry(key).or_insert_with(|| {
+            let t = FetchableTopicResponse::default();
+            if v >= 13 {
+                t.with_topic_id(w.part.topic_id)
+            } else {
+                t.with_topic(TopicName(str_bytes(w.tp.topic.clone())))
+            }
+        });
+        entry.partitions.push(pd);
+    }
+    let mut resp = FetchResponse::default().with_responses(topics.into_values().collect());
+    if v >= 7 {
+        resp = resp.with_session_id(session_id);
+    }
+    resp
+}

@@ -1,0 +1,263 @@
+//! Partition work executed on the shard that owns the partitions. Every
+//! function here runs on the owner; callers reach it through `Shard::call`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::errors::{self, code};
+use crate::model::{LeaderEpoch, Offset, TopicPartition};
+use crate::runtime::messages::{
+    FetchItem, FetchResult, ListOffsetsItem, ListOffsetsResult, ProduceBatch, ProduceResult,
+};
+use crate::runtime::Shard;
+use crate::storage::{Acks, AppendOptions, StorageError};
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn leader_epoch(shard: &Shard, topic: &str) -> i32 {
+    shard.metadata().topic(topic).map(|t| t.leader_epoch).unwrap_or(0)
+}
+
+/// Checks a client's `current_leader_epoch` against ours (KIP-320); -1 means "not given".
+fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<i16> {
+    if client_epoch < 0 {
+        return None;
+    }
+    let ours = leader_epoch(shard, &tp.topic);
+    match client_epoch.cmp(&ours) {
+        std::cmp::Ordering::Less => Some(code::FENCED_LEADER_EPOCH),
+        std::cmp::Ordering::Greater => Some(code::UNKNOWN_LEADER_EPOCH),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+pub async fn produce(shard: &Rc<Shard>, batch: ProduceBatch) -> Vec<ProduceResult> {
+    let raw_acks = batch.acks;
+    let acks_of = move || match raw_acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        _ => Acks::All,
+    };
+    let appends = batch.items.into_iter().map(|item| {
+        let shard = shard.clone();
+        async move {
+            let mut result = ProduceResult {
+                tp: item.tp.clone(),
+                error_code: code::NONE,
+                error_message: None,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            let Some(log) = shard.logs.get(&item.tp) else {
+                result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                return result;
+            };
+            if shard.logs.is_read_only() {
+                result.error_code = code::KAFKA_STORAGE_ERROR;
+                result.error_message = Some("broker is read-only: the data volume is below its free-space floor".into());
+                return result;
+            }
+            let size = item.records.len() as u64;
+            let opts = AppendOptions {
+                acks: acks_of(),
+                leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp.topic)),
+                now_ms: now_ms(),
+            };
+            match log.append(item.records, opts).await {
+                Ok(r) => {
+                    result.base_offset = r.base_offset.get();
+                    result.log_append_time_ms = r.log_append_time_ms;
+                    result.log_start_offset = r.log_start_offset.get();
+                    shard.stats.produced_bytes.set(shard.stats.produced_bytes.get() + size);
+                }
+                Err(e) => {
+                    log_storage_error(&item.tp, &e, "append");
+                    result.error_code = errors::storage(&e);
+                    result.error_message = Some(e.to_string());
+                    result.log_start_offset = log.log_start_offset().get();
+                }
+            }
+            result
+        }
+    });
+    futures::future::join_all(appends).await
+}
+
+fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {
+    match e {
+        StorageError::Io(_) | StorageError::CorruptRecord(_) => {
+            tracing::error!(partition = %tp, error = %e, "{what} failed")
+        }
+        _ => tracing::debug!(partition = %tp, error = %e, "{what} refused"),
+    }
+}
+
+pub async fn fetch(shard: &Rc<Shard>, items: Vec<FetchItem>) -> Vec<FetchResult> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(fetch_one(shard, item).await);
+    }
+    out
+}
+
+async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
+    let mut result = FetchResult {
+        tp: item.tp.clone(),
+        error_code: code::NONE,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Bytes::new(),
+    };
+    let Some(log) = shard.logs.get(&item.tp) else {
+        result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+        return result;
+    };
+    result.high_watermark = log.high_watermark().get();
+    result.last_stable_offset = result.high_watermark;
+    result.log_start_offset = log.log_start_offset().get();
+    if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
+        result.error_code = e;
+        return result;
+    }
+    if item.fetch_offset == result.high_watermark || item.max_bytes == 0 && !item.min_one_batch {
+        return result;
+    }
+    match log.read(Offset(item.fetch_offset), item.max_bytes, item.min_one_batch).await {
+        Ok(r) => {
+            shard.stats.fetched_bytes.set(shard.stats.fetched_bytes.get() + r.records.len() as u64);
+            result.records = r.records;
+            result.high_watermark = r.high_watermark.get();
+            result.last_stable_offset = r.last_stable_offset.get();
+            result.log_start_offset = r.log_start_offset.get();
+        }
+        Err(e) => {
+            log_storage_error(&item.tp, &e, "read");
+            result.error_code = errors::storage(&e);
+        }
+    }
+    result
+}
+
+/// Resolves when any listed partition's high watermark passes its offset, or after `wait_ms`.
+pub async fn wait_for_data(shard: &Rc<Shard>, items: Vec<(TopicPartition, Offset)>, wait_ms: u64) {
+    let waits: Vec<_> = items
+        .into_iter()
+        .filter_map(|(tp, offset)| shard.logs.get(&tp).map(|log| (log, offset)))
+        .map(|(log, offset)| Box::pin(async move { log.wait_hwm_above(offset).await }))
+        .collect();
+    if waits.is_empty() {
+        glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+        return;
+    }
+    let any = futures::future::select_all(waits);
+    futures_lite::future::or(
+        async {
+            any.await;
+        },
+        async {
+            glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+        },
+    )
+    .await;
+}
+
+/// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, -5 latest tiered; else by time.
+pub async fn list_offsets(shard: &Rc<Shard>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut r = ListOffsetsResult {
+            tp: item.tp.clone(),
+            error_code: code::NONE,
+            timestamp: -1,
+            offset: -1,
+            leader_epoch: -1,
+        };
+        let Some(log) = shard.logs.get(&item.tp) else {
+            r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+            out.push(r);
+            continue;
+        };
+        if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
+            r.error_code = e;
+            out.push(r);
+            continue;
+        }
+        let epoch = leader_epoch(shard, &item.tp.topic);
+        match item.timestamp {
+            -1 | -5 => {
+                r.offset = log.high_watermark().get();
+                r.leader_epoch = epoch;
+            }
+            -2 | -4 => {
+                r.offset = log.log_start_offset().get();
+                r.leader_epoch = epoch;
+            }
+            -3 => match log.max_timestamp().await {
+                Ok(Some((o, ts))) => {
+                    r.offset = o.get();
+                    r.timestamp = ts;
+                    r.leader_epoch = epoch;
+                }
+                Ok(None) => {}
+                Err(e) => r.error_code = errors::storage(&e),
+            },
+            ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
+                Ok(Some((o, found))) => {
+                    r.offset = o.get();
+                    r.timestamp = found;
+                    r.leader_epoch = epoch;
+                }
+                Ok(None) => {}
+                Err(e) => r.error_code = errors::storage(&e),
+            },
+            _ => r.error_code = code::INVALID_REQUEST,
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// DeleteRecords: -1 means "up to the high watermark".
+pub async fn delete_records(shard: &Rc<Shard>, items: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i16, i64)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (tp, offset) in items {
+        let Some(log) = shard.logs.get(&tp) else {
+            out.push((tp, code::UNKNOWN_TOPIC_OR_PARTITION, -1));
+            continue;
+        };
+        let hwm = log.high_watermark().get();
+        let target = if offset == -1 { hwm } else { offset };
+        if target < 0 || target > hwm {
+            out.push((tp, code::OFFSET_OUT_OF_RANGE, log.log_start_offset().get()));
+            continue;
+        }
+        match log.delete_records_before(Offset(target)).await {
+            Ok(low) => out.push((tp, code::NONE, low.get())),
+            Err(e) => {
+                log_storage_error(&tp, &e, "delete records");
+                out.push((tp, errors::storage(&e), log.log_start_offset().get()));
+            }
+        }
+    }
+    out
+}
+
+pub fn log_dirs(shard: &Rc<Shard>, items: Vec<TopicPartition>) -> Vec<(TopicPartition, u64)> {
+    let all = items.is_empty();
+    shard
+        .logs
+        .partitions()
+        .into_iter()
+        .filter(|l| all || items.contains(l.topic_partition()))
+        .map(|l| (l.topic_partition().clone(), l.size_bytes()))
+        .collect()
+}

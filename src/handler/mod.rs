@@ -1,0 +1,123 @@
+//! One file per Kafka API. Handlers take the decoded request and return the
+//! response; partition work runs on the owning shard through `local`.
+//!
+//! Architecture Invariant: this is the only layer that turns module errors into
+//! Kafka error codes (`errors`).
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
+pub mod errors;
+pub mod fetch;
+pub mod fetch_session;
+pub mod alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod local;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+pub mod route;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+
+use crate::protocol::frame;
+use crate::runtime::Shard;
+
+/// What the connection writes back for one request.
+pub enum Reply {
+    Response(Bytes),
+    /// acks=0 Produce: Kafka sends nothing.
+    NoResponse,
+    /// The request could not be served; close the connection (Kafka does the same).
+    Close,
+}
+
+/// Everything a handler knows about the request besides its body.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+    pub client_host: String,
+}
+
+impl RequestContext {
+    pub fn new(shard: Rc<Shard>, header: &RequestHeader, peer: &str) -> RequestContext {
+        RequestContext {
+            shard,
+            api_version: header.request_api_version,
+            correlation_id: header.correlation_id,
+            client_id: header.client_id.as_ref().map(|s| s.to_string()),
+            client_host: peer.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: RequestKind) -> Reply {
+    let Ok(key) = ApiKey::try_from(header.request_api_key) else {
+        return Reply::Close;
+    };
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r).await),
+        RequestKind::Produce(r) => match produce::handle(&ctx, r).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return Reply::NoResponse,
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(&ctx, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r).await),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(&ctx, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(&ctx, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(&ctx, r).await)
+        }
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r)),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(&ctx, r))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)
+        }
+        other => match crate::group::dispatch(&ctx, other).await {
+            Some(resp) => resp,
+            None => {
+                tracing::warn!(api = ?key, version = ctx.api_version, "API not served; closing connection");
+                return Reply::Close;
+            }
+        },
+    };
+    match frame::encode_response(ctx.correlation_id, key, ctx.api_version, &response) {
+        Ok(bytes) => Reply::Response(bytes),
+        Err(e) => {
+            tracing::error!(api = ?key, version = ctx.api_version, error = %e, "response encoding failed; closing connection");
+            Reply::Close
+        }
+    }
+}
+
+/// Kafka's nullable string helper.
+pub fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
+}

@@ -1,0 +1,131 @@
+//! Produce (v3+): validate each partition's batch in place on the shard that
+//! read it, then append on the owning shards in parallel and join.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+
+use super::errors::{self, code};
+use super::route::scatter;
+use super::{str_bytes, RequestContext};
+use crate::config::topic;
+use crate::model::TopicPartition;
+use crate::protocol::records;
+use crate::runtime::messages::{ProduceBatch, ProduceItem, ProduceResult, ShardRequest, ShardResponse};
+
+/// Returns `None` for acks=0 (Kafka writes no response).
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
+    let v = ctx.api_version;
+    let image = ctx.shard.metadata();
+    let acks = req.acks;
+    let mut answers: HashMap<TopicPartition, ProduceResult> = HashMap::new();
+    let mut order: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
+    let mut items = Vec::new();
+    for t in req.topic_data {
+        let found = if v >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.name.0.as_str()) };
+        let name = found.map(|t| t.name.clone()).unwrap_or_else(|| t.name.0.to_string());
+        let max_bytes = found
+            .map(|ti| topic::effective(&ctx.shard.config, &ti.configs))
+            .and_then(|eff| eff.get("max.message.bytes").and_then(|(v, _)| v.parse::<usize>().ok()))
+            .unwrap_or_else(|| ctx.shard.config.message_max_bytes());
+        let mut indexes = Vec::new();
+        for p in t.partition_data {
+            let tp = TopicPartition::new(name.clone(), p.index);
+            indexes.push(p.index);
+            let fail = |code: i16, msg: Option<String>| ProduceResult {
+                tp: tp.clone(),
+                error_code: code,
+                error_message: msg,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            let error = if !matches!(acks, -1..=1) {
+                Some((code::INVALID_REQUIRED_ACKS, None))
+            } else if req.transactional_id.is_some() {
+                Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactions are not supported yet".into())))
+            } else {
+                match found {
+                    None if v >= 13 => Some((code::UNKNOWN_TOPIC_ID, None)),
+                    None => Some((code::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                    Some(ti) if ti.partition(p.index).is_none() => Some((code::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                    Some(_) => None,
+                }
+            };
+            if let Some((c, m)) = error {
+                answers.insert(tp.clone(), fail(c, m));
+                continue;
+            }
+            let data = p.records.unwrap_or_default();
+            match records::validate_produce(&data, max_bytes) {
+                Ok(info) if info.transactional => {
+                    answers.insert(tp.clone(), fail(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactional batches are not supported yet".into())));
+                }
+                Ok(info) => items.push(ProduceItem {
+                    tp,
+                    records: data,
+                    record_count: info.record_count as u32,
+                }),
+                Err(e) => {
+                    tracing::debug!(partition = %tp, error = %e, client = ?ctx.client_id, "produce rejected");
+                    answers.insert(tp.clone(), fail(errors::records(&e), Some(e.to_string())));
+                }
+            }
+        }
+        order.push((name, t.topic_id, indexes));
+    }
+    let results = scatter(
+        &ctx.shard,
+        items,
+        |i| &i.tp,
+        |items| ShardRequest::Produce(ProduceBatch { acks, items }),
+        |r| match r {
+            ShardResponse::Produce(v) => Some(v),
+            _ => None,
+        },
+    )
+    .await;
+    for r in results {
+        answers.insert(r.tp.clone(), r);
+    }
+    if acks == 0 {
+        return None;
+    }
+    let responses = order
+        .into_iter()
+        .map(|(name, id, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .map(|index| {
+                    let tp = TopicPartition::new(name.clone(), index);
+                    let mut pr = PartitionProduceResponse::default().with_index(index);
+                    match answers.get(&tp) {
+                        Some(a) => {
+                            pr = pr
+                                .with_error_code(a.error_code)
+                                .with_base_offset(a.base_offset)
+                                .with_log_append_time_ms(a.log_append_time_ms);
+                            if v >= 5 {
+                                pr = pr.with_log_start_offset(a.log_start_offset);
+                            }
+                            if v >= 8 {
+                                pr = pr.with_error_message(a.error_message.clone().map(str_bytes));
+                            }
+                        }
+                        None => pr = pr.with_error_code(code::REQUEST_TIMED_OUT).with_base_offset(-1),
+                    }
+                    pr
+                })
+                .collect();
+            let mut t = TopicProduceResponse::default().with_partition_responses(partitions);
+            if v >= 13 {
+                t = t.with_topic_id(id);
+            } else {
+                t = t.with_name(TopicName(str_bytes(name)));
+            }
+            t
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,37 @@
+//! Every bound of the broker in one place, named with the qualifier last.
+//!
+//! Bounds that an operator may change are broker properties (see `config`);
+//! these are the fixed ones and the defaults for the configurable ones.
+
+/// Largest frame the broker reads before it refuses the connection
+/// (`socket.request.max.bytes`, Kafka's default).
+pub const SOCKET_REQUEST_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+/// Largest record batch accepted on a topic (`message.max.bytes`, Kafka's default).
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_048_588;
+/// Requests read from one connection whose responses are not yet written.
+/// Clients pipeline up to 5 by default; the bound keeps a client from queuing without end.
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Open client connections per shard (`max.connections` divided across shards).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Messages queued on one cross-core channel before senders wait.
+pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
+/// Incremental fetch sessions (KIP-227) cached per shard (`max.incremental.fetch.session.cache.slots`).
+pub const FETCH_SESSIONS_PER_SHARD_MAX: usize = 1000;
+/// Longest `max_wait_ms` a fetch may park for.
+pub const FETCH_WAIT_MS_MAX: i64 = 30_000;
+/// Bytes one Fetch response may carry, whatever the client asks (`fetch.max.bytes`).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
+/// Partitions a topic may have.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Longest topic name Kafka allows.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// io_uring memory per executor; the machines have an 8 MiB locked-memory limit shared by all shards.
+pub const EXECUTOR_IO_MEMORY_BYTES: usize = 1024 * 1024;
+/// io_uring ring depth per executor.
+pub const EXECUTOR_RING_DEPTH: usize = 256;
+/// Producer ids handed to a shard per controller allocation.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(INFLIGHT_REQUESTS_PER_CONNECTION_MAX >= 5);

@@ -1,0 +1,163 @@
+//! Request framing and decoding; response encoding.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::api;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {key:?}")]
+    UnsupportedVersion { key: ApiKey, version: i16 },
+    #[error("cannot decode {key:?} v{version}: {reason}")]
+    Malformed { key: ApiKey, version: i16, reason: String },
+    #[error("cannot encode response: {0}")]
+    Encode(String),
+}
+
+pub enum Decoded {
+    Request(RequestHeader, Box<RequestKind>),
+    /// Answered without a handler (ApiVersions at a version we don't know).
+    Immediate(Bytes),
+}
+
+/// Decodes a frame (without its size prefix). Errors mean the connection must be
+/// closed: Kafka does the same when a request cannot be parsed.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| FrameError::UnknownApi(raw_key))?;
+    let range = api::find(key).ok_or(FrameError::UnknownApi(raw_key))?;
+    if key == ApiKey::ApiVersions && version > range.max {
+        // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the
+        // client can retry with a version we know.
+        return Ok(Decoded::Immediate(api_versions_fallback(correlation_id)?));
+    }
+    if version < range.min || version > range.max {
+        return Err(FrameError::UnsupportedVersion { key, version });
+    }
+    let header_version = key.request_header_version(version);
+    let malformed = |e: anyhow::Error| FrameError::Malformed {
+        key,
+        version,
+        reason: e.to_string(),
+    };
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
+    let request = RequestKind::decode(key, &mut frame, version).map_err(malformed)?;
+    if frame.has_remaining() {
+        tracing::debug!(?key, version, trailing = frame.remaining(), "trailing bytes after request");
+    }
+    Ok(Decoded::Request(header, Box::new(request)))
+}
+
+/// The ApiVersions entries for every supported API.
+pub fn api_version_entries() -> Vec<ApiVersion> {
+    api::SUPPORTED
+        .iter()
+        .map(|r| {
+            ApiVersion::default()
+                .with_api_key(r.key as i16)
+                .with_min_version(r.advertised_min)
+                .with_max_version(r.max)
+        })
+        .collect()
+}
+
+fn api_versions_fallback(correlation_id: i32) -> Result<Bytes, FrameError> {
+    let response = ApiVersionsResponse::default()
+        .with_error_code(35)
+        .with_api_keys(api_version_entries());
+    encode_response(correlation_id, ApiKey::ApiVersions, 0, &ResponseKind::ApiVersions(response))
+}
+
+/// Encodes a response with its size prefix and header.
+pub fn encode_response(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<Bytes, FrameError> {
+    let header_version = key.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| FrameError::Encode(format!("{key:?} v{version}: {e}")))?;
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn frame_of(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("t")));
+        header.encode(&mut buf, key.request_header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn decodes_api_versions() {
+        let f = frame_of(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        match decode_request(f).unwrap() {
+            Decoded::Request(h, r) if matches!(*r, RequestKind::ApiVersions(_)) => assert_eq!(h.correlation_id, 7),
+            _ => panic!("expected ApiVersions"),
+        }
+    }
+
+    #[test]
+    fn unknown_api_versions_version_gets_v0_answer() {
+        let mut f = BytesMut::new();
+        f.put_i16(18);
+        f.put_i16(99);
+        f.put_i32(42);
+        f.put_i16(-1);
+        match decode_request(f.freeze()).unwrap() {
+            Decoded::Immediate(b) => {
+                assert_eq!(i32::from_be_bytes([b[4], b[5], b[6], b[7]]), 42);
+                assert_eq!(i16::from_be_bytes([b[8], b[9]]), 35);
+            }
+            _ => panic!("expected an immediate answer"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for len in 0..64u8 {
+            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37)).collect();
+            let _ = decode_request(Bytes::from(data));
+        }
+        let mut f = BytesMut::new();
+        f.put_i16(0);
+        f.put_i16(1);
+        f.put_i32(1);
+        assert!(matches!(
+            decode_request(f.freeze()),
+            Err(FrameError::UnsupportedVersion { .. })
+        ));
+    }
+}

@@ -1,0 +1,102 @@
+//! Typed messages between shards. Everything here is `Send`; replies travel on
+//! a oneshot channel inside the envelope.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cluster::controller::Outcome;
+use crate::cluster::{ControllerCommand, ControllerError, MetadataImage};
+use crate::model::{Offset, TopicPartition};
+
+pub struct Envelope {
+    pub request: ShardRequest,
+    pub reply: futures::channel::oneshot::Sender<ShardResponse>,
+}
+
+pub enum ShardRequest {
+    /// Install a new metadata image (open/close/reconfigure owned partitions).
+    ApplyImage(Arc<MetadataImage>),
+    /// A metadata change; only shard 0 (the controller) receives these.
+    Controller(ControllerCommand),
+    Produce(ProduceBatch),
+    Fetch(Vec<FetchItem>),
+    /// Resolve once any listed partition has data beyond the offset, or after `wait_ms`.
+    WaitForData {
+        items: Vec<(TopicPartition, Offset)>,
+        wait_ms: u64,
+    },
+    ListOffsets(Vec<ListOffsetsItem>),
+    DeleteRecords(Vec<(TopicPartition, i64)>),
+    LogDirs(Vec<TopicPartition>),
+    Group(crate::group::GroupRequest),
+}
+
+pub enum ShardResponse {
+    Applied,
+    Controller(Result<Outcome, ControllerError>),
+    Produce(Vec<ProduceResult>),
+    Fetch(Vec<FetchResult>),
+    DataReady,
+    ListOffsets(Vec<ListOffsetsResult>),
+    DeleteRecords(Vec<(TopicPartition, i16, i64)>),
+    LogDirs(Vec<(TopicPartition, u64)>),
+    Group(crate::group::GroupResponse),
+    /// The target shard is gone (shutting down).
+    Unavailable,
+}
+
+pub struct ProduceBatch {
+    pub acks: i16,
+    pub items: Vec<ProduceItem>,
+}
+
+pub struct ProduceItem {
+    pub tp: TopicPartition,
+    /// One or more validated v2 batches.
+    pub records: Bytes,
+    pub record_count: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProduceResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct FetchItem {
+    pub tp: TopicPartition,
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+    pub current_leader_epoch: i32,
+    /// Kafka returns the first batch even when it exceeds the limits, so a consumer
+    /// always makes progress; only the first partition of a response gets this.
+    pub min_one_batch: bool,
+}
+
+pub struct FetchResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+pub struct ListOffsetsItem {
+    pub tp: TopicPartition,
+    pub timestamp: i64,
+    pub current_leader_epoch: i32,
+}
+
+pub struct ListOffsetsResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: i32,
+}

@@ -1,0 +1,338 @@
+//! The thread-per-core runtime: one glommio executor per core, each running a
+//! shard; a full channel mesh between shards; start-up and clean shutdown.
+//!
+//! Architecture Invariant: glommio is imported only under `runtime/`, `net/`
+//! and the storage I/O seam, so the executor could be swapped.
+
+pub mod messages;
+pub mod placement;
+pub mod shard;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::cluster::controller::{self, Outcome};
+use crate::cluster::image::CONSUMER_OFFSETS_TOPIC;
+use crate::cluster::{BrokerImage, ControllerCommand, ControllerError, MetadataImage};
+use crate::config::BrokerConfig;
+use crate::limits;
+use crate::model::ShardId;
+use messages::{Envelope, ShardRequest, ShardResponse};
+pub use shard::Shard;
+
+/// What every shard thread gets at start-up.
+struct Boot {
+    config: Arc<BrokerConfig>,
+    image: Arc<MetadataImage>,
+    addr: SocketAddr,
+    ready: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Prints `LISTENING <addr>` on stdout once
+/// every shard accepts connections.
+pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().context("blocking signals")?;
+
+    // Reserve the port (SO_REUSEPORT) so an ephemeral port is known before shards bind it.
+    let reservation = reserve_port(config.listen)?;
+    let addr = reservation.local_addr()?.as_socket().context("listener address")?;
+    let (host, port) = match &config.advertised {
+        Some((h, p)) => (h.clone(), *p),
+        None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
+        None => (addr.ip().to_string(), addr.port()),
+    };
+    let broker = BrokerImage {
+        node_id: config.node_id,
+        host,
+        port,
+        rack: None,
+    };
+    let image = initial_image(&config, broker)?;
+    let nr = config.cores;
+    tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
+
+    let mesh: MeshBuilder<Envelope, Full> = MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX);
+    let boot = Boot {
+        config: Arc::new(config),
+        image: Arc::new(image),
+        addr,
+        ready: Arc::new(AtomicUsize::new(0)),
+        stop: Arc::new(AtomicBool::new(false)),
+        drained: Arc::new(AtomicUsize::new(0)),
+        failed: Arc::new(AtomicBool::new(false)),
+    };
+    let cpus = crate::config::online_cpus();
+    let mut handles = Vec::with_capacity(nr);
+    for i in 0..nr {
+        let placement = if nr <= cpus { Placement::Fixed(i) } else { Placement::Unbound };
+        let mesh = mesh.clone();
+        let b = Boot {
+            config: boot.config.clone(),
+            image: boot.image.clone(),
+            addr,
+            ready: boot.ready.clone(),
+            stop: boot.stop.clone(),
+            drained: boot.drained.clone(),
+            failed: boot.failed.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{i}"))
+            .io_memory(limits::EXECUTOR_IO_MEMORY_BYTES)
+            .ring_depth(limits::EXECUTOR_RING_DEPTH)
+            .spawn(move || async move {
+                let failed = b.failed.clone();
+                if let Err(e) = shard_main(ShardId(i), nr, mesh, b).await {
+                    tracing::error!(shard = i, error = %format!("{e:#}"), "shard failed");
+                    failed.store(true, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting executor for shard {i}: {e}"))?;
+        handles.push(handle);
+    }
+    while boot.ready.load(Ordering::SeqCst) < nr {
+        if boot.failed.load(Ordering::SeqCst) {
+            boot.stop.store(true, Ordering::SeqCst);
+            for h in handles {
+                let _ = h.join();
+            }
+            anyhow::bail!("start-up failed; see the log above");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(reservation);
+    println!("LISTENING {addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, "ready");
+
+    wait_for_signal(&signals, &boot.failed);
+    tracing::info!("shutting down");
+    boot.stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        if h.join().is_err() {
+            tracing::error!("a shard panicked");
+        }
+    }
+    tracing::info!("stopped");
+    if boot.failed.load(Ordering::SeqCst) {
+        anyhow::bail!("a shard failed");
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT (blocked in every thread) or a shard failure.
+fn wait_for_signal(signals: &nix::sys::signal::SigSet, failed: &AtomicBool) {
+    let set = signals.as_ref() as *const libc::sigset_t;
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    loop {
+        // SAFETY: `set` points to a valid sigset for the duration of the call; a null siginfo is allowed.
+        let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+        if r > 0 {
+            tracing::info!(signal = r, "signal received");
+            return;
+        }
+        if failed.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+fn reserve_port(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
+    Ok(s)
+}
+
+/// One broker per data dir: an exclusive flock on `<data>/.lock`, held until exit.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    // SAFETY: flock on a valid, owned descriptor.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        anyhow::bail!("data dir {} is in use by another broker", dir.display());
+    }
+    Ok(f)
+}
+
+/// Loads the persisted image (or makes one), and creates the internal topics.
+fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<MetadataImage> {
+    let mut image = MetadataImage::load_or_new(&config.data_dir, broker)?;
+    if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert("segment.bytes".to_string(), config.get("offsets.topic.segment.bytes").to_string());
+        configs.insert("retention.ms".to_string(), "-1".to_string());
+        let cmd = ControllerCommand::CreateTopic {
+            name: CONSUMER_OFFSETS_TOPIC.to_string(),
+            partitions: config.int("offsets.topic.num.partitions", 50) as i32,
+            replication_factor: 1,
+            configs,
+            internal: true,
+        };
+        let (next, _) = controller::apply(&image, &cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
+        image = next;
+    }
+    image.persist(&config.data_dir)?;
+    Ok(image)
+}
+
+async fn shard_main(
+    id: ShardId,
+    nr: usize,
+    mesh: MeshBuilder<Envelope, Full>,
+    boot: Boot,
+) -> anyhow::Result<()> {
+    let (senders, receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
+    let logs = crate::storage::LogManager::new(id, storage_config(&boot.config));
+    let groups = crate::group::GroupCoordinator::new(id, boot.config.clone(), logs.clone());
+    let shard = Rc::new(Shard::new(
+        id,
+        nr,
+        boot.config.clone(),
+        logs.clone(),
+        groups,
+        boot.image.clone(),
+        senders,
+    ));
+    spawn_mesh_receivers(&shard, receivers);
+    shard.apply_image(boot.image.clone()).await;
+    logs.start_background();
+    shard.groups.start(shard.clone());
+    let listener = glommio::net::TcpListener::bind(boot.addr)
+        .map_err(|e| anyhow::anyhow!("shard {} binding {}: {e}", id.0, boot.addr))?;
+    boot.ready.fetch_add(1, Ordering::SeqCst);
+    crate::net::accept_loop(shard.clone(), listener, boot.stop.clone()).await;
+
+    shard.shutting_down.set(true);
+    crate::net::drain_connections(&shard, Duration::from_secs(10)).await;
+    boot.drained.fetch_add(1, Ordering::SeqCst);
+    // Other shards may still route requests here until their connections drain.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while boot.drained.load(Ordering::SeqCst) < nr && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    logs.shutdown().await;
+    let s = &shard.stats;
+    tracing::info!(
+        shard = id.0,
+        requests = s.requests.get(),
+        produced_bytes = s.produced_bytes.get(),
+        fetched_bytes = s.fetched_bytes.get(),
+        "shard stopped"
+    );
+    Ok(())
+}
+
+fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>) {
+    use futures_lite::StreamExt;
+    for (_, mut stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(envelope) = stream.next().await {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let response = dispatch_local(shard, envelope.request).await;
+                    let _ = envelope.reply.send(response);
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+}
+
+/// Runs a request on the shard that owns its partitions (this one).
+pub async fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
+    use crate::handler::local;
+    match request {
+        ShardRequest::ApplyImage(image) => {
+            shard.apply_image(image).await;
+            ShardResponse::Applied
+        }
+        ShardRequest::Controller(cmd) => ShardResponse::Controller(run_controller(&shard, cmd).await),
+        ShardRequest::Produce(batch) => ShardResponse::Produce(local::produce(&shard, batch).await),
+        ShardRequest::Fetch(items) => ShardResponse::Fetch(local::fetch(&shard, items).await),
+        ShardRequest::WaitForData { items, wait_ms } => {
+            local::wait_for_data(&shard, items, wait_ms).await;
+            ShardResponse::DataReady
+        }
+        ShardRequest::ListOffsets(items) => ShardResponse::ListOffsets(local::list_offsets(&shard, items).await),
+        ShardRequest::DeleteRecords(items) => {
+            ShardResponse::DeleteRecords(local::delete_records(&shard, items).await)
+        }
+        ShardRequest::LogDirs(items) => ShardResponse::LogDirs(local::log_dirs(&shard, items)),
+        ShardRequest::Group(req) => ShardResponse::Group(shard.groups.handle(req).await),
+    }
+}
+
+/// Applies a controller command (shard 0 only): pure apply, persist, broadcast, answer.
+async fn run_controller(shard: &Rc<Shard>, cmd: ControllerCommand) -> Result<Outcome, ControllerError> {
+    if shard.id != ShardId(0) {
+        return Err(ControllerError::InvalidRequest("not the controller shard".into()));
+    }
+    let _permit = shard.controller_lock.acquire_permit(1).await;
+    let current = shard.metadata();
+    let (next, outcome) = controller::apply(&current, &cmd)?;
+    let next = Arc::new(next);
+    let dir = shard.config.data_dir.clone();
+    let to_write = next.clone();
+    let persisted = glommio::executor()
+        .spawn_blocking(move || to_write.persist(&dir))
+        .await;
+    persisted.map_err(|e| ControllerError::Persist(e.to_string()))?;
+    let image = next.clone();
+    shard.broadcast(|| ShardRequest::ApplyImage(image.clone())).await;
+    tracing::info!(version = next.version, command = ?short(&cmd), "metadata changed");
+    Ok(outcome)
+}
+
+fn short(cmd: &ControllerCommand) -> String {
+    match cmd {
+        ControllerCommand::CreateTopic { name, partitions, .. } => format!("create topic {name} ({partitions})"),
+        ControllerCommand::DeleteTopic { name } => format!("delete topic {name}"),
+        ControllerCommand::CreatePartitions { name, count } => format!("partitions of {name} -> {count}"),
+        ControllerCommand::AlterTopicConfigs { name, .. } => format!("alter configs of {name}"),
+        ControllerCommand::AllocateProducerIds => "allocate producer ids".into(),
+    }
+}
+
+fn storage_config(c: &BrokerConfig) -> crate::storage::StorageBrokerConfig {
+    let pos = |k: &str| -> Option<u64> { Some(c.int(k, -1)).filter(|v| *v >= 0).map(|v| v as u64) };
+    let flush_messages = c.int("log.flush.interval.messages", i64::MAX);
+    crate::storage::StorageBrokerConfig {
+        data_dir: c.data_dir.clone(),
+        retention_check_interval_ms: c.int("log.retention.check.interval.ms", 300_000).max(1) as u64,
+        min_free_bytes: pos("log.dir.min.free.bytes"),
+        min_free_percent: Some(c.float("log.dir.min.free.percent", -1.0)).filter(|p| *p > 0.0),
+        capacity_override_bytes: pos("log.dir.capacity.bytes").filter(|v| *v > 0),
+        flush_interval_messages: (flush_messages > 0 && flush_messages < i64::MAX).then_some(flush_messages as u64),
+        flush_interval_ms: pos("log.flush.interval.ms").filter(|v| *v > 0),
+    }
+}

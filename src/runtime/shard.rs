@@ -1,0 +1,221 @@
+//! Per-core shard state.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::Senders;
+
+use super::messages::{Envelope, ShardRequest, ShardResponse};
+use super::placement;
+use crate::cluster::{MetadataImage, TopicImage};
+use crate::config::topic::{self, Source};
+use crate::config::BrokerConfig;
+use crate::model::{ShardId, TopicPartition};
+use crate::storage::{LogConfig, LogManager};
+
+/// The state of one shard. Lives on (and never leaves) the core it was created
+/// on; other cores reach it only through `ShardRequest` messages.
+pub struct Shard {
+    pub id: ShardId,
+    pub nr_shards: usize,
+    pub config: Arc<BrokerConfig>,
+    pub logs: Rc<LogManager>,
+    pub groups: Rc<crate::group::GroupCoordinator>,
+    image: RefCell<Arc<MetadataImage>>,
+    senders: Senders<Envelope>,
+    /// Serialises controller commands (used on shard 0 only).
+    pub controller_lock: glommio::sync::Semaphore,
+    pub fetch_sessions: RefCell<crate::handler::fetch_session::FetchSessions>,
+    /// Producer ids this shard may hand out: [next, end).
+    pub producer_ids: Cell<(i64, i64)>,
+    pub connections: Cell<usize>,
+    pub shutting_down: Cell<bool>,
+    pub stats: Stats,
+}
+
+/// Counters a shard keeps about itself (logged at shutdown; exposed later as metrics).
+#[derive(Default)]
+pub struct Stats {
+    pub requests: Cell<u64>,
+    pub produced_bytes: Cell<u64>,
+    pub fetched_bytes: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        nr_shards: usize,
+        config: Arc<BrokerConfig>,
+        logs: Rc<LogManager>,
+        groups: Rc<crate::group::GroupCoordinator>,
+        image: Arc<MetadataImage>,
+        senders: Senders<Envelope>,
+    ) -> Shard {
+        let slots = config.int("max.incremental.fetch.session.cache.slots", 1000) as usize;
+        Shard {
+            id,
+            nr_shards,
+            config,
+            logs,
+            groups,
+            image: RefCell::new(image),
+            senders,
+            controller_lock: glommio::sync::Semaphore::new(1),
+            fetch_sessions: RefCell::new(crate::handler::fetch_session::FetchSessions::new(slots)),
+            producer_ids: Cell::new((0, 0)),
+            connections: Cell::new(0),
+            shutting_down: Cell::new(false),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The last metadata image this shard received.
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn shard_for(&self, tp: &TopicPartition) -> ShardId {
+        placement::shard_for(tp, self.nr_shards)
+    }
+
+    /// Sends `request` to `target` (running it inline when that is this shard)
+    /// and waits for the answer.
+    pub async fn call(self: &Rc<Self>, target: ShardId, request: ShardRequest) -> ShardResponse {
+        if target == self.id {
+            return super::dispatch_local(self.clone(), request).await;
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let envelope = Envelope { request, reply: tx };
+        if self.senders.send_to(target.0, envelope).await.is_err() {
+            return ShardResponse::Unavailable;
+        }
+        rx.await.unwrap_or(ShardResponse::Unavailable)
+    }
+
+    /// Sends the same kind of request to every shard and collects the answers in shard order.
+    pub async fn broadcast(
+        self: &Rc<Self>,
+        make: impl Fn() -> ShardRequest,
+    ) -> Vec<ShardResponse> {
+        let calls = (0..self.nr_shards).map(|s| self.call(ShardId(s), make()));
+        futures::future::join_all(calls).await
+    }
+
+    /// Installs `image` and brings the partitions this shard owns in line with it.
+    pub async fn apply_image(&self, image: Arc<MetadataImage>) {
+        let old = self.metadata();
+        if image.version < old.version {
+            return;
+        }
+        *self.image.borrow_mut() = image.clone();
+        let mut wanted: HashSet<TopicPartition> = HashSet::new();
+        for t in image.topics.values() {
+            for p in 0..t.partitions {
+                let tp = TopicPartition::new(t.name.clone(), p);
+                if self.shard_for(&tp) == self.id {
+                    wanted.insert(tp);
+                }
+            }
+        }
+        for log in self.logs.partitions() {
+            let tp = log.topic_partition().clone();
+            let stale = match image.topic(&tp.topic) {
+                Some(t) => t.id != log.topic_id() || !wanted.contains(&tp),
+                None => true,
+            };
+            if stale {
+                if let Err(e) = self.logs.remove_partition(&tp).await {
+                    tracing::error!(shard = self.id.0, partition = %tp, error = %e, "removing partition failed");
+                }
+            }
+        }
+        for t in image.topics.values() {
+            let changed = old.topic(&t.name) != Some(t);
+            let cfg = log_config(&self.config, t);
+            for p in 0..t.partitions {
+                let tp = TopicPartition::new(t.name.clone(), p);
+                if !wanted.contains(&tp) {
+                    continue;
+                }
+                if self.logs.get(&tp).is_some() {
+                    if changed {
+                        self.logs.update_config(&tp, cfg.clone());
+                    }
+                    continue;
+                }
+                match self.logs.open_partition(&tp, t.id, cfg.clone()).await {
+                    Ok(_) => tracing::debug!(shard = self.id.0, partition = %tp, "partition opened"),
+                    Err(e) => {
+                        tracing::error!(shard = self.id.0, partition = %tp, error = %e, "opening partition failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one producer id from this shard's block, asking the controller for a
+    /// new block when it is used up.
+    pub async fn next_producer_id(self: &Rc<Self>) -> Option<i64> {
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Some(next);
+        }
+        let resp = self
+            .call(
+                ShardId(0),
+                ShardRequest::Controller(crate::cluster::ControllerCommand::AllocateProducerIds),
+            )
+            .await;
+        match resp {
+            ShardResponse::Controller(Ok(crate::cluster::controller::Outcome::ProducerIdBlock {
+                first,
+                len,
+            })) => {
+                self.producer_ids.set((first + 1, first + len));
+                Some(first)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The storage configuration of a topic: its overrides over the broker's defaults.
+pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
+    let eff = topic::effective(broker, &t.configs);
+    let int = |k: &str| -> i64 { eff.get(k).and_then(|(v, _)| v.trim().parse().ok()).unwrap_or(-1) };
+    let opt_pos = |k: &str| -> Option<i64> { Some(int(k)).filter(|v| *v >= 0) };
+    let unset = |k: &str| -> bool { eff.get(k).map(|(_, s)| *s == Source::Default).unwrap_or(true) };
+    let disk = eff
+        .get("retention.disk.percent")
+        .and_then(|(v, _)| v.parse::<f64>().ok())
+        .filter(|p| *p > 0.0);
+    let flush_messages = int("flush.messages");
+    let flush_ms = int("flush.ms");
+    LogConfig {
+        segment_bytes: int("segment.bytes").max(14) as u64,
+        segment_ms: opt_pos("segment.ms").map(|v| v as u64),
+        segment_index_bytes: int("segment.index.bytes").max(4) as u64,
+        index_interval_bytes: int("index.interval.bytes").max(0) as u64,
+        retention_ms: opt_pos("retention.ms"),
+        retention_bytes: opt_pos("retention.bytes"),
+        retention_disk_percent: disk,
+        topic_partition_count: t.partitions.max(1) as u32,
+        // Unset (or Long.MAX) means Sluice's durable default: fsync before acknowledging.
+        flush_messages: (!unset("flush.messages") && flush_messages > 0 && flush_messages < i64::MAX)
+            .then_some(flush_messages as u64),
+        flush_ms: (!unset("flush.ms") && flush_ms > 0 && flush_ms < i64::MAX).then_some(flush_ms as u64),
+        log_append_time: eff
+            .get("message.timestamp.type")
+            .map(|(v, _)| v == "LogAppendTime")
+            .unwrap_or(false),
+        file_delete_delay_ms: int("file.delete.delay.ms").max(0) as u64,
+    }
+}
+
+/// Topic overrides as a map (helper for handlers).
+pub fn overrides(t: &TopicImage) -> BTreeMap<String, String> {
+    t.configs.clone()
+}

@@ -1,1 +1,29 @@
-fn main() {}
+//! `sluice-bench`: producer, consumer and end-to-end benchmarks for Sluice (or any Kafka broker),
+//! driven by librdkafka through the `rdkafka` crate so the figures compare with what Kafka users
+//! measure with `kafka-producer-perf-test` and `kafka-consumer-perf-test`.
+//!
+//! Every subcommand prints Kafka-style output on stdout and can save a JSON report (`--report`)
+//! and a latency-by-percentile SVG plot (`--plot`).
+
+mod admin;
+mod cli;
+mod consumer_perf;
+mod e2e_latency;
+mod producer_perf;
+mod props;
+mod report;
+mod summarize;
+mod throttle;
+
+use anyhow::Result;
+use clap::Parser;
+
+fn main() -> Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::ProducerPerf(args) => producer_perf::run(&args),
+        cli::Command::ConsumerPerf(args) => consumer_perf::run(&args),
+        cli::Command::E2eLatency(args) => e2e_latency::run(&args),
+        cli::Command::Summarize(args) => summarize::run(&args),
+    }
+}

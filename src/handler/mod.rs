@@ -5,6 +5,20 @@
 //! Kafka error codes (`errors`).
 
 pub mod api_versions;
+// Group coordinator APIs (owned by the group work; dispatched from crate::group::dispatch).
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
+pub mod delete_groups;
+pub mod describe_groups;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+pub mod sync_group;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;

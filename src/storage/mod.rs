@@ -1,1 +1,35 @@
-//! The partition log (owned by the storage work; see ARCHITECTURE.md).
+//! The partition log: segments, sparse indexes, DMA appends with group commit, recovery,
+//! idempotent-producer state and retention. Layered like Kafka/Redpanda:
+//! `segment` (one `.log` + indexes) → `log` (`PartitionLog`: the segment set and its offsets) →
+//! `manager` (`LogManager`: one per shard, owns the flusher and retention tasks).
+//! All I/O goes through the seam in `io`. See docs/on-disk-format.md.
+
+pub mod appender;
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod fault_io;
+pub mod file_names;
+pub mod flush;
+pub mod index;
+pub mod io;
+pub mod log;
+pub mod manager;
+pub mod producer_state;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod waiters;
+
+pub use config::{
+    Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult, StorageBrokerConfig,
+};
+pub use error::StorageError;
+pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};
+pub use log::PartitionLog;
+pub use manager::LogManager;
+pub use producer_state::{BatchMetadata, ProducerEntry};
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on this machine: device limits first (fio O_DIRECT sequential write on
+# the data directory's filesystem; iperf3 loopback TCP with sendfile), then Sluice driven by
+# sluice-bench (librdkafka): produce 1 KiB and 100 B, fetch twice, end-to-end latency at a fixed
+# rate with acks=all, and 1 shard against 2 shards. Broker pinned to CPU 0, clients to CPU 1.
+# Broker CPU (utime+stime from /proc/<pid>/stat) is read before and after every phase.
+#
+# Thin wrapper: the measuring and the arithmetic live in sluice-bench (bench-harness/).
+# Bounded: each phase runs under `timeout`; traffic stays on 127.0.0.1.
+#
+# Usage: scripts/bench.sh [RESULTS_DIR]      (default target/bench-results/<UTC time>)
+# Knobs (environment): RECORDS_1K=1000000 RECORDS_100B=2000000 RECORDS_SHARDS=500000
+#   E2E_SECS=15 E2E_RATE=51200 FIO_SIZE=1G IPERF_SECS=5 PHASE_TIMEOUT=150
+#   BROKER_BIN=target/release/sluice  BENCH_BIN=target/release/sluice-bench
+#   DATA_PARENT=${TMPDIR:-/tmp} (the broker's data directory and fio's file go under it)
+#   CREATE_TOPIC=1 (0 leaves topics to auto-creation, for brokers without CreateTopics)
+#   SKIP_BUILD=0 (1 uses BROKER_BIN and BENCH_BIN as they are)
+set -euo pipefail
+export RUST_LIB_BACKTRACE=0  # an error from sluice-bench is one line, not a stack trace
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RESULTS=${1:-$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+RECORDS_1K=${RECORDS_1K:-1000000}
+RECORDS_100B=${RECORDS_100B:-2000000}
+RECORDS_SHARDS=${RECORDS_SHARDS:-500000}
+E2E_SECS=${E2E_SECS:-15}
+E2E_RATE=${E2E_RATE:-51200}          # 51200 x 1 KiB = 50 MiB/s
+FIO_SIZE=${FIO_SIZE:-1G}
+IPERF_SECS=${IPERF_SECS:-5}
+PHASE_TIMEOUT=${PHASE_TIMEOUT:-150}
+BROKER_BIN=${BROKER_BIN:-$ROOT/target/release/sluice}
+BENCH_BIN=${BENCH_BIN:-$ROOT/target/release/sluice-bench}
+DATA_PARENT=${DATA_PARENT:-${TMPDIR:-/tmp}}
+CREATE_TOPIC=${CREATE_TOPIC:-1}
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# ---- tools and build -------------------------------------------------------------------------
+need_apt=()
+command -v fio >/dev/null || need_apt+=(fio)
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+    log "apt-get install ${need_apt[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing ${need_apt[*]}; install them (as root: apt-get install -y ${need_apt[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null; }
+fi
+if [ "$(nproc)" -lt 2 ]; then
+    echo "needs 2 CPUs (broker on CPU 0, client on CPU 1); this machine has $(nproc)" >&2
+    exit 1
+fi
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release -p sluice -p bench-harness"
+    cargo build --release -p sluice -p bench-harness
+fi
+
+mkdir -p "$RESULTS"
+WORK=$(mktemp -d "$DATA_PARENT/sluice-bench.XXXXXX")
+BROKER_PID=""
+IPERF_PID=""
+cleanup() {
+    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+    [ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null && wait "$IPERF_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+printf '%q ' "$0" "$@" >"$RESULTS/command.txt"; echo >>"$RESULTS/command.txt"
+env | grep -E '^(RECORDS_|E2E_|FIO_|IPERF_|PHASE_|BROKER_BIN|BENCH_BIN|DATA_PARENT|CREATE_TOPIC)' >>"$RESULTS/command.txt" || true
+{
+    echo "date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "kernel=$(uname -r)"
+    echo "cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "data_fs=$(findmnt -n -o SOURCE,FSTYPE -T "$WORK" 2>/dev/null || echo unknown)"
+    echo "git_sha=$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "git_dirty=$([ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo yes || echo no)"
+} >"$RESULTS/machine.txt"
+cat "$RESULTS/machine.txt" >&2
+
+# ---- device limits ---------------------------------------------------------------------------
+log "fio: O_DIRECT sequential write, $FIO_SIZE in 1 MiB blocks, iodepth 8, on $WORK"
+mkdir -p "$WORK/fio"
+timeout "$PHASE_TIMEOUT" taskset -c 0 fio --name=seqwrite --directory="$WORK/fio" --rw=write --direct=1 \
+    --bs=1M --size="$FIO_SIZE" --ioengine=libaio --iodepth=8 --output-format=json \
+    --output="$RESULTS/fio.json" || log "fio failed"
+rm -rf "$WORK/fio"
+
+log "iperf3: loopback TCP, sendfile (-Z), ${IPERF_SECS}s; server CPU 0, client CPU 1"
+IPERF_PORT=$((20000 + RANDOM % 20000))
+taskset -c 0 iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >/dev/null 2>&1 &
+IPERF_PID=$!
+sleep 0.5
+timeout "$PHASE_TIMEOUT" taskset -c 1 iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -Z -t "$IPERF_SECS" -J \
+    >"$RESULTS/iperf3.json" || log "iperf3 failed"
+wait "$IPERF_PID" 2>/dev/null || true
+IPERF_PID=""
+
+# ---- broker ----------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+# utime+stime of the broker in seconds (fields 14 and 15; the comm field has no spaces).
+broker_cpu() { awk -v hz="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$BROKER_PID/stat"; }
+
+start_broker() { # start_broker CORES CPU_LIST
+    local cores=$1 cpus=$2
+    rm -rf "$WORK/data"; mkdir -p "$WORK/data"
+    : >"$RESULTS/broker-${cores}shard.log"
+    taskset -c "$cpus" "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --cores "$cores" \
+        >"$RESULTS/broker-${cores}shard.log" 2>&1 &
+    BROKER_PID=$!
+    BOOTSTRAP=""
+    for _ in $(seq 300); do
+        BOOTSTRAP=$(sed -n 's/^LISTENING //p' "$RESULTS/broker-${cores}shard.log" | head -1)
+        [ -n "$BOOTSTRAP" ] && break
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$BOOTSTRAP" ]; then
+        echo "broker (--cores $cores) did not print LISTENING within 30 s; log:" >&2
+        tail -20 "$RESULTS/broker-${cores}shard.log" >&2
+        return 1
+    fi
+    log "broker pid $BROKER_PID, --cores $cores on CPU $cpus, listening on $BOOTSTRAP"
+}
+
+stop_broker() {
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+
+topic_flags() { [ "$CREATE_TOPIC" = 1 ] && echo "--create-topic --partitions 2"; true; }
+
+# run_phase NAME SUBCOMMAND ARGS...: one sluice-bench run on CPU 1, report in $RESULTS/NAME.json,
+# broker CPU seconds in $RESULTS/cpu-NAME.json. A failed phase is logged and skipped.
+run_phase() {
+    local name=$1; shift
+    log "$name: sluice-bench $*"
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        log "$name skipped: broker is not running"; return 0
+    fi
+    local before after status=0
+    before=$(broker_cpu)
+    timeout "$PHASE_TIMEOUT" taskset -c 1 "$BENCH_BIN" "$@" --bootstrap-server "$BOOTSTRAP" \
+        --report "$RESULTS/$name.json" --label "$name" --broker-config "$BROKER_CONFIG" \
+        2>&1 | tee "$RESULTS/$name.txt" || status=$?
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        log "$name: broker exited during the phase"; tail -20 "$RESULTS"/broker-*shard.log >&2; return 0
+    fi
+    after=$(broker_cpu)
+    echo "{\"phase\": \"$name\", \"broker_cpu_seconds\": $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')}" \
+        >"$RESULTS/cpu-$name.json"
+    if [ "$status" -ne 0 ]; then
+        log "$name failed (exit $status)"; rm -f "$RESULTS/$name.json"
+    fi
+}
+
+if start_broker 1 0; then
+    BROKER_CONFIG="cores=1"
+    # shellcheck disable=SC2046 # topic_flags is deliberately word-split
+    run_phase produce-1k producer-perf --topic bench-1k --num-records "$RECORDS_1K" --record-size 1024 \
+        --throughput -1 --producer-props acks=1 $(topic_flags) --plot "$RESULTS/produce-1k.svg"
+    # shellcheck disable=SC2046
+    run_phase produce-100b producer-perf --topic bench-100b --num-records "$RECORDS_100B" --record-size 100 \
+        --throughput -1 --producer-props acks=1 $(topic_flags)
+    run_phase consume-first consumer-perf --topic bench-1k --messages "$RECORDS_1K" --timeout 10000
+    run_phase consume-cached consumer-perf --topic bench-1k --messages "$RECORDS_1K" --timeout 10000
+    # shellcheck disable=SC2046
+    run_phase e2e-50mb e2e-latency --topic bench-e2e --rate "$E2E_RATE" --duration-secs "$E2E_SECS" \
+        --record-size 1024 --acks all $(topic_flags) --plot "$RESULTS/e2e-50mb.svg"
+    # shellcheck disable=SC2046
+    run_phase produce-1k-1shard producer-perf --topic bench-shards --num-records "$RECORDS_SHARDS" \
+        --record-size 1024 --throughput -1 --producer-props acks=1 $(topic_flags)
+    stop_broker
+fi
+
+# Two shards need both CPUs; the client shares CPU 1 with shard 1, so this row measures
+# scaling under contention on a 2-core machine, not clean 2-core scaling.
+if start_broker 2 0,1; then
+    BROKER_CONFIG="cores=2"
+    # shellcheck disable=SC2046
+    run_phase produce-1k-2shard producer-perf --topic bench-shards --num-records "$RECORDS_SHARDS" \
+        --record-size 1024 --throughput -1 --producer-props acks=1 $(topic_flags)
+    stop_broker
+fi
+
+log "summary ($RESULTS)"
+"$BENCH_BIN" summarize --results-dir "$RESULTS"

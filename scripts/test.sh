@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotently), builds, and runs every suite:
+# the Rust unit and integration tests (cargo test --workspace), then the Python client tests.
+# Works on a fresh Debian machine as root. Exits non-zero if anything fails.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# ---- system packages -------------------------------------------------------------------------
+# kcat: the CLI client tests/kcat.rs drives. python3-venv: for .venv below.
+# cmake/libcurl/libssl/zlib: rdkafka-sys builds librdkafka from source; make and gcc suffice for
+# its default features, the rest are here so a slimmer image still builds.
+need_apt=()
+command -v kcat >/dev/null || need_apt+=(kcat)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v make >/dev/null || need_apt+=(make)
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v g++ >/dev/null || need_apt+=(g++)
+if ((${#need_apt[@]})); then
+    log "apt-get install ${need_apt[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing ${need_apt[*]}; install them (as root: apt-get install -y ${need_apt[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# ---- Python clients --------------------------------------------------------------------------
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+# A stamp of the requirements installed, so a second run does not touch the network.
+STAMP="$VENV/.sluice-requirements"
+if ! cmp -s tests/python/requirements.txt "$STAMP"; then
+    log "pip install -r tests/python/requirements.txt"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    cp tests/python/requirements.txt "$STAMP"
+fi
+
+# ---- Rust ------------------------------------------------------------------------------------
+# Each broker under test runs 2 shards (--cores 2) on a 2-core machine: two test threads keep
+# the machine busy without starving brokers of CPU into client timeouts.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+status=0
+log "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+log "cargo test --workspace"
+cargo_log=$(mktemp)
+set +e
+cargo test --workspace 2>&1 | tee "$cargo_log"
+cargo_status=${PIPESTATUS[0]}
+set -e
+[ "$cargo_status" -eq 0 ] || status=1
+
+# ---- Python client tests ---------------------------------------------------------------------
+log "pytest tests/python"
+export SLUICE_BIN="${SLUICE_BIN:-$ROOT/target/debug/sluice}"
+pytest_log=$(mktemp)
+set +e
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$pytest_log"
+pytest_status=${PIPESTATUS[0]}
+set -e
+[ "$pytest_status" -eq 0 ] || status=1
+
+# ---- summary ---------------------------------------------------------------------------------
+log "summary"
+echo "cargo test (exit $cargo_status):"
+grep -E '^test result:' "$cargo_log" | sed 's/^/  /' || true
+echo "pytest (exit $pytest_status):"
+pytest_line=$(grep -E '^=*\s*[0-9]+ (passed|failed|error)|no tests ran' "$pytest_log" | tail -1 || true)
+echo "  ${pytest_line:-<no pytest summary line>}"
+count() { # count WORD FILE: sum of the numbers before WORD on summary lines
+    grep -oE "[0-9]+ $1" "$2" | awk '{ n += $1 } END { print n + 0 }'
+}
+cargo_summary=$(grep -E '^test result:' "$cargo_log" || true)
+passed=$(( $(count passed <(echo "$cargo_summary")) + $(count passed <(echo "$pytest_line")) ))
+failed=$(( $(count failed <(echo "$cargo_summary")) + $(count failed <(echo "$pytest_line")) \
+           + $(count error <(echo "$pytest_line")) ))
+rm -f "$cargo_log" "$pytest_log"
+# A failure that produced no summary (build error, crash) still fails the run.
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "Total: $passed passed, $failed failed"
+exit "$status"

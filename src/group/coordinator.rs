@@ -1,0 +1,558 @@
+//! The per-shard group coordinator: the async front of the pure state machines.
+//!
+//! One [`GroupCoordinator`] lives on every shard (core) and owns the groups whose
+//! `__consumer_offsets` partition that shard owns. It
+//! - replays an offsets partition into memory before serving its groups (lazily, and
+//!   for every owned partition at start-up),
+//! - writes every commit and group change to that partition with acks=all *before*
+//!   applying it and answering (so an acknowledged commit survives a crash),
+//! - serialises appends per partition, so log order is apply order,
+//! - writes a compacted snapshot of the live state every `snapshot_records_max`
+//!   records and advances the log start past what it supersedes,
+//! - runs the timer task (session/rebalance deadlines, offset retention).
+//!
+//! Architecture Invariant: no `RefCell` borrow of `groups` is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::classic::{ClassicGroup, GroupState};
+use super::consumer::ConsumerGroup;
+use super::records::OffsetsRecord;
+use super::request::{GroupRequest, GroupResponse};
+use super::{now_ms, offsets_partition_for, GroupConfig, GroupError, OFFSETS_TOPIC};
+use crate::cluster::MetadataImage;
+use crate::config::BrokerConfig;
+use crate::model::{LeaderEpoch, Offset, ShardId, TopicPartition};
+use crate::runtime::Shard;
+use crate::storage::{Acks, AppendOptions, LogManager};
+
+/// A group of either protocol.
+pub enum Group {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+impl Group {
+    pub fn offsets(&self) -> &super::offsets::GroupOffsets {
+        match self {
+            Group::Classic(g) => &g.offsets,
+            Group::Consumer(g) => &g.offsets,
+        }
+    }
+    pub fn offsets_mut(&mut self) -> &mut super::offsets::GroupOffsets {
+        match self {
+            Group::Classic(g) => &mut g.offsets,
+            Group::Consumer(g) => &mut g.offsets,
+        }
+    }
+}
+
+/// Load and write state of one `__consumer_offsets` partition owned by this shard.
+struct OffsetsPartition {
+    /// Held across each append+apply, and across replay and snapshots.
+    write_lock: futures::lock::Mutex<()>,
+    loaded: Cell<bool>,
+    records_since_snapshot: Cell<u64>,
+}
+
+/// The group coordinator of one shard. Lives on that shard's core only.
+pub struct GroupCoordinator {
+    shard_id: ShardId,
+    pub(crate) config: GroupConfig,
+    logs: Rc<LogManager>,
+    shard: RefCell<Weak<Shard>>,
+    pub(crate) groups: RefCell<HashMap<String, Group>>,
+    partitions: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
+}
+
+/// Records to replay per read of the offsets log.
+const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+
+impl GroupCoordinator {
+    pub fn new(shard_id: ShardId, broker: Arc<BrokerConfig>, logs: Rc<LogManager>) -> Rc<Self> {
+        Rc::new(GroupCoordinator {
+            shard_id,
+            config: config_from(&broker),
+            logs,
+            shard: RefCell::new(Weak::new()),
+            groups: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the timer task and loads every offsets partition this shard owns.
+    /// Call once, inside the shard's executor, after its partitions are open.
+    pub fn start(self: &Rc<Self>, shard: Rc<Shard>) {
+        *self.shard.borrow_mut() = Rc::downgrade(&shard);
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let image = shard.metadata();
+            let n = offsets_partition_count(&image, &me.config);
+            for p in 0..n {
+                let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+                if shard.shard_for(&tp) == me.shard_id {
+                    if let Err(e) = me.ensure_loaded(p).await {
+                        tracing::error!(partition = p, error = %e, "loading group state failed");
+                    }
+                }
+            }
+        })
+        .detach();
+        let me = self.clone();
+        glommio::spawn_local(async move { me.timer_loop().await }).detach();
+    }
+
+    /// Serves one request for a group this shard owns.
+    pub async fn handle(self: &Rc<Self>, req: GroupRequest) -> GroupResponse {
+        let Some(group_id) = req.group_id().map(str::to_owned) else {
+            return self.handle_shard_wide(req).await;
+        };
+        let partition = self.partition_for(&group_id);
+        if let Err(e) = self.ensure_loaded(partition).await {
+            tracing::warn!(group = %group_id, error = %e, "group request on a shard without its partition");
+            return super::ops::error_response(&req, ResponseError::NotCoordinator);
+        }
+        super::ops::handle(self, partition, group_id, req).await
+    }
+
+    async fn handle_shard_wide(self: &Rc<Self>, req: GroupRequest) -> GroupResponse {
+        // ListGroups: make sure every partition we own is loaded first.
+        let owned: Vec<i32> = self.owned_partitions();
+        for p in owned {
+            let _ = self.ensure_loaded(p).await;
+        }
+        super::ops::handle_shard_wide(self, req)
+    }
+
+    pub(crate) fn shard(&self) -> Option<Rc<Shard>> {
+        self.shard.borrow().upgrade()
+    }
+
+    pub(crate) fn metadata(&self) -> Option<Arc<MetadataImage>> {
+        self.shard().map(|s| s.metadata())
+    }
+
+    pub(crate) fn partition_for(&self, group_id: &str) -> i32 {
+        let n = self
+            .metadata()
+            .map(|m| offsets_partition_count(&m, &self.config))
+            .unwrap_or(self.config.offsets_topic_partitions);
+        offsets_partition_for(group_id, n)
+    }
+
+    fn owned_partitions(&self) -> Vec<i32> {
+        let Some(shard) = self.shard() else {
+            return vec![];
+        };
+        let n = offsets_partition_count(&shard.metadata(), &self.config);
+        (0..n)
+            .filter(|p| shard.shard_for(&TopicPartition::new(OFFSETS_TOPIC, *p)) == self.shard_id)
+            .collect()
+    }
+
+    fn partition_state(&self, partition: i32) -> Rc<OffsetsPartition> {
+        self.partitions
+            .borrow_mut()
+            .entry(partition)
+            .or_insert_with(|| {
+                Rc::new(OffsetsPartition {
+                    write_lock: futures::lock::Mutex::new(()),
+                    loaded: Cell::new(false),
+                    records_since_snapshot: Cell::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Replays the partition into memory once. Fails when the partition is not here.
+    pub async fn ensure_loaded(&self, partition: i32) -> Result<(), GroupError> {
+        let state = self.partition_state(partition);
+        if state.loaded.get() {
+            return Ok(());
+        }
+        let _guard = state.write_lock.lock().await;
+        if state.loaded.get() {
+            return Ok(());
+        }
+        let count = self.replay(partition).await?;
+        state.records_since_snapshot.set(count);
+        state.loaded.set(true);
+        tracing::debug!(shard = self.shard_id.0, partition, records = count, "group state loaded");
+        Ok(())
+    }
+
+    async fn replay(&self, partition: i32) -> Result<u64, GroupError> {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let log = self
+            .logs
+            .get(&tp)
+            .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
+        let mut next = log.log_start_offset();
+        let end = log.log_end_offset();
+        let mut count = 0u64;
+        let now = now_ms();
+        while next < end {
+            let read = log
+                .read(next, REPLAY_READ_BYTES_MAX, true)
+                .await
+                .map_err(|e| GroupError::Read(e.to_string()))?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut buf = read.records.clone();
+            let sets = RecordBatchDecoder::decode_all(&mut buf)
+                .map_err(|e| GroupError::Read(e.to_string()))?;
+            let mut last = next;
+            for set in sets {
+                for r in set.records {
+                    last = last.max(Offset(r.offset + 1));
+                    if r.control {
+                        continue;
+                    }
+                    let Some(key) = r.key.as_deref() else { continue };
+                    match OffsetsRecord::decode(key, r.value.as_deref()) {
+                        Ok(Some(rec)) => {
+                            self.apply(rec, now);
+                            count += 1;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(partition, offset = r.offset, error = %e, "skipping malformed record")
+                        }
+                    }
+                }
+            }
+            if last <= next {
+                break;
+            }
+            next = last;
+        }
+        Ok(count)
+    }
+
+    /// Applies one record to the in-memory state (replay, and after each append).
+    pub(crate) fn apply(&self, rec: OffsetsRecord, now: i64) {
+        let mut groups = self.groups.borrow_mut();
+        match rec {
+            OffsetsRecord::Offset { group, tp, value } => match value {
+                Some(v) => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::Classic(ClassicGroup::new(group, now)));
+                    g.offsets_mut().put(tp, v);
+                }
+                None => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        g.offsets_mut().remove(&tp);
+                    }
+                }
+            },
+            OffsetsRecord::Group { group, value } => match value {
+                Some(v) => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::Classic(ClassicGroup::new(group.clone(), now)));
+                    if let Group::Consumer(_) = g {
+                        let offsets = g.offsets().clone();
+                        let mut c = ClassicGroup::new(group, now);
+                        c.offsets = offsets;
+                        *g = Group::Classic(c);
+                    }
+                    if let Group::Classic(c) = g {
+                        c.load_record(v, now);
+                    }
+                }
+                None => {
+                    groups.remove(&group);
+                }
+            },
+            OffsetsRecord::ConsumerGroup { group, epoch } => match epoch {
+                Some(epoch) => {
+                    let offsets = groups.get(&group).map(|g| g.offsets().clone()).unwrap_or_default();
+                    match groups.get_mut(&group) {
+                        Some(Group::Consumer(c)) => c.set_epoch_at_least(epoch),
+                        _ => {
+                            let mut c = ConsumerGroup::new(group.clone(), epoch);
+                            c.offsets = offsets;
+                            groups.insert(group, Group::Consumer(c));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(Group::Consumer(_)) = groups.get(&group) {
+                        groups.remove(&group);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Appends `records` to the group's offsets partition (acks=all), then applies them.
+    /// Returns once they are durable and visible.
+    pub(crate) async fn write(&self, partition: i32, records: Vec<OffsetsRecord>) -> Result<(), GroupError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let state = self.partition_state(partition);
+        let n = records.len() as u64;
+        {
+            let _guard = state.write_lock.lock().await;
+            self.append_locked(partition, &records).await?;
+            let now = now_ms();
+            for r in records {
+                self.apply(r, now);
+            }
+        }
+        state
+            .records_since_snapshot
+            .set(state.records_since_snapshot.get() + n);
+        if state.records_since_snapshot.get() >= self.config.snapshot_records_max {
+            state.records_since_snapshot.set(0);
+            if let Err(e) = self.snapshot(partition).await {
+                tracing::warn!(partition, error = %e, "group state snapshot failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_locked(&self, partition: i32, records: &[OffsetsRecord]) -> Result<Offset, GroupError> {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let log = self
+            .logs
+            .get(&tp)
+            .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
+        let now = now_ms();
+        let batch = encode_batch(records, now)?;
+        let opts = AppendOptions {
+            acks: Acks::All,
+            leader_epoch: LeaderEpoch(0),
+            now_ms: now,
+        };
+        let result = log
+            .append(batch, opts)
+            .await
+            .map_err(|e| GroupError::Append(e.to_string()))?;
+        Ok(result.base_offset)
+    }
+
+    /// Writes every live record of the partition as one batch, then drops what precedes it.
+    async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
+        let state = self.partition_state(partition);
+        let _guard = state.write_lock.lock().await;
+        let records = self.live_records(partition);
+        let base = if records.is_empty() {
+            let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+            match self.logs.get(&tp) {
+                Some(log) => log.log_end_offset(),
+                None => return Err(GroupError::OffsetsPartitionMissing(partition)),
+            }
+        } else {
+            self.append_locked(partition, &records).await?
+        };
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        if let Some(log) = self.logs.get(&tp) {
+            log.delete_records_before(base)
+                .await
+                .map_err(|e| GroupError::Append(e.to_string()))?;
+        }
+        tracing::info!(partition, records = records.len(), log_start = base.0, "group state snapshot written");
+        Ok(())
+    }
+
+    /// The records that rebuild the current state of every group in `partition`.
+    fn live_records(&self, partition: i32) -> Vec<OffsetsRecord> {
+        let groups = self.groups.borrow();
+        let mut out = Vec::new();
+        for (id, g) in groups.iter() {
+            if self.partition_for(id) != partition {
+                continue;
+            }
+            match g {
+                Group::Classic(c) => out.push(OffsetsRecord::Group {
+                    group: id.clone(),
+                    value: Some(c.to_record()),
+                }),
+                Group::Consumer(c) => out.push(OffsetsRecord::ConsumerGroup {
+                    group: id.clone(),
+                    epoch: Some(c.group_epoch()),
+                }),
+            }
+            for (tp, o) in g.offsets().iter() {
+                out.push(OffsetsRecord::Offset {
+                    group: id.clone(),
+                    tp: tp.clone(),
+                    value: Some(o.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    async fn timer_loop(self: Rc<Self>) {
+        let tick = Duration::from_millis(self.config.tick_interval_ms.max(10));
+        let mut next_retention = now_ms() + self.config.offsets_retention_check_interval_ms;
+        loop {
+            glommio::timer::sleep(tick).await;
+            let Some(shard) = self.shard() else { return };
+            if shard.shutting_down.get() {
+                return;
+            }
+            let now = now_ms();
+            let dirty = self.tick_groups(now);
+            for (partition, records) in dirty {
+                if let Err(e) = self.write(partition, records).await {
+                    tracing::warn!(partition, error = %e, "persisting group metadata failed");
+                }
+            }
+            if now >= next_retention {
+                next_retention = now + self.config.offsets_retention_check_interval_ms;
+                for (partition, records) in self.expire_offsets(now) {
+                    if let Err(e) = self.write(partition, records).await {
+                        tracing::warn!(partition, error = %e, "writing offset expirations failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances every group's timers; returns metadata records to persist, by partition.
+    fn tick_groups(&self, now: i64) -> HashMap<i32, Vec<OffsetsRecord>> {
+        let mut out: HashMap<i32, Vec<OffsetsRecord>> = HashMap::new();
+        let mut groups = self.groups.borrow_mut();
+        for (id, g) in groups.iter_mut() {
+            let record = match g {
+                Group::Classic(c) => {
+                    c.tick(now, &self.config);
+                    c.take_dirty().then(|| OffsetsRecord::Group {
+                        group: id.clone(),
+                        value: Some(c.to_record()),
+                    })
+                }
+                Group::Consumer(c) => {
+                    c.tick(now, &self.config);
+                    c.take_dirty().then(|| OffsetsRecord::ConsumerGroup {
+                        group: id.clone(),
+                        epoch: Some(c.group_epoch()),
+                    })
+                }
+            };
+            if let Some(r) = record {
+                out.entry(self.partition_for(id)).or_default().push(r);
+            }
+        }
+        out
+    }
+
+    /// Kafka's offset retention; empty groups without offsets are deleted too.
+    fn expire_offsets(&self, now: i64) -> HashMap<i32, Vec<OffsetsRecord>> {
+        let mut out: HashMap<i32, Vec<OffsetsRecord>> = HashMap::new();
+        let retention = self.config.offsets_retention_ms;
+        let mut groups = self.groups.borrow_mut();
+        for (id, g) in groups.iter_mut() {
+            let empty_since = match g {
+                Group::Classic(c) => (c.state() == GroupState::Empty).then(|| c.state_timestamp_ms()),
+                Group::Consumer(c) => c.is_empty().then(|| c.empty_since_ms()),
+            };
+            let expired = g.offsets_mut().expire(now, retention, empty_since);
+            let partition = self.partition_for(id);
+            for tp in expired {
+                out.entry(partition).or_default().push(OffsetsRecord::Offset {
+                    group: id.clone(),
+                    tp,
+                    value: None,
+                });
+            }
+            if empty_since.is_some() && g.offsets().is_empty() {
+                let tombstone = match g {
+                    Group::Classic(_) => OffsetsRecord::Group {
+                        group: id.clone(),
+                        value: None,
+                    },
+                    Group::Consumer(_) => OffsetsRecord::ConsumerGroup {
+                        group: id.clone(),
+                        epoch: None,
+                    },
+                };
+                out.entry(partition).or_default().push(tombstone);
+            }
+        }
+        out
+    }
+}
+
+impl super::consumer::TopicLookup for MetadataImage {
+    fn topic_id_and_partitions(&self, name: &str) -> Option<(crate::model::TopicId, i32)> {
+        self.topic(name).map(|t| (t.id, t.partitions))
+    }
+    fn topic_name(&self, id: &crate::model::TopicId) -> Option<String> {
+        self.topic_by_id(id).map(|t| t.name.clone())
+    }
+}
+
+/// Encodes records as one uncompressed v2 batch (offsets relative; the log assigns them).
+fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError> {
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = r.encode();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &recs, &opts).map_err(|e| GroupError::Append(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+fn offsets_partition_count(image: &MetadataImage, config: &GroupConfig) -> i32 {
+    image
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partitions)
+        .unwrap_or(config.offsets_topic_partitions)
+}
+
+/// The group settings from the broker's Kafka-named properties.
+pub fn config_from(broker: &BrokerConfig) -> GroupConfig {
+    let d = GroupConfig::default();
+    let int = |k: &str, v: i64| broker.int(k, v);
+    GroupConfig {
+        offsets_topic_partitions: int("offsets.topic.num.partitions", 50) as i32,
+        min_session_timeout_ms: int("group.min.session.timeout.ms", 6000) as i32,
+        max_session_timeout_ms: int("group.max.session.timeout.ms", 1_800_000) as i32,
+        initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms", 3000),
+        max_group_size: int("group.max.size", i64::from(i32::MAX)).max(1) as usize,
+        offsets_retention_ms: int("offsets.retention.minutes", 10080).saturating_mul(60_000),
+        offsets_retention_check_interval_ms: int("offsets.retention.check.interval.ms", 600_000).max(1000),
+        consumer_session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000) as i32,
+        consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5000) as i32,
+        ..d
+    }
+}

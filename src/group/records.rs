@@ -1,0 +1,414 @@
+//! The key/value codec of `__consumer_offsets` records, in Kafka's own format so that
+//! Kafka tools can read the topic:
+//!
+//! | key version | key                              | value                                  |
+//! |-------------|----------------------------------|----------------------------------------|
+//! | 0, 1        | group, topic, partition          | OffsetCommitValue v0-v3 (we write v1/v3)|
+//! | 2           | group                            | GroupMetadataValue v0-v3 (we write v3) |
+//! | 3           | group (ConsumerGroupMetadataKey) | ConsumerGroupMetadataValue v0 (epoch)  |
+//!
+//! A null value is a tombstone. Strings are int16-length-prefixed, bytes
+//! int32-length-prefixed, arrays int32-counted (the non-flexible encodings), except
+//! key 3's value, which is flexible (a trailing empty tagged-field section).
+//! Other key versions (KIP-848 member records, share groups) are skipped on replay.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::offsets::CommittedOffset;
+use super::GroupError;
+use crate::model::{LeaderEpoch, Offset, TopicPartition};
+
+/// One member as persisted in a classic group's metadata record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A classic group's metadata record (written after each completed rebalance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMetadataRecord {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub current_state_timestamp_ms: i64,
+    pub members: Vec<MemberRecord>,
+}
+
+/// One decoded `__consumer_offsets` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OffsetsRecord {
+    Offset {
+        group: String,
+        tp: TopicPartition,
+        value: Option<CommittedOffset>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupMetadataRecord>,
+    },
+    /// A KIP-848 consumer group exists with this group epoch.
+    ConsumerGroup { group: String, epoch: Option<i32> },
+}
+
+impl OffsetsRecord {
+    /// Encodes to a (key, value) pair; `None` value is a tombstone.
+    pub fn encode(&self) -> (Bytes, Option<Bytes>) {
+        let mut key = BytesMut::new();
+        match self {
+            OffsetsRecord::Offset { group, tp, value } => {
+                key.put_i16(1);
+                put_str(&mut key, group);
+                put_str(&mut key, &tp.topic);
+                key.put_i32(tp.partition);
+                (key.freeze(), value.as_ref().map(encode_offset))
+            }
+            OffsetsRecord::Group { group, value } => {
+                key.put_i16(2);
+                put_str(&mut key, group);
+                (key.freeze(), value.as_ref().map(encode_group))
+            }
+            OffsetsRecord::ConsumerGroup { group, epoch } => {
+                key.put_i16(3);
+                put_str(&mut key, group);
+                let value = epoch.map(|e| {
+                    let mut v = BytesMut::new();
+                    v.put_i16(0);
+                    v.put_i32(e);
+                    v.put_u8(0); // no tagged fields
+                    v.freeze()
+                });
+                (key.freeze(), value)
+            }
+        }
+    }
+
+    /// Decodes one record; `Ok(None)` for key versions this broker does not use.
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<OffsetsRecord>, GroupError> {
+        let mut k = key;
+        let version = get_i16(&mut k)?;
+        match version {
+            0 | 1 => {
+                let group = get_str(&mut k)?;
+                let topic = get_str(&mut k)?;
+                let partition = get_i32(&mut k)?;
+                let value = value.map(decode_offset).transpose()?;
+                Ok(Some(OffsetsRecord::Offset {
+                    group,
+                    tp: TopicPartition::new(topic, partition),
+                    value,
+                }))
+            }
+            2 => {
+                let group = get_str(&mut k)?;
+                let value = value.map(decode_group).transpose()?;
+                Ok(Some(OffsetsRecord::Group { group, value }))
+            }
+            3 => {
+                let group = get_str(&mut k)?;
+                let epoch = match value {
+                    Some(mut v) => {
+                        let _version = get_i16(&mut v)?;
+                        Some(get_i32(&mut v)?)
+                    }
+                    None => None,
+                };
+                Ok(Some(OffsetsRecord::ConsumerGroup { group, epoch }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn encode_offset(o: &CommittedOffset) -> Bytes {
+    let mut v = BytesMut::new();
+    match o.expire_timestamp_ms {
+        // v1 is the only version that carries an explicit expire timestamp.
+        Some(expire) => {
+            v.put_i16(1);
+            v.put_i64(o.offset.get());
+            put_str(&mut v, &o.metadata);
+            v.put_i64(o.commit_timestamp_ms);
+            v.put_i64(expire);
+        }
+        None => {
+            v.put_i16(3);
+            v.put_i64(o.offset.get());
+            v.put_i32(o.leader_epoch.0);
+            put_str(&mut v, &o.metadata);
+            v.put_i64(o.commit_timestamp_ms);
+        }
+    }
+    v.freeze()
+}
+
+fn decode_offset(mut v: &[u8]) -> Result<CommittedOffset, GroupError> {
+    let version = get_i16(&mut v)?;
+    let offset = Offset(get_i64(&mut v)?);
+    let leader_epoch = if version >= 3 {
+        LeaderEpoch(get_i32(&mut v)?)
+    } else {
+        LeaderEpoch(-1)
+    };
+    let metadata = get_str(&mut v)?;
+    let commit_timestamp_ms = get_i64(&mut v)?;
+    let expire_timestamp_ms = if version == 1 {
+        Some(get_i64(&mut v)?)
+    } else {
+        None
+    };
+    Ok(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+        expire_timestamp_ms,
+    })
+}
+
+fn encode_group(g: &GroupMetadataRecord) -> Bytes {
+    let mut v = BytesMut::new();
+    v.put_i16(3);
+    put_str(&mut v, &g.protocol_type);
+    v.put_i32(g.generation);
+    put_nullable_str(&mut v, g.protocol.as_deref());
+    put_nullable_str(&mut v, g.leader.as_deref());
+    v.put_i64(g.current_state_timestamp_ms);
+    v.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut v, &m.member_id);
+        put_nullable_str(&mut v, m.group_instance_id.as_deref());
+        put_str(&mut v, &m.client_id);
+        put_str(&mut v, &m.client_host);
+        v.put_i32(m.rebalance_timeout_ms);
+        v.put_i32(m.session_timeout_ms);
+        put_bytes(&mut v, &m.subscription);
+        put_bytes(&mut v, &m.assignment);
+    }
+    v.freeze()
+}
+
+fn decode_group(mut v: &[u8]) -> Result<GroupMetadataRecord, GroupError> {
+    let version = get_i16(&mut v)?;
+    if version > 3 {
+        return Err(GroupError::Malformed("group metadata value version > 3"));
+    }
+    let protocol_type = get_str(&mut v)?;
+    let generation = get_i32(&mut v)?;
+    let protocol = get_nullable_str(&mut v)?;
+    let leader = get_nullable_str(&mut v)?;
+    let current_state_timestamp_ms = if version >= 2 { get_i64(&mut v)? } else { -1 };
+    let count = get_i32(&mut v)?;
+    let mut members = Vec::new();
+    for _ in 0..count.max(0) {
+        let member_id = get_str(&mut v)?;
+        let group_instance_id = if version >= 3 {
+            get_nullable_str(&mut v)?
+        } else {
+            None
+        };
+        let client_id = get_str(&mut v)?;
+        let client_host = get_str(&mut v)?;
+        let session_timeout_first = get_i32(&mut v)?;
+        let (rebalance_timeout_ms, session_timeout_ms) = if version >= 1 {
+            (session_timeout_first, get_i32(&mut v)?)
+        } else {
+            (session_timeout_first, session_timeout_first)
+        };
+        let subscription = get_bytes(&mut v)?;
+        let assignment = get_bytes(&mut v)?;
+        members.push(MemberRecord {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Ok(GroupMetadataRecord {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp_ms,
+        members,
+    })
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(b, s),
+        None => b.put_i16(-1),
+    }
+}
+
+fn put_bytes(b: &mut BytesMut, bytes: &[u8]) {
+    b.put_i32(bytes.len() as i32);
+    b.put_slice(bytes);
+}
+
+const TRUNCATED: GroupError = GroupError::Malformed("truncated");
+
+fn get_i16(b: &mut &[u8]) -> Result<i16, GroupError> {
+    if b.remaining() < 2 {
+        return Err(TRUNCATED);
+    }
+    Ok(b.get_i16())
+}
+
+fn get_i32(b: &mut &[u8]) -> Result<i32, GroupError> {
+    if b.remaining() < 4 {
+        return Err(TRUNCATED);
+    }
+    Ok(b.get_i32())
+}
+
+fn get_i64(b: &mut &[u8]) -> Result<i64, GroupError> {
+    if b.remaining() < 8 {
+        return Err(TRUNCATED);
+    }
+    Ok(b.get_i64())
+}
+
+fn get_nullable_str(b: &mut &[u8]) -> Result<Option<String>, GroupError> {
+    let len = get_i16(b)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if b.remaining() < len {
+        return Err(TRUNCATED);
+    }
+    let s = std::str::from_utf8(&b[..len])
+        .map_err(|_| GroupError::Malformed("string is not UTF-8"))?
+        .to_owned();
+    b.advance(len);
+    Ok(Some(s))
+}
+
+fn get_str(b: &mut &[u8]) -> Result<String, GroupError> {
+    Ok(get_nullable_str(b)?.unwrap_or_default())
+}
+
+fn get_bytes(b: &mut &[u8]) -> Result<Bytes, GroupError> {
+    let len = get_i32(b)?;
+    if len < 0 {
+        return Ok(Bytes::new());
+    }
+    let len = len as usize;
+    if b.remaining() < len {
+        return Err(TRUNCATED);
+    }
+    let out = Bytes::copy_from_slice(&b[..len]);
+    b.advance(len);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(r: OffsetsRecord) {
+        let (k, v) = r.encode();
+        let back = OffsetsRecord::decode(&k, v.as_deref()).unwrap();
+        assert_eq!(back, Some(r));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        round_trip(OffsetsRecord::Offset {
+            group: "g".into(),
+            tp: TopicPartition::new("t", 3),
+            value: Some(CommittedOffset {
+                offset: Offset(42),
+                leader_epoch: LeaderEpoch(7),
+                metadata: "meta".into(),
+                commit_timestamp_ms: 1234,
+                expire_timestamp_ms: None,
+            }),
+        });
+        round_trip(OffsetsRecord::Offset {
+            group: "g".into(),
+            tp: TopicPartition::new("t", 3),
+            value: Some(CommittedOffset {
+                offset: Offset(42),
+                leader_epoch: LeaderEpoch(-1),
+                metadata: String::new(),
+                commit_timestamp_ms: 1234,
+                expire_timestamp_ms: Some(99_999),
+            }),
+        });
+        round_trip(OffsetsRecord::Offset {
+            group: "g".into(),
+            tp: TopicPartition::new("t", 0),
+            value: None,
+        });
+        round_trip(OffsetsRecord::Group {
+            group: "g".into(),
+            value: Some(GroupMetadataRecord {
+                protocol_type: "consumer".into(),
+                generation: 3,
+                protocol: Some("range".into()),
+                leader: Some("m1".into()),
+                current_state_timestamp_ms: 77,
+                members: vec![MemberRecord {
+                    member_id: "m1".into(),
+                    group_instance_id: Some("i1".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"asg"),
+                }],
+            }),
+        });
+        round_trip(OffsetsRecord::Group {
+            group: "g".into(),
+            value: None,
+        });
+        round_trip(OffsetsRecord::ConsumerGroup {
+            group: "g".into(),
+            epoch: Some(9),
+        });
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let (k, v) = OffsetsRecord::Group {
+            group: "group".into(),
+            value: Some(GroupMetadataRecord {
+                protocol_type: "consumer".into(),
+                generation: 1,
+                protocol: None,
+                leader: None,
+                current_state_timestamp_ms: 0,
+                members: vec![],
+            }),
+        }
+        .encode();
+        let v = v.unwrap();
+        for cut in 0..v.len() {
+            assert!(OffsetsRecord::decode(&k, Some(&v[..cut])).is_err());
+        }
+        for cut in 0..k.len() {
+            let _ = OffsetsRecord::decode(&k[..cut], None);
+        }
+        assert_eq!(OffsetsRecord::decode(&[0, 9, 0, 0], None).unwrap(), None);
+    }
+}

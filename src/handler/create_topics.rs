@@ -1,0 +1,405 @@
+//! CreateTopics (API 19, v2–7). Each topic becomes a `ControllerCommand::CreateTopic` for the
+//! controller on shard 0; with `validate_only` the command is checked against this shard's image
+//! by the same pure `controller::apply` and never sent.
+//!
+//! Also home of what every admin handler shares: [`AdminError`], [`submit`], [`duplicates`] and
+//! [`check_replicas`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::describe_configs;
+use super::errors::{self, code};
+use super::{str_bytes, RequestContext};
+use crate::cluster::controller::{self, Outcome};
+use crate::cluster::{ControllerCommand, ControllerError, TopicImage};
+use crate::config::BrokerConfig;
+use crate::model::ShardId;
+use crate::runtime::messages::{ShardRequest, ShardResponse};
+use crate::runtime::Shard;
+
+/// One node: every partition has exactly one replica (the controller refuses anything else).
+const REPLICATION_FACTOR: i16 = 1;
+
+/// Why one item of an admin request failed: the Kafka error code and the message sent with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: i16, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn controller(e: &ControllerError) -> AdminError {
+        AdminError::new(errors::controller(e), e.to_string())
+    }
+}
+
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let shard = &ctx.shard;
+    let node_id = shard.metadata().broker.node_id;
+    let duplicated = duplicates(req.topics.iter().map(|t| t.name.as_str()));
+    let mut answered: HashSet<&str> = HashSet::new();
+    let mut plans = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let name = topic.name.as_str();
+        if duplicated.contains(name) {
+            // Kafka answers a repeated name once, and creates none of its copies.
+            if answered.insert(name) {
+                plans.push((
+                    topic.name.clone(),
+                    Err(AdminError::new(
+                        code::INVALID_REQUEST,
+                        "Duplicate topic name.",
+                    )),
+                ));
+            }
+            continue;
+        }
+        plans.push((
+            topic.name.clone(),
+            command_for(&shard.config, node_id, topic),
+        ));
+    }
+    let version = ctx.api_version;
+    let validate_only = req.validate_only;
+    let results = futures::future::join_all(plans.into_iter().map(|(name, plan)| async move {
+        let outcome = match plan {
+            Ok(cmd) => submit(shard, cmd, validate_only).await,
+            Err(e) => Err(e),
+        };
+        topic_result(&shard.config, version, name, outcome)
+    }))
+    .await;
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// Runs `cmd` on the controller (shard 0) and waits until every shard has the new image; with
+/// `validate_only`, applies it to this shard's image and drops the result.
+pub async fn submit(
+    shard: &Rc<Shard>,
+    cmd: ControllerCommand,
+    validate_only: bool,
+) -> Result<Outcome, AdminError> {
+    if validate_only {
+        return controller::apply(&shard.metadata(), &cmd)
+            .map(|(_, outcome)| outcome)
+            .map_err(|e| AdminError::controller(&e));
+    }
+    match shard.call(ShardId(0), ShardRequest::Controller(cmd)).await {
+        ShardResponse::Controller(Ok(outcome)) => Ok(outcome),
+        ShardResponse::Controller(Err(e)) => {
+            if let ControllerError::Persist(_) = e {
+                tracing::error!(error = %e, "metadata change failed");
+            }
+            Err(AdminError::controller(&e))
+        }
+        // Retriable for clients; the command may or may not have been applied, as with Kafka's timeouts.
+        ShardResponse::Unavailable => Err(AdminError::new(
+            code::REQUEST_TIMED_OUT,
+            "the controller shard is unavailable (the broker is shutting down)",
+        )),
+        _ => Err(unexpected_answer()),
+    }
+}
+
+pub fn unexpected_answer() -> AdminError {
+    tracing::error!("the controller answered an admin command with an unexpected response");
+    AdminError::new(
+        code::UNKNOWN_SERVER_ERROR,
+        "unexpected answer from the controller",
+    )
+}
+
+/// Names that occur more than once.
+pub fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashSet<&'a str> {
+    let mut seen = HashSet::new();
+    names.filter(|n| !seen.insert(*n)).collect()
+}
+
+/// A manual assignment is accepted when it says what Sluice does anyway: one replica, on this node.
+pub fn check_replicas(broker_ids: &[BrokerId], node_id: i32) -> Result<(), AdminError> {
+    match broker_ids {
+        [id] if id.0 == node_id => Ok(()),
+        [] => Err(invalid_assignment(
+            "The manual partition assignment includes an empty replica list.".into(),
+        )),
+        ids => Err(match ids.iter().find(|id| id.0 != node_id) {
+            Some(other) => invalid_assignment(format!(
+                "The manual partition assignment includes broker {}, but no such broker is registered.",
+                other.0
+            )),
+            None => invalid_assignment(format!(
+                "The manual partition assignment includes the broker {node_id} more than once."
+            )),
+        }),
+    }
+}
+
+/// Kafka answers INVALID_REPLICA_ASSIGNMENT (39); errors.rs has no such code yet, so
+/// INVALID_REQUEST (also non-retriable) stands in.
+pub fn invalid_assignment(message: String) -> AdminError {
+    AdminError::new(code::INVALID_REQUEST, message)
+}
+
+/// The controller command for one requested topic, with the broker's defaults filled in.
+fn command_for(
+    broker: &BrokerConfig,
+    node_id: i32,
+    topic: &CreatableTopic,
+) -> Result<ControllerCommand, AdminError> {
+    let mut partitions = topic.num_partitions;
+    let mut replication_factor = topic.replication_factor;
+    if !topic.assignments.is_empty() {
+        if partitions != -1 || replication_factor != -1 {
+            return Err(AdminError::new(
+                code::INVALID_REQUEST,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                 Both cannot be used at the same time.",
+            ));
+        }
+        partitions = assigned_partitions(&topic.assignments, node_id)?;
+        replication_factor = REPLICATION_FACTOR;
+    }
+    if partitions == -1 {
+        partitions = i32::try_from(broker.int("num.partitions", 1)).unwrap_or(i32::MAX);
+    }
+    if replication_factor == -1 {
+        replication_factor =
+            i16::try_from(broker.int("default.replication.factor", 1)).unwrap_or(i16::MAX);
+    }
+    let mut configs = BTreeMap::new();
+    for c in &topic.configs {
+        let Some(value) = &c.value else {
+            return Err(AdminError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "Null value not supported for topic configs: {}",
+                    c.name.as_str()
+                ),
+            ));
+        };
+        configs.insert(c.name.to_string(), value.to_string());
+    }
+    Ok(ControllerCommand::CreateTopic {
+        name: topic.name.to_string(),
+        partitions,
+        replication_factor,
+        configs,
+        internal: false,
+    })
+}
+
+/// The partition count a manual assignment describes (indexes must be 0..n, each on this node).
+fn assigned_partitions(
+    assignments: &[CreatableReplicaAssignment],
+    node_id: i32,
+) -> Result<i32, AdminError> {
+    let mut indexes: Vec<i32> = assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().zip(0..).any(|(p, i)| *p != i) {
+        return Err(invalid_assignment(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    for a in assignments {
+        check_replicas(&a.broker_ids, node_id)?;
+    }
+    Ok(i32::try_from(assignments.len()).unwrap_or(i32::MAX))
+}
+
+fn topic_result(
+    broker: &BrokerConfig,
+    version: i16,
+    name: TopicName,
+    outcome: Result<Outcome, AdminError>,
+) -> CreatableTopicResult {
+    let result = CreatableTopicResult::default().with_name(name);
+    let topic = match outcome {
+        Ok(Outcome::Topic(t)) => t,
+        Ok(_) => return failed(result, unexpected_answer()),
+        Err(e) => return failed(result, e),
+    };
+    let mut result = result.with_error_code(code::NONE).with_error_message(None);
+    if version >= 5 {
+        result = result
+            .with_num_partitions(topic.partitions)
+            .with_replication_factor(REPLICATION_FACTOR)
+            .with_configs(Some(topic_configs(broker, &topic)));
+    }
+    if version >= 7 {
+        result = result.with_topic_id(topic.id);
+    }
+    result
+}
+
+fn failed(result: CreatableTopicResult, e: AdminError) -> CreatableTopicResult {
+    result
+        .with_error_code(e.code)
+        .with_error_message(Some(str_bytes(e.message)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_configs(Some(Vec::new()))
+}
+
+/// The new topic's effective configuration, as DescribeConfigs would report it (v5+).
+fn topic_configs(broker: &BrokerConfig, topic: &TopicImage) -> Vec<CreatableTopicConfigs> {
+    describe_configs::topic_entries(broker, &topic.configs, false)
+        .into_iter()
+        .map(|e| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(e.name))
+                .with_value(e.value.map(str_bytes))
+                .with_read_only(e.read_only)
+                .with_config_source(e.source)
+                .with_is_sensitive(false)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+
+    fn broker(props: &str) -> BrokerConfig {
+        BrokerConfig::build(Some(props), &[], &[], Some(1)).unwrap()
+    }
+
+    fn topic(name: &'static str, partitions: i32, rf: i16) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+    }
+
+    fn assignment(index: i32, ids: &[i32]) -> CreatableReplicaAssignment {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(index)
+            .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())
+    }
+
+    fn partitions_of(cmd: ControllerCommand) -> (i32, i16, BTreeMap<String, String>) {
+        match cmd {
+            ControllerCommand::CreateTopic {
+                partitions,
+                replication_factor,
+                configs,
+                ..
+            } => (partitions, replication_factor, configs),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_broker() {
+        let b = broker("num.partitions=4\ndefault.replication.factor=1");
+        let cmd = command_for(&b, 0, &topic("t", -1, -1)).unwrap();
+        assert_eq!(partitions_of(cmd).0, 4);
+        let cmd = command_for(&b, 0, &topic("t", 2, 3)).unwrap();
+        assert_eq!(partitions_of(cmd).0, 2);
+    }
+
+    #[test]
+    fn configs_map_and_null_values_are_refused() {
+        let b = broker("");
+        let t = topic("t", 1, 1).with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(Some(StrBytes::from_static_str("1000")))]);
+        let (_, _, configs) = partitions_of(command_for(&b, 0, &t).unwrap());
+        assert_eq!(configs["retention.ms"], "1000");
+        let t = topic("t", 1, 1).with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(None)]);
+        assert_eq!(
+            command_for(&b, 0, &t).unwrap_err().code,
+            code::INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn manual_assignments_on_this_node_only() {
+        let b = broker("");
+        let t = topic("t", -1, -1).with_assignments(vec![assignment(1, &[3]), assignment(0, &[3])]);
+        assert_eq!(partitions_of(command_for(&b, 3, &t).unwrap()).0, 2);
+        let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[3]), assignment(2, &[3])]);
+        assert_eq!(
+            command_for(&b, 3, &t).unwrap_err().code,
+            code::INVALID_REQUEST
+        );
+        let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[4])]);
+        assert!(command_for(&b, 3, &t)
+            .unwrap_err()
+            .message
+            .contains("broker 4"));
+        let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[3, 3])]);
+        assert!(command_for(&b, 3, &t)
+            .unwrap_err()
+            .message
+            .contains("more than once"));
+        let t = topic("t", 2, -1).with_assignments(vec![assignment(0, &[3])]);
+        assert!(command_for(&b, 3, &t).unwrap_err().message.contains("Both"));
+    }
+
+    #[test]
+    fn duplicate_names_are_found() {
+        let d = duplicates(["a", "b", "a", "c", "a"].into_iter());
+        assert_eq!(d, HashSet::from(["a"]));
+    }
+
+    #[test]
+    fn result_fields_follow_the_version() {
+        let b = broker("");
+        let t = TopicImage {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 3,
+            configs: BTreeMap::from([("retention.ms".to_string(), "5".to_string())]),
+            internal: false,
+            leader_epoch: 0,
+        };
+        let name = TopicName(StrBytes::from_static_str("t"));
+        let r = topic_result(&b, 4, name.clone(), Ok(Outcome::Topic(t.clone())));
+        assert_eq!(
+            (r.error_code, r.num_partitions, r.topic_id),
+            (0, -1, uuid::Uuid::nil())
+        );
+        let r = topic_result(&b, 7, name.clone(), Ok(Outcome::Topic(t.clone())));
+        assert_eq!(
+            (r.num_partitions, r.replication_factor, r.topic_id),
+            (3, 1, t.id)
+        );
+        let configs = r.configs.unwrap();
+        let retention = configs
+            .iter()
+            .find(|c| c.name.as_str() == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            (retention.value.as_deref(), retention.config_source),
+            (Some("5"), 1)
+        );
+        let r = topic_result(
+            &b,
+            7,
+            name,
+            Err(AdminError::new(code::TOPIC_ALREADY_EXISTS, "x")),
+        );
+        assert_eq!(
+            (r.error_code, r.num_partitions),
+            (code::TOPIC_ALREADY_EXISTS, -1)
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! DescribeCluster (API 60, v0–2): the cluster id and its brokers. Sluice is one node, so the
+//! broker list is this node and it names itself as controller (KRaft brokers also answer with a
+//! broker id there, since clients cannot reach controllers through brokers).
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::errors::code;
+use super::{str_bytes, RequestContext};
+use crate::cluster::MetadataImage;
+
+/// Kafka's `EndpointType` ids (v1+).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
+
+/// Kafka's "not requested" value for authorized-operation bitfields.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// Every operation Kafka supports on the CLUSTER resource, as an `AclOperation` bitfield
+/// (ALTER 7, CLUSTER_ACTION 9, CREATE 5, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
+/// IDEMPOTENT_WRITE 12). Sluice has no authorizer, so every client may do all of them, which is
+/// what Kafka answers without one.
+const CLUSTER_OPERATIONS_ALL: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+pub fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    describe(&ctx.shard.metadata(), ctx.api_version, &req)
+}
+
+fn describe(
+    image: &MetadataImage,
+    version: i16,
+    req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    // The response's `endpoint_type` stays BROKERS: that is what answered.
+    let resp = DescribeClusterResponse::default();
+    if version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        // Kafka: MISMATCHED_ENDPOINT_TYPE (114) for CONTROLLER, UNSUPPORTED_ENDPOINT_TYPE (115)
+        // for an unknown type. errors.rs has neither code yet, so INVALID_REQUEST (what Kafka
+        // answers at v0, and also non-retriable) stands in.
+        let message = match req.endpoint_type {
+            ENDPOINT_TYPE_CONTROLLERS => {
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER"
+                    .to_string()
+            }
+            other => format!("Unsupported endpoint type {other}"),
+        };
+        return resp
+            .with_error_code(code::INVALID_REQUEST)
+            .with_error_message(Some(str_bytes(message)));
+    }
+    let b = &image.broker;
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(b.node_id))
+        .with_host(str_bytes(b.host.clone()))
+        .with_port(i32::from(b.port))
+        .with_rack(b.rack.clone().map(str_bytes));
+    resp.with_error_code(code::NONE)
+        .with_error_message(None)
+        .with_cluster_id(str_bytes(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(b.node_id))
+        .with_brokers(vec![broker])
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::image::BrokerImage;
+
+    fn image() -> MetadataImage {
+        MetadataImage {
+            cluster_id: "cid".into(),
+            version: 1,
+            broker: BrokerImage {
+                node_id: 2,
+                host: "h".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+            },
+            topics: BTreeMap::new(),
+            next_producer_id: 0,
+        }
+    }
+
+    #[test]
+    fn this_node_is_the_cluster() {
+        let r = describe(&image(), 2, &DescribeClusterRequest::default());
+        assert_eq!(
+            (r.error_code, r.cluster_id.as_str(), r.controller_id.0),
+            (0, "cid", 2)
+        );
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(
+            (r.brokers[0].port, r.brokers[0].rack.as_deref()),
+            (9092, Some("r1"))
+        );
+        assert_eq!(r.cluster_authorized_operations, i32::MIN);
+        let asked =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+        assert_eq!(
+            describe(&image(), 0, &asked).cluster_authorized_operations,
+            8096
+        );
+    }
+
+    #[test]
+    fn controller_endpoints_are_refused() {
+        let req = DescribeClusterRequest::default().with_endpoint_type(2);
+        let r = describe(&image(), 1, &req);
+        assert_eq!((r.error_code, r.endpoint_type), (code::INVALID_REQUEST, 1));
+        assert!(r.error_message.unwrap().contains("CONTROLLER"));
+        assert!(r.brokers.is_empty());
+        let r = describe(
+            &image(),
+            1,
+            &DescribeClusterRequest::default().with_endpoint_type(9),
+        );
+        assert_eq!(r.error_code, code::INVALID_REQUEST);
+    }
+}

@@ -1,0 +1,232 @@
+//! The write and fsync half of `PartitionLog`: group-commit flushes, waiter resolution, failure
+//! rollback, recovery-point checkpoints and clean close. See docs/on-disk-format.md for the
+//! order of writes and fsyncs.
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::model::Offset;
+
+use super::error::StorageError;
+use super::file_names::{
+    offset_file_name, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE,
+    SNAPSHOT_SUFFIX,
+};
+use super::log::PartitionLog;
+use super::recovery::encode_checkpoint;
+use super::segment::Segment;
+
+/// Milliseconds since the epoch (for flush.ms bookkeeping only).
+pub fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Writes every queued byte with one write, then fdatasyncs when the flush policy (or
+    /// `force_fsync`) asks for it. One call covers every append queued before it started.
+    pub async fn flush(&self, force_fsync: bool) -> Result<(), StorageError> {
+        let _guard = self.flush_lock.lock().await;
+        self.write_queued().await?;
+        let policy = self.flush_policy();
+        let offsets = self.offsets.get();
+        if offsets.durable < offsets.written {
+            let since = (wall_clock_ms() - self.last_fsync_ms.get()).max(0) as u64;
+            if force_fsync
+                || policy.is_sync()
+                || policy.fsync_due(self.unflushed_messages.get(), since)
+            {
+                self.sync().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a relaxed-policy fsync is due (the flusher's timer asks).
+    pub(super) fn fsync_due(&self) -> bool {
+        let offsets = self.offsets.get();
+        let since = (wall_clock_ms() - self.last_fsync_ms.get()).max(0) as u64;
+        offsets.durable < offsets.written
+            && self
+                .flush_policy()
+                .fsync_due(self.unflushed_messages.get(), since)
+    }
+
+    async fn write_queued(&self) -> Result<(), StorageError> {
+        let active = self.active_segment();
+        let Some((file, write, mark)) = active.take_write() else {
+            return Ok(());
+        };
+        let len = write.buf.len();
+        let end = write.end;
+        let failure = match file.write_at(write.buf, write.pos).await {
+            Ok(written) if written == len => None,
+            Ok(written) => Some(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes"),
+            )),
+            Err(err) => Some(err),
+        };
+        if let Some(err) = failure {
+            tracing::warn!(partition = %self.tp, error = %err, "segment write failed; rolling back");
+            self.fail_write(&active, &err).await;
+            return Err(StorageError::Io(err));
+        }
+        active.write_succeeded(end);
+        let mut offsets = self.offsets.get();
+        let messages = (mark.next_offset - offsets.written) as u64;
+        offsets.written = mark.next_offset;
+        if !self.flush_policy().is_sync() {
+            offsets.high_watermark = offsets.written;
+            offsets.hwm_segment = active.base_offset().0;
+            offsets.hwm_position = end;
+        }
+        self.set_offsets(offsets);
+        self.unflushed_messages
+            .set(self.unflushed_messages.get() + messages);
+        self.resolve_waiters(offsets.written, false);
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), StorageError> {
+        let active = self.active_segment();
+        let committed = active.committed_mark();
+        let file = active.log_file().await?;
+        if let Err(err) = file.fdatasync().await {
+            tracing::warn!(partition = %self.tp, error = %err, "fdatasync failed");
+            self.fail_waiters_above(self.offsets.get().durable, &err, true);
+            return Err(StorageError::Io(err));
+        }
+        let mut offsets = self.offsets.get();
+        assert_eq!(offsets.written, committed.next_offset);
+        offsets.durable = offsets.written;
+        if self.flush_policy().is_sync() {
+            offsets.high_watermark = offsets.durable;
+            offsets.hwm_segment = active.base_offset().0;
+            offsets.hwm_position = committed.size;
+        }
+        self.set_offsets(offsets);
+        self.unflushed_messages.set(0);
+        self.last_fsync_ms.set(wall_clock_ms());
+        self.resolve_waiters(offsets.durable, true);
+        Ok(())
+    }
+
+    /// Forgets everything after the last successful write: segment tail, producer state, log end
+    /// offset; fails every waiting append above it. Nothing of a failed write becomes visible.
+    async fn fail_write(&self, active: &Segment, err: &io::Error) {
+        active.rollback();
+        let committed = active.committed_mark();
+        // Best effort: drop any torn bytes so a crash before the next write cannot resurrect them.
+        if let Ok(file) = active.log_file().await {
+            if let Err(truncate_err) = file.truncate(committed.size).await {
+                tracing::warn!(partition = %self.tp, error = %truncate_err, "truncate after failed write");
+            }
+        }
+        self.producers
+            .borrow_mut()
+            .truncate_to(Offset(committed.next_offset));
+        let mut offsets = self.offsets.get();
+        assert_eq!(offsets.written, committed.next_offset);
+        offsets.log_end = committed.next_offset;
+        self.set_offsets(offsets);
+        self.fail_waiters_above(committed.next_offset, err, false);
+    }
+
+    fn resolve_waiters(&self, upto: i64, durable: bool) {
+        let mut waiters = self.waiters.borrow_mut();
+        let mut keep = std::collections::VecDeque::with_capacity(waiters.len());
+        for waiter in waiters.drain(..) {
+            if waiter.end_offset <= upto && (durable || !waiter.durable) {
+                let _ = waiter.tx.send(Ok(()));
+            } else {
+                keep.push_back(waiter);
+            }
+        }
+        *waiters = keep;
+    }
+
+    /// Fails waiters whose batches end above `offset` (`only_durable`: only acks=all waiters).
+    fn fail_waiters_above(&self, offset: i64, err: &io::Error, only_durable: bool) {
+        let mut waiters = self.waiters.borrow_mut();
+        let mut keep = std::collections::VecDeque::with_capacity(waiters.len());
+        for waiter in waiters.drain(..) {
+            if waiter.end_offset > offset && (waiter.durable || !only_durable) {
+                let _ = waiter.tx.send(Err(StorageError::io_copy(err)));
+            } else {
+                keep.push_back(waiter);
+            }
+        }
+        *waiters = keep;
+    }
+
+    /// Fails every waiter with `Closed` and wakes long polls (log closing or deleted).
+    pub(super) fn close_waiters(&self) {
+        self.closed.set(true);
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.tx.send(Err(StorageError::Closed));
+        }
+        self.hwm_waiters.wake_all();
+    }
+
+    /// Persists the recovery point: active indexes (fdatasync), producer snapshot, then the
+    /// checkpoint file naming the durable offset. Recovery scans only what lies above it.
+    pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        let _guard = self.flush_lock.lock().await;
+        let durable = self.offsets.get().durable;
+        if durable == self.recovery_point.get() {
+            return Ok(());
+        }
+        let index_bytes = self.config.borrow().segment_index_bytes;
+        self.active_segment()
+            .write_indexes(false, index_bytes)
+            .await?;
+        self.write_recovery_point(durable).await
+    }
+
+    /// Snapshot of producer state as of `offset`, then the recovery-point file.
+    async fn write_recovery_point(&self, offset: i64) -> Result<(), StorageError> {
+        let snapshot = {
+            let mut producers = self.producers.borrow().clone();
+            producers.truncate_to(Offset(offset));
+            producers.encode_snapshot()
+        };
+        let io = self.shard.io.clone();
+        let path = self
+            .dir
+            .join(offset_file_name(Offset(offset), SNAPSHOT_SUFFIX));
+        io.write_file_atomic(&path, snapshot).await?;
+        for name in io.list_dir(&self.dir).await? {
+            match parse_offset_file_name(&name, SNAPSHOT_SUFFIX) {
+                Some(old) if old.0 < offset => io.remove_file(&self.dir.join(&name)).await?,
+                _ => {}
+            }
+        }
+        let checkpoint = encode_checkpoint(&self.tp, Offset(offset));
+        io.write_file_atomic(&self.dir.join(RECOVERY_POINT_FILE), checkpoint)
+            .await?;
+        self.recovery_point.set(offset);
+        Ok(())
+    }
+
+    /// Clean close: write and fdatasync everything, truncate the active `.log` to its logical
+    /// size, trim its indexes, snapshot producer state, checkpoint, then the clean-shutdown
+    /// marker. Later appends fail with `Closed`.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        if self.closed.get() {
+            return Ok(());
+        }
+        let _append = self.append_lock.lock().await;
+        self.flush(true).await?;
+        let _guard = self.flush_lock.lock().await;
+        self.close_waiters();
+        let index_bytes = self.config.borrow().segment_index_bytes;
+        self.active_segment().close_active(index_bytes).await?;
+        let end = self.offsets.get().log_end;
+        self.write_recovery_point(end).await?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        self.shard.io.write_file_atomic(&marker, Vec::new()).await?;
+        Ok(())
+    }
+}

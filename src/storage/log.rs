@@ -1,0 +1,494 @@
+//! `PartitionLog`: the segment set of one partition and its offsets (log start offset <= high
+//! watermark <= log end offset, asserted on every change, in release builds too).
+//!
+//! Lives on the shard (core) that owns the partition; `!Send`. Appends assign offsets and queue
+//! bytes synchronously; the shard's flusher (see `flush.rs`) writes and fdatasyncs them, then
+//! advances the high watermark and wakes the waiting appends. Readers never see bytes beyond the
+//! high watermark.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::model::{LeaderEpoch, Offset, TopicId, TopicPartition};
+
+use super::appender::APPEND_BUFFER_BYTES_MAX;
+use super::batch::{self, BatchHeader};
+use super::config::{Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult};
+use super::error::StorageError;
+use super::index::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use super::manager::ShardContext;
+use super::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
+use super::segment::{BatchEdit, RollLimits, Segment, NO_TIMESTAMP};
+use super::waiters::WakerSet;
+
+/// Offsets of the log. `written`/`durable` are offset ends (last offset + 1) of the bytes the
+/// device confirmed / fdatasync'ed; the high watermark is one of them per the flush policy.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub written: i64,
+    pub durable: i64,
+    /// Segment base and byte position of the high watermark (readers' limit).
+    pub hwm_segment: i64,
+    pub hwm_position: u64,
+    pub leader_epoch: i32,
+}
+
+impl Offsets {
+    pub fn check(&self) {
+        assert!(
+            self.log_start <= self.high_watermark,
+            "log start > high watermark: {self:?}"
+        );
+        assert!(
+            self.high_watermark <= self.log_end,
+            "high watermark > log end: {self:?}"
+        );
+        assert!(
+            self.durable <= self.written && self.written <= self.log_end,
+            "{self:?}"
+        );
+    }
+}
+
+/// An append waiting for its bytes to be written (or made durable).
+pub(super) struct Waiter {
+    pub end_offset: i64,
+    pub durable: bool,
+    pub tx: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// The log of one partition. Owned by one shard; reach it from other cores through messages.
+pub struct PartitionLog {
+    pub(super) me: Weak<PartitionLog>,
+    pub(super) tp: TopicPartition,
+    pub(super) topic_id: TopicId,
+    pub(super) dir: PathBuf,
+    pub(super) shard: Rc<ShardContext>,
+    pub(super) config: RefCell<LogConfig>,
+    pub(super) segments: RefCell<BTreeMap<i64, Rc<Segment>>>,
+    pub(super) offsets: Cell<Offsets>,
+    pub(super) producers: RefCell<ProducerStateManager>,
+    pub(super) waiters: RefCell<VecDeque<Waiter>>,
+    pub(super) hwm_waiters: WakerSet,
+    pub(super) append_lock: futures::lock::Mutex<()>,
+    pub(super) flush_lock: futures::lock::Mutex<()>,
+    pub(super) unflushed_messages: Cell<u64>,
+    pub(super) last_fsync_ms: Cell<i64>,
+    pub(super) recovery_point: Cell<i64>,
+    pub(super) recovered_bytes: Cell<u64>,
+    pub(super) closed: Cell<bool>,
+}
+
+impl PartitionLog {
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+    pub fn topic_id(&self) -> TopicId {
+        self.topic_id
+    }
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.offsets.get().log_start)
+    }
+    /// The next offset to assign.
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.offsets.get().log_end)
+    }
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.offsets.get().high_watermark)
+    }
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch(self.offsets.get().leader_epoch)
+    }
+    /// Logical bytes of all segments (queued bytes included).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.borrow().values().map(|s| s.size()).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
+        self.segments.borrow().keys().map(|b| Offset(*b)).collect()
+    }
+    /// Bytes verified by recovery when this log was opened (0 after a clean shutdown, apart
+    /// from the tail after the last index entry).
+    pub fn recovered_bytes(&self) -> u64 {
+        self.recovered_bytes.get()
+    }
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+    pub fn producer_state(&self, producer_id: crate::model::ProducerId) -> Option<ProducerEntry> {
+        self.producers.borrow().get(producer_id).cloned()
+    }
+    pub(super) fn flush_policy(&self) -> FlushPolicy {
+        FlushPolicy::resolve(&self.config.borrow(), &self.shard.broker)
+    }
+    pub(super) fn active_segment(&self) -> Rc<Segment> {
+        match self.segments.borrow().values().next_back() {
+            Some(segment) => segment.clone(),
+            None => panic!("a partition log always has an active segment"),
+        }
+    }
+    pub(super) fn set_offsets(&self, offsets: Offsets) {
+        offsets.check();
+        let advanced = offsets.high_watermark > self.offsets.get().high_watermark;
+        self.offsets.set(offsets);
+        if advanced {
+            self.hwm_waiters.wake_all();
+        }
+    }
+
+    /// Appends one or more complete v2 batches (validated by the broker). See the module docs
+    /// and docs/on-disk-format.md for what each `acks` level promises.
+    pub async fn append(
+        &self,
+        records: Bytes,
+        opts: AppendOptions,
+    ) -> Result<AppendResult, StorageError> {
+        if self.closed.get() || self.shard.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        if self.shard.read_only.get() {
+            return Err(StorageError::DiskPressure);
+        }
+        let batches = batch::split_batches(&records)
+            .map_err(|defect| StorageError::CorruptRecord(format!("{defect:?}")))?;
+        if batches.is_empty() {
+            return Err(StorageError::CorruptRecord("no record batch".into()));
+        }
+        let segment_bytes = self.config.borrow().segment_bytes;
+        if records.len() as u64 > segment_bytes {
+            return Err(StorageError::RecordBatchTooLarge {
+                size: records.len(),
+                segment_bytes,
+            });
+        }
+        let rx = {
+            let _guard = self.append_lock.lock().await;
+            if let Some(duplicate) = self.check_producers(&batches)? {
+                return Ok(duplicate);
+            }
+            self.prepare_room(records.len() as u64, &batches, opts.now_ms)
+                .await?;
+            // No await from here to the end of the block: offsets, producer state and the
+            // append buffer change together.
+            if self.shard.read_only.get() {
+                return Err(StorageError::DiskPressure);
+            }
+            if let Some(duplicate) = self.check_producers(&batches)? {
+                return Ok(duplicate);
+            }
+            self.append_queued(&records, &batches, opts)
+        };
+        self.shard.mark_dirty(self);
+        let (result, rx) = rx;
+        if !self.shard.flusher_running.get() {
+            // No shard flusher (start_background not called): flush inline. A failure reaches
+            // the waiter below; with acks=0 it is dropped, as Kafka drops acks=0 errors.
+            if let Err(err) = self.flush(false).await {
+                tracing::debug!(partition = %self.tp, error = %err, "inline flush failed");
+            }
+        }
+        if let Some(rx) = rx {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(StorageError::Closed),
+            }
+        }
+        Ok(result)
+    }
+
+    /// `Some(original result)` when the only batch is a duplicate of a remembered one.
+    fn check_producers(
+        &self,
+        batches: &[(usize, BatchHeader)],
+    ) -> Result<Option<AppendResult>, StorageError> {
+        let producers = self.producers.borrow();
+        for (_, header) in batches {
+            if let SequenceCheck::Duplicate(original) = producers.check(header)? {
+                if batches.len() == 1 {
+                    return Ok(Some(AppendResult {
+                        base_offset: Offset(original.first_offset),
+                        last_offset: Offset(original.last_offset),
+                        log_append_time_ms: -1,
+                        log_start_offset: self.log_start_offset(),
+                    }));
+                }
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: crate::model::ProducerId(header.producer_id),
+                    expected: original.last_seq + 1,
+                    received: header.base_sequence,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rolls the active segment if this append would not fit, and bounds queued bytes.
+    async fn prepare_room(
+        &self,
+        bytes: u64,
+        batches: &[(usize, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let active = self.active_segment();
+        let deltas: i64 = batches
+            .iter()
+            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        let last_offset = self.offsets.get().log_end + deltas - 1;
+        if active.should_roll(bytes, now_ms, last_offset, &self.roll_limits()) {
+            self.roll().await?;
+        } else if active.mark().size - active.committed_mark().size > APPEND_BUFFER_BYTES_MAX as u64
+        {
+            self.flush(false).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn roll_limits(&self) -> RollLimits {
+        let cfg = self.config.borrow();
+        RollLimits {
+            segment_bytes: cfg.segment_bytes.min(i32::MAX as u64),
+            segment_ms: cfg.segment_ms,
+            offset_entries_max: (cfg.segment_index_bytes as usize / OFFSET_INDEX_ENTRY_BYTES)
+                .max(1),
+            time_entries_max: (cfg.segment_index_bytes as usize / TIME_INDEX_ENTRY_BYTES).max(1),
+        }
+    }
+
+    /// The synchronous half of `append`: assign offsets, copy into the append buffer, record
+    /// producer state, register the waiter.
+    #[allow(clippy::type_complexity)]
+    fn append_queued(
+        &self,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        opts: AppendOptions,
+    ) -> (
+        AppendResult,
+        Option<oneshot::Receiver<Result<(), StorageError>>>,
+    ) {
+        let (log_append_time, interval) = {
+            let cfg = self.config.borrow();
+            (cfg.log_append_time, cfg.index_interval_bytes)
+        };
+        let edit = BatchEdit {
+            leader_epoch: opts.leader_epoch.0,
+            log_append_time_ms: log_append_time.then_some(opts.now_ms),
+        };
+        let mut offsets = self.offsets.get();
+        let stored = self
+            .active_segment()
+            .append(records, batches, &edit, interval);
+        {
+            let mut producers = self.producers.borrow_mut();
+            for header in &stored {
+                producers.update(header);
+            }
+        }
+        let first = stored.first().map_or(offsets.log_end, |h| h.base_offset);
+        let last = stored
+            .last()
+            .map_or(offsets.log_end, BatchHeader::last_offset);
+        assert_eq!(first, offsets.log_end);
+        offsets.log_end = last + 1;
+        offsets.leader_epoch = offsets.leader_epoch.max(opts.leader_epoch.0);
+        self.set_offsets(offsets);
+        let policy = self.flush_policy();
+        let rx = match opts.acks {
+            Acks::None => None,
+            acks => {
+                let (tx, rx) = oneshot::channel();
+                let durable = acks == Acks::All && policy.is_sync();
+                self.waiters.borrow_mut().push_back(Waiter {
+                    end_offset: last + 1,
+                    durable,
+                    tx,
+                });
+                Some(rx)
+            }
+        };
+        let result = AppendResult {
+            base_offset: Offset(first),
+            last_offset: Offset(last),
+            log_append_time_ms: if log_append_time { opts.now_ms } else { -1 },
+            log_start_offset: Offset(offsets.log_start),
+        };
+        (result, rx)
+    }
+
+    /// Seals the active segment after writing and syncing everything, and starts a new one.
+    /// Called with the append lock held.
+    pub(super) async fn roll(&self) -> Result<(), StorageError> {
+        self.flush(true).await?;
+        let _flush = self.flush_lock.lock().await;
+        let active = self.active_segment();
+        let index_bytes = self.config.borrow().segment_index_bytes;
+        active.seal(index_bytes).await?;
+        let base = self.offsets.get().log_end;
+        let segment =
+            Segment::create(self.shard.io.clone(), &self.dir, Offset(base), index_bytes).await?;
+        self.shard.io.sync_dir(&self.dir).await?;
+        self.segments.borrow_mut().insert(base, segment);
+        tracing::debug!(partition = %self.tp, base, "rolled segment");
+        Ok(())
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch if
+    /// `min_one_batch`), never beyond the high watermark.
+    pub async fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, StorageError> {
+        let offsets = self.offsets.get();
+        let mut result = ReadResult {
+            records: Bytes::new(),
+            high_watermark: Offset(offsets.high_watermark),
+            log_start_offset: Offset(offsets.log_start),
+            last_stable_offset: Offset(offsets.high_watermark),
+        };
+        if offset.0 < offsets.log_start || offset.0 > offsets.high_watermark {
+            return Err(self.out_of_range(offset));
+        }
+        if offset.0 == offsets.high_watermark {
+            return Ok(result);
+        }
+        for segment in self.segments_from(offset.0) {
+            let limit = Self::visible_limit(&segment, &offsets);
+            let Some((position, header)) = segment.find_batch(offset.0, limit).await? else {
+                continue;
+            };
+            let available = (limit - position) as usize;
+            let mut want = available.min(max_bytes);
+            if want < header.size_bytes() {
+                if !min_one_batch {
+                    return Ok(result);
+                }
+                want = header.size_bytes().min(available);
+            }
+            let bytes = segment.read(position, want).await?;
+            let whole = whole_batches_len(&bytes);
+            assert!(whole > 0, "a visible batch must be whole");
+            result.records = bytes.slice(..whole);
+            return Ok(result);
+        }
+        Ok(result)
+    }
+
+    pub(super) fn out_of_range(&self, offset: Offset) -> StorageError {
+        let offsets = self.offsets.get();
+        StorageError::OffsetOutOfRange {
+            requested: offset,
+            log_start_offset: Offset(offsets.log_start),
+            high_watermark: Offset(offsets.high_watermark),
+        }
+    }
+
+    /// Segments that may hold `offset` or later ones, oldest first.
+    pub(super) fn segments_from(&self, offset: i64) -> Vec<Rc<Segment>> {
+        let segments = self.segments.borrow();
+        let floor = segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        segments.range(floor..).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Bytes of `segment` below the high watermark.
+    pub(super) fn visible_limit(segment: &Segment, offsets: &Offsets) -> u64 {
+        let base = segment.base_offset().0;
+        if base < offsets.hwm_segment {
+            segment.size()
+        } else if base == offsets.hwm_segment {
+            offsets.hwm_position
+        } else {
+            0
+        }
+    }
+
+    /// Resolves when the high watermark is above `offset`, or the log closes.
+    pub async fn wait_hwm_above(&self, offset: Offset) {
+        self.hwm_waiters
+            .wait_until(|| self.closed.get() || self.offsets.get().high_watermark > offset.0)
+            .await
+    }
+
+    /// First offset whose batch's max timestamp is >= `ts_ms` (ListOffsets), with that timestamp.
+    /// The answer is at batch granularity: the batch's base offset (or the log start offset).
+    pub async fn offset_for_timestamp(
+        &self,
+        ts_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, StorageError> {
+        let offsets = self.offsets.get();
+        for segment in self.segments_from(offsets.log_start) {
+            let limit = Self::visible_limit(&segment, &offsets);
+            if limit == 0 || segment.largest_timestamp().await? < ts_ms {
+                continue;
+            }
+            if let Some((_, header)) = segment.find_timestamp(ts_ms, limit).await? {
+                if header.last_offset() < offsets.log_start {
+                    continue;
+                }
+                return Ok(Some((
+                    Offset(header.base_offset.max(offsets.log_start)),
+                    header.max_timestamp,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets -3: the offset holding the largest timestamp (last offset of its batch).
+    pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64)>, StorageError> {
+        let offsets = self.offsets.get();
+        let mut best: Option<(Offset, i64)> = None;
+        for segment in self.segments_from(offsets.log_start) {
+            if Self::visible_limit(&segment, &offsets) == 0 {
+                continue;
+            }
+            let ts = segment.largest_timestamp().await?;
+            let mark = if segment.is_active() {
+                segment.committed_mark()
+            } else {
+                segment.mark()
+            };
+            let ts = if segment.is_active() {
+                mark.max_timestamp
+            } else {
+                ts
+            };
+            if ts != NO_TIMESTAMP
+                && best.is_none_or(|(_, b)| ts > b)
+                && mark.offset_of_max_timestamp < offsets.high_watermark
+            {
+                best = Some((Offset(mark.offset_of_max_timestamp), ts));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Length of the longest prefix of `bytes` made of whole batches.
+fn whole_batches_len(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(header) = batch::parse_header(&bytes[at..]) {
+        let size = header.size_bytes();
+        if header.batch_length <= 0 || at + size > bytes.len() {
+            break;
+        }
+        at += size;
+    }
+    at
+}

@@ -1,0 +1,382 @@
+//! Consumer groups against the real broker with librdkafka (rdkafka crate; rdkafka-sys 4.10
+//! bundles librdkafka 2.12.1, which speaks both the classic protocol and KIP-848's
+//! `group.protocol=consumer`).
+//!
+//! Consumers run on threads and commit every record synchronously after "processing" it, so
+//! the only records a group may see twice are those whose commit failed (counted).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::ClientContext;
+
+use common::{unique_topic, wait_until, Broker, BrokerOpts};
+
+/// Bound on every wait for the group to settle or records to arrive.
+const GROUP_TIMEOUT: Duration = Duration::from_secs(60);
+const PARTITIONS: i32 = 8;
+
+fn broker() -> Broker {
+    Broker::start_with(BrokerOpts::default().with("group.initial.rebalance.delay.ms", "200"))
+}
+
+#[derive(Default)]
+struct Counting {
+    rebalances: AtomicUsize,
+}
+impl ClientContext for Counting {}
+impl ConsumerContext for Counting {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = r {
+            self.rebalances.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Everything the consumers of one test saw.
+#[derive(Default)]
+struct Seen {
+    records: Mutex<Vec<(i32, i64)>>,
+    failed_commits: AtomicUsize,
+}
+
+impl Seen {
+    fn distinct(&self) -> usize {
+        self.records.lock().unwrap().iter().collect::<HashSet<_>>().len()
+    }
+    fn duplicates(&self) -> usize {
+        let r = self.records.lock().unwrap();
+        r.len() - r.iter().collect::<HashSet<_>>().len()
+    }
+}
+
+struct Worker {
+    stop: Arc<AtomicBool>,
+    assigned: Arc<Mutex<Vec<i32>>>,
+    context_rebalances: Arc<AtomicUsize>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn assigned(&self) -> Vec<i32> {
+        self.assigned.lock().unwrap().clone()
+    }
+    /// Closes the consumer (LeaveGroup) and joins its thread.
+    fn close(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+}
+
+fn spawn_consumer(broker: &Broker, group: &str, topic: &str, extra: &[(&str, &str)], seen: Arc<Seen>) -> Worker {
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    let classic = !extra.iter().any(|(k, v)| *k == "group.protocol" && *v == "consumer");
+    if classic {
+        config.set("session.timeout.ms", "6000").set("heartbeat.interval.ms", "500");
+    }
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new(Mutex::new(Vec::new()));
+    let rebalances = Arc::new(AtomicUsize::new(0));
+    let (stop2, assigned2, rebalances2, topic) = (stop.clone(), assigned.clone(), rebalances.clone(), topic.to_owned());
+    let handle = thread::spawn(move || {
+        let consumer: BaseConsumer<Counting> = config.create_with_context(Counting::default()).expect("consumer");
+        consumer.subscribe(&[&topic]).expect("subscribe");
+        while !stop2.load(Ordering::SeqCst) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                seen.records.lock().unwrap().push((m.partition(), m.offset()));
+                if consumer.commit_message(&m, CommitMode::Sync).is_err() {
+                    seen.failed_commits.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            if let Ok(a) = consumer.assignment() {
+                let mut ps: Vec<i32> = a.elements().iter().map(|e| e.partition()).collect();
+                ps.sort();
+                *assigned2.lock().unwrap() = ps;
+            }
+            rebalances2.store(consumer.context().rebalances.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        drop(consumer);
+    });
+    Worker {
+        stop,
+        assigned,
+        context_rebalances: rebalances,
+        handle: Some(handle),
+    }
+}
+
+/// Produces `count` records round-robin over the partitions, starting at `start` for values.
+async fn produce(broker: &Broker, topic: &str, start: usize, count: usize) {
+    let producer = broker.producer(&[]);
+    let futures: Vec<_> = (start..start + count)
+        .map(|i| {
+            let value = format!("v{i}");
+            let partition = (i % PARTITIONS as usize) as i32;
+            let producer = producer.clone();
+            let topic = topic.to_owned();
+            async move {
+                producer
+                    .send(FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value), Duration::from_secs(10))
+                    .await
+                    .expect("produce")
+            }
+        })
+        .collect();
+    futures::future::join_all(futures).await;
+}
+
+/// Waits until the workers together own all partitions, each exactly once, none idle.
+fn wait_balanced(broker: &Broker, workers: &[&Worker]) {
+    wait_until("group to assign every partition once", GROUP_TIMEOUT, || {
+        let all: Vec<Vec<i32>> = workers.iter().map(|w| w.assigned()).collect();
+        let flat: Vec<i32> = all.iter().flatten().copied().collect();
+        let distinct: HashSet<i32> = flat.iter().copied().collect();
+        flat.len() == PARTITIONS as usize && distinct.len() == PARTITIONS as usize && all.iter().all(|a| !a.is_empty())
+    });
+    let _ = broker;
+}
+
+fn wait_seen(broker: &Broker, seen: &Seen, n: usize) {
+    let what = format!("{n} distinct records");
+    wait_until(&what, GROUP_TIMEOUT, || seen.distinct() >= n);
+    let _ = broker;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_then_three_consumers_split_partitions_and_survivors_take_over() {
+    let broker = broker();
+    let topic = unique_topic("group-split");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 400).await;
+    let seen = Arc::new(Seen::default());
+    let group = unique_topic("g-split");
+    let a = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    let b = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    wait_balanced(&broker, &[&a, &b]);
+    wait_seen(&broker, &seen, 400);
+
+    let c = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    wait_balanced(&broker, &[&a, &b, &c]);
+    produce(&broker, &topic, 400, 400).await;
+    wait_seen(&broker, &seen, 800);
+
+    b.close();
+    wait_balanced(&broker, &[&a, &c]);
+    produce(&broker, &topic, 800, 400).await;
+    wait_seen(&broker, &seen, 1200);
+    a.close();
+    c.close();
+    assert_eq!(seen.distinct(), 1200);
+    assert!(
+        seen.duplicates() <= seen.failed_commits.load(Ordering::SeqCst),
+        "{} duplicates but only {} failed commits",
+        seen.duplicates(),
+        seen.failed_commits.load(Ordering::SeqCst)
+    );
+}
+
+/// Child-process half of `killed_consumer_partitions_move_to_survivor`: consumes and prints
+/// `C <partition> <offset>` after each successful commit, until killed.
+#[test]
+#[ignore = "run only as a child of killed_consumer_partitions_move_to_survivor"]
+fn child_consumer() {
+    let (Ok(bootstrap), Ok(group), Ok(topic)) = (
+        std::env::var("SLUICE_CHILD_BOOTSTRAP"),
+        std::env::var("SLUICE_CHILD_GROUP"),
+        std::env::var("SLUICE_CHILD_TOPIC"),
+    ) else {
+        return;
+    };
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    loop {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if consumer.commit_message(&m, CommitMode::Sync).is_ok() {
+                println!("C {} {}", m.partition(), m.offset());
+            }
+        }
+        if let Ok(a) = consumer.assignment() {
+            println!("A {}", a.count());
+        }
+        // Slow consumer: leaves work for the survivor after the kill.
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_consumer_partitions_move_to_survivor() {
+    let broker = broker();
+    let topic = unique_topic("group-kill");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 800).await;
+    let group = unique_topic("g-kill");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_consumer", "--nocapture", "--test-threads=1"])
+        .env("SLUICE_CHILD_BOOTSTRAP", broker.bootstrap())
+        .env("SLUICE_CHILD_GROUP", &group)
+        .env("SLUICE_CHILD_TOPIC", &topic)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child consumer");
+    let child_committed: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let child_assigned = Arc::new(AtomicUsize::new(0));
+    let stdout = child.stdout.take().unwrap();
+    let (cc, ca) = (child_committed.clone(), child_assigned.clone());
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["C", p, o] => cc.lock().unwrap().push((p.parse().unwrap(), o.parse().unwrap())),
+                ["A", n] => ca.store(n.parse().unwrap(), Ordering::SeqCst),
+                _ => {}
+            }
+        }
+    });
+    let seen = Arc::new(Seen::default());
+    let survivor = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    wait_until("both consumers to own partitions", GROUP_TIMEOUT, || {
+        let mine = survivor.assigned().len();
+        mine > 0 && mine < PARTITIONS as usize && child_assigned.load(Ordering::SeqCst) > 0
+    });
+    wait_until("the child to commit some records", GROUP_TIMEOUT, || child_committed.lock().unwrap().len() >= 20);
+    child.kill().expect("kill -9 the child");
+    let _ = child.wait();
+    reader.join().unwrap();
+    // No LeaveGroup was sent: the survivor gets everything after the session timeout.
+    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || survivor.assigned().len() == PARTITIONS as usize);
+    let committed: HashSet<(i32, i64)> = child_committed.lock().unwrap().iter().copied().collect();
+    wait_until("every record consumed by someone", GROUP_TIMEOUT, || {
+        let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
+        mine.union(&committed).count() >= 800
+    });
+    survivor.close();
+    let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
+    let twice: Vec<_> = mine.intersection(&committed).collect();
+    assert!(twice.is_empty(), "records the dead member had committed were consumed again: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_resumes_from_committed_offsets() {
+    let mut broker = broker();
+    let topic = unique_topic("group-restart");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 200).await;
+    let group = unique_topic("g-restart");
+    let seen = Arc::new(Seen::default());
+    let a = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    wait_seen(&broker, &seen, 200);
+    a.close();
+
+    broker.restart();
+    produce(&broker, &topic, 200, 80).await;
+    let after = Arc::new(Seen::default());
+    let b = spawn_consumer(&broker, &group, &topic, &[], after.clone());
+    wait_seen(&broker, &after, 80);
+    thread::sleep(Duration::from_millis(500));
+    b.close();
+    // Exactly the new records: each partition resumes at its committed offset (25).
+    let by_partition: BTreeMap<i32, Vec<i64>> = after.records.lock().unwrap().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
+        m.entry(*p).or_insert_with(Vec::new).push(*o);
+        m
+    });
+    assert_eq!(after.records.lock().unwrap().len(), 80, "{by_partition:?}");
+    for (p, offsets) in by_partition {
+        assert_eq!(offsets.iter().min(), Some(&25), "partition {p} resumed at {offsets:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_member_restart_within_session_timeout_does_not_rebalance() {
+    let broker = broker();
+    let topic = unique_topic("group-static");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    let group = unique_topic("g-static");
+    let seen = Arc::new(Seen::default());
+    let dynamic = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    let s1 = spawn_consumer(&broker, &group, &topic, &[("group.instance.id", "static-1")], seen.clone());
+    wait_balanced(&broker, &[&dynamic, &s1]);
+    let before = dynamic.context_rebalances.load(Ordering::SeqCst);
+    let static_partitions = s1.assigned();
+    // A static member's close sends no LeaveGroup (KIP-345); its seat is kept.
+    s1.close();
+    let s2 = spawn_consumer(&broker, &group, &topic, &[("group.instance.id", "static-1")], seen.clone());
+    wait_until("the restarted static member to get its partitions back", GROUP_TIMEOUT, || {
+        s2.assigned() == static_partitions
+    });
+    produce(&broker, &topic, 0, 80).await;
+    wait_seen(&broker, &seen, 80);
+    assert_eq!(dynamic.context_rebalances.load(Ordering::SeqCst), before, "the other member was rebalanced");
+    s2.close();
+    dynamic.close();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kip848_consumer_protocol_splits_and_takes_over() {
+    let broker = broker();
+    let topic = unique_topic("group-848");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 400).await;
+    let group = unique_topic("g-848");
+    let seen = Arc::new(Seen::default());
+    let props = [("group.protocol", "consumer")];
+    let a = spawn_consumer(&broker, &group, &topic, &props, seen.clone());
+    let b = spawn_consumer(&broker, &group, &topic, &props, seen.clone());
+    wait_balanced(&broker, &[&a, &b]);
+    wait_seen(&broker, &seen, 400);
+    b.close();
+    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || a.assigned().len() == PARTITIONS as usize);
+    produce(&broker, &topic, 400, 400).await;
+    wait_seen(&broker, &seen, 800);
+    a.close();
+    assert!(seen.duplicates() <= seen.failed_commits.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kcat_balanced_consumer_commits_and_resumes() {
+    let broker = broker();
+    let topic = unique_topic("group-kcat");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 64).await;
+    let group = unique_topic("g-kcat");
+    let run = || {
+        let out = Command::new("kcat")
+            .args(["-b", broker.bootstrap(), "-X", "broker.address.family=v4", "-G", &group, "-o", "beginning", "-e", "-q", "-f", "%p %o\n", &topic])
+            .output()
+            .expect("run kcat (apt-get install kcat)");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(run(), 64);
+    produce(&broker, &topic, 64, 16).await;
+    assert_eq!(run(), 16, "second kcat run must resume from the committed offsets");
+}

@@ -1,0 +1,207 @@
+//! kcat (Debian's package, librdkafka 2.0.2) against the real broker: metadata listing,
+//! produce from stdin with keys and headers, consume with a format string, and query mode.
+//!
+//! kcat must be on PATH; scripts/test.sh installs it (`apt-get install -y kcat`).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{unique_topic, Broker};
+
+/// Bound on one kcat invocation.
+const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs kcat with `args`, feeding `stdin`; panics on timeout or non-zero exit.
+fn kcat(broker: &Broker, args: &[&str], stdin: &[u8]) -> String {
+    let output = kcat_output(broker, args, stdin);
+    assert!(
+        output.status.success(),
+        "kcat {args:?} exited with {}\nstdout: {}\nstderr: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        broker.stderr_tail()
+    );
+    String::from_utf8(output.stdout).expect("kcat output is UTF-8")
+}
+
+fn kcat_output(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new("kcat")
+        .args(["-b", broker.bootstrap(), "-X", "broker.address.family=v4"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kcat ({e}); it must be on PATH: scripts/test.sh installs it")
+        });
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let deadline = Instant::now() + KCAT_TIMEOUT;
+    let watchdog = thread::spawn(move || {
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+            // SAFETY: signal 0 only checks that the process exists.
+            if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+                return false;
+            }
+        }
+        // SAFETY: kill(2) on the kcat child we spawned.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        true
+    });
+    let output = child.wait_with_output().expect("wait for kcat");
+    feeder.join().expect("stdin feeder");
+    let timed_out = watchdog.join().expect("watchdog");
+    assert!(
+        !timed_out,
+        "kcat {args:?} did not finish within {KCAT_TIMEOUT:?}"
+    );
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_listing_shows_topics_partitions_and_leader() {
+    let broker = Broker::start();
+    let topic = unique_topic("kcat-meta");
+    broker.create_topic(&topic, 3, &[]).await;
+    let listing = kcat(&broker, &["-L", "-t", &topic], b"");
+    assert!(
+        listing.contains(&format!("topic \"{topic}\" with 3 partitions:")),
+        "kcat -L output:\n{listing}"
+    );
+    for partition in 0..3 {
+        let line = listing
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("partition {partition},"))
+            })
+            .unwrap_or_else(|| panic!("no partition {partition} line in:\n{listing}"));
+        assert!(
+            line.contains("leader "),
+            "partition line without leader: {line}"
+        );
+        assert!(
+            !line.contains("err"),
+            "partition line with an error: {line}"
+        );
+    }
+    assert!(listing.contains("1 brokers:"), "kcat -L output:\n{listing}");
+    // The broker line must advertise the address clients connected to.
+    assert!(
+        listing.contains(broker.bootstrap()),
+        "advertised address missing:\n{listing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_keys_and_headers_from_stdin_then_consume_with_format() {
+    let broker = Broker::start();
+    let topic = unique_topic("kcat-data");
+    broker.create_topic(&topic, 2, &[]).await;
+    let lines: Vec<String> = (0..50).map(|i| format!("key-{i}:value {i}")).collect();
+    let input = lines.join("\n") + "\n";
+    kcat(
+        &broker,
+        &[
+            "-P",
+            "-t",
+            &topic,
+            "-p",
+            "1",
+            "-K:",
+            "-H",
+            "source=kcat",
+            "-H",
+            "run=1",
+        ],
+        input.as_bytes(),
+    );
+    let consumed = kcat(
+        &broker,
+        &[
+            "-C",
+            "-t",
+            &topic,
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p|%o|%k|%s|%h\n",
+        ],
+        b"",
+    );
+    let expected: String = (0..50)
+        .map(|i| format!("1|{i}|key-{i}|value {i}|source=kcat,run=1\n"))
+        .collect();
+    assert_eq!(consumed, expected);
+
+    // The same records through librdkafka's Rust binding: headers arrive as bytes, in order.
+    let records = broker.read_range(&topic, 1, 0, 50);
+    assert_eq!(
+        records[7].headers,
+        vec![
+            ("source".to_string(), Some(b"kcat".to_vec())),
+            ("run".to_string(), Some(b"1".to_vec()))
+        ]
+    );
+    assert_eq!(
+        broker.watermarks(&topic, 0),
+        (0, 0),
+        "partition 0 untouched"
+    );
+
+    // Consuming from a given offset and counting.
+    let tail = kcat(
+        &broker,
+        &[
+            "-C", "-t", &topic, "-p", "1", "-o", "45", "-e", "-f", "%o:%k\n",
+        ],
+        b"",
+    );
+    let want: String = (45..50).map(|i| format!("{i}:key-{i}\n")).collect();
+    assert_eq!(tail, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_mode_finds_offsets_by_timestamp() {
+    let broker = Broker::start();
+    let topic = unique_topic("kcat-query");
+    broker.create_topic(&topic, 1, &[]).await;
+    // kcat has no per-message timestamp flag for -P; produce with rdkafka at known times.
+    let producer = broker.producer(&[("linger.ms", "0")]);
+    let base = 1_650_000_000_000_i64;
+    for i in 0..5_i64 {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&topic)
+                    .partition(0)
+                    .payload(&b"t"[..])
+                    .timestamp(base + i * 100),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    }
+    let answer = kcat(
+        &broker,
+        &["-Q", "-t", &format!("{topic}:0:{}", base + 250)],
+        b"",
+    );
+    assert!(
+        answer.contains(&format!("{topic} [0] offset 3")),
+        "kcat -Q output: {answer}"
+    );
+}

@@ -7,7 +7,11 @@ pub mod group;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible streaming broker"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,7 +61,10 @@ impl ServeArgs {
             out.push(("listeners".to_string(), format!("PLAINTEXT://{l}")));
         }
         if let Some(a) = &self.advertised_listener {
-            out.push(("advertised.listeners".to_string(), format!("PLAINTEXT://{a}")));
+            out.push((
+                "advertised.listeners".to_string(),
+                format!("PLAINTEXT://{a}"),
+            ));
         }
         if let Some(n) = self.node_id {
             out.push(("node.id".to_string(), n.to_string()));

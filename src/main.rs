@@ -36,8 +36,14 @@ fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "SLUICE_DATA_DIR" | "SLUICE_LISTEN" | "SLUICE_ADVERTISED_LISTENER" | "SLUICE_CORES"
-                    | "SLUICE_NODE_ID" | "SLUICE_CONFIG" | "SLUICE_LOG" | "SLUICE_BIN"
+                "SLUICE_DATA_DIR"
+                    | "SLUICE_LISTEN"
+                    | "SLUICE_ADVERTISED_LISTENER"
+                    | "SLUICE_CORES"
+                    | "SLUICE_NODE_ID"
+                    | "SLUICE_CONFIG"
+                    | "SLUICE_LOG"
+                    | "SLUICE_BIN"
             )
         })
         .collect();

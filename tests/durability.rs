@@ -59,7 +59,7 @@ impl ProducerContext for AckRecorder {
 /// `sluice-test r<round> p<partition> s<seq> <filler> #<checksum>`: self-checking values, so a
 /// served record that is not one of ours, or is damaged, is caught even if it was never acked.
 fn make_value(round: u32, partition: i32, seq: u64) -> Vec<u8> {
-    let filler = "abcdefghij".repeat((seq % 40) as usize);
+    let filler = "abcdefghij".repeat((seq % 12) as usize);
     let body = format!("sluice-test r{round} p{partition} s{seq} {filler}");
     format!("{body} #{:016x}", checksum(body.as_bytes())).into_bytes()
 }
@@ -166,7 +166,11 @@ fn verify(broker: &Broker, topic: &str, partitions: i32, acked: &[Acked]) -> Vec
 fn crash_rounds(idempotent: bool) {
     const PARTITIONS: i32 = 3;
     const ROUNDS: u32 = 8;
-    const RECORDS_PER_ROUND_MAX: u64 = 30_000;
+    // At most ~20k records/s (PACE_SLEEP per PACE_EVERY records), so the 0.2-1.5 s window
+    // never reaches the per-round bound: the kill always lands while records are in flight.
+    const RECORDS_PER_ROUND_MAX: u64 = 60_000;
+    const PACE_EVERY: u64 = 100;
+    const PACE_SLEEP: Duration = Duration::from_millis(5);
     let seed: u64 = std::env::var("SLUICE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -183,6 +187,7 @@ fn crash_rounds(idempotent: bool) {
     runtime.block_on(broker.create_topic(&topic, PARTITIONS, &[]));
 
     let mut all_acked: Vec<Acked> = Vec::new();
+    let mut rounds_killed_mid_stream = 0;
     for round in 0..ROUNDS {
         let recorder = AckRecorder::default();
         let producer = crash_producer(&broker, &recorder, idempotent);
@@ -196,6 +201,10 @@ fn crash_rounds(idempotent: bool) {
                         // Bounded work per round; keep the connection idle until the kill.
                         thread::sleep(Duration::from_millis(5));
                         continue;
+                    }
+                    if seq % PACE_EVERY == PACE_EVERY - 1 {
+                        // Paced, so the kill lands while records are in flight.
+                        thread::sleep(PACE_SLEEP);
                     }
                     let partition = (seq % PARTITIONS as u64) as i32;
                     let value = make_value(round, partition, seq);
@@ -214,6 +223,7 @@ fn crash_rounds(idempotent: bool) {
                 }
                 // Dropping the producer purges whatever was not acknowledged.
                 drop(producer);
+                seq
             })
         };
         let acked = recorder.acked.clone();
@@ -225,18 +235,26 @@ fn crash_rounds(idempotent: bool) {
         thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
         broker.kill9();
         stop.store(true, Ordering::Relaxed);
-        writer.join().expect("producer thread");
+        let enqueued = writer.join().expect("producer thread");
         let round_acked = std::mem::take(&mut *recorder.acked.lock().expect("lock"));
         eprintln!(
-            "round {round}: {} acknowledged before SIGKILL",
+            "round {round}: {} of {enqueued} enqueued acknowledged before SIGKILL",
             round_acked.len()
         );
+        if (round_acked.len() as u64) < enqueued {
+            rounds_killed_mid_stream += 1;
+        }
         all_acked.extend(round_acked);
 
         broker.start_again();
         let high = verify(&broker, &topic, PARTITIONS, &all_acked);
         eprintln!("round {round}: after restart high watermarks {high:?}");
     }
+    // The test means something only if some kills hit records in flight.
+    assert!(
+        rounds_killed_mid_stream > 0,
+        "no round was killed with records in flight: the producer finished before every kill"
+    );
 }
 
 #[test]

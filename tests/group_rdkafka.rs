@@ -27,7 +27,10 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 8;
 
 fn broker() -> Broker {
-    Broker::start_with(BrokerOpts::default().with("group.initial.rebalance.delay.ms", "200"))
+    let mut opts = BrokerOpts::default().with("group.initial.rebalance.delay.ms", "200");
+    // e.g. SLUICE_TEST_LOG=sluice::group=debug to see the coordinator's decisions.
+    opts.rust_log = std::env::var("SLUICE_TEST_LOG").ok();
+    Broker::start_with(opts)
 }
 
 #[derive(Default)]
@@ -52,7 +55,12 @@ struct Seen {
 
 impl Seen {
     fn distinct(&self) -> usize {
-        self.records.lock().unwrap().iter().collect::<HashSet<_>>().len()
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .collect::<HashSet<_>>()
+            .len()
     }
     fn duplicates(&self) -> usize {
         let r = self.records.lock().unwrap();
@@ -80,16 +88,26 @@ impl Worker {
     }
 }
 
-fn spawn_consumer(broker: &Broker, group: &str, topic: &str, extra: &[(&str, &str)], seen: Arc<Seen>) -> Worker {
+fn spawn_consumer(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+    seen: Arc<Seen>,
+) -> Worker {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100");
-    let classic = !extra.iter().any(|(k, v)| *k == "group.protocol" && *v == "consumer");
+    let classic = !extra
+        .iter()
+        .any(|(k, v)| *k == "group.protocol" && *v == "consumer");
     if classic {
-        config.set("session.timeout.ms", "6000").set("heartbeat.interval.ms", "500");
+        config
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
     }
     for (k, v) in extra {
         config.set(*k, *v);
@@ -97,13 +115,23 @@ fn spawn_consumer(broker: &Broker, group: &str, topic: &str, extra: &[(&str, &st
     let stop = Arc::new(AtomicBool::new(false));
     let assigned = Arc::new(Mutex::new(Vec::new()));
     let rebalances = Arc::new(AtomicUsize::new(0));
-    let (stop2, assigned2, rebalances2, topic) = (stop.clone(), assigned.clone(), rebalances.clone(), topic.to_owned());
+    let (stop2, assigned2, rebalances2, topic) = (
+        stop.clone(),
+        assigned.clone(),
+        rebalances.clone(),
+        topic.to_owned(),
+    );
     let handle = thread::spawn(move || {
-        let consumer: BaseConsumer<Counting> = config.create_with_context(Counting::default()).expect("consumer");
+        let consumer: BaseConsumer<Counting> = config
+            .create_with_context(Counting::default())
+            .expect("consumer");
         consumer.subscribe(&[&topic]).expect("subscribe");
         while !stop2.load(Ordering::SeqCst) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                seen.records.lock().unwrap().push((m.partition(), m.offset()));
+                seen.records
+                    .lock()
+                    .unwrap()
+                    .push((m.partition(), m.offset()));
                 if consumer.commit_message(&m, CommitMode::Sync).is_err() {
                     seen.failed_commits.fetch_add(1, Ordering::SeqCst);
                 }
@@ -113,7 +141,10 @@ fn spawn_consumer(broker: &Broker, group: &str, topic: &str, extra: &[(&str, &st
                 ps.sort();
                 *assigned2.lock().unwrap() = ps;
             }
-            rebalances2.store(consumer.context().rebalances.load(Ordering::SeqCst), Ordering::SeqCst);
+            rebalances2.store(
+                consumer.context().rebalances.load(Ordering::SeqCst),
+                Ordering::SeqCst,
+            );
         }
         drop(consumer);
     });
@@ -136,7 +167,12 @@ async fn produce(broker: &Broker, topic: &str, start: usize, count: usize) {
             let topic = topic.to_owned();
             async move {
                 producer
-                    .send(FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value), Duration::from_secs(10))
+                    .send(
+                        FutureRecord::<(), _>::to(&topic)
+                            .partition(partition)
+                            .payload(&value),
+                        Duration::from_secs(10),
+                    )
                     .await
                     .expect("produce")
             }
@@ -147,12 +183,18 @@ async fn produce(broker: &Broker, topic: &str, start: usize, count: usize) {
 
 /// Waits until the workers together own all partitions, each exactly once, none idle.
 fn wait_balanced(broker: &Broker, workers: &[&Worker]) {
-    wait_until("group to assign every partition once", GROUP_TIMEOUT, || {
-        let all: Vec<Vec<i32>> = workers.iter().map(|w| w.assigned()).collect();
-        let flat: Vec<i32> = all.iter().flatten().copied().collect();
-        let distinct: HashSet<i32> = flat.iter().copied().collect();
-        flat.len() == PARTITIONS as usize && distinct.len() == PARTITIONS as usize && all.iter().all(|a| !a.is_empty())
-    });
+    wait_until(
+        "group to assign every partition once",
+        GROUP_TIMEOUT,
+        || {
+            let all: Vec<Vec<i32>> = workers.iter().map(|w| w.assigned()).collect();
+            let flat: Vec<i32> = all.iter().flatten().copied().collect();
+            let distinct: HashSet<i32> = flat.iter().copied().collect();
+            flat.len() == PARTITIONS as usize
+                && distinct.len() == PARTITIONS as usize
+                && all.iter().all(|a| !a.is_empty())
+        },
+    );
     let _ = broker;
 }
 
@@ -241,7 +283,13 @@ async fn killed_consumer_partitions_move_to_survivor() {
     produce(&broker, &topic, 0, 800).await;
     let group = unique_topic("g-kill");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_consumer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_consumer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SLUICE_CHILD_BOOTSTRAP", broker.bootstrap())
         .env("SLUICE_CHILD_GROUP", &group)
         .env("SLUICE_CHILD_TOPIC", &topic)
@@ -257,7 +305,10 @@ async fn killed_consumer_partitions_move_to_survivor() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
-                ["C", p, o] => cc.lock().unwrap().push((p.parse().unwrap(), o.parse().unwrap())),
+                ["C", p, o] => cc
+                    .lock()
+                    .unwrap()
+                    .push((p.parse().unwrap(), o.parse().unwrap())),
                 ["A", n] => ca.store(n.parse().unwrap(), Ordering::SeqCst),
                 _ => {}
             }
@@ -269,12 +320,16 @@ async fn killed_consumer_partitions_move_to_survivor() {
         let mine = survivor.assigned().len();
         mine > 0 && mine < PARTITIONS as usize && child_assigned.load(Ordering::SeqCst) > 0
     });
-    wait_until("the child to commit some records", GROUP_TIMEOUT, || child_committed.lock().unwrap().len() >= 20);
+    wait_until("the child to commit some records", GROUP_TIMEOUT, || {
+        child_committed.lock().unwrap().len() >= 20
+    });
     child.kill().expect("kill -9 the child");
     let _ = child.wait();
     reader.join().unwrap();
     // No LeaveGroup was sent: the survivor gets everything after the session timeout.
-    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || survivor.assigned().len() == PARTITIONS as usize);
+    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || {
+        survivor.assigned().len() == PARTITIONS as usize
+    });
     let committed: HashSet<(i32, i64)> = child_committed.lock().unwrap().iter().copied().collect();
     wait_until("every record consumed by someone", GROUP_TIMEOUT, || {
         let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
@@ -283,7 +338,10 @@ async fn killed_consumer_partitions_move_to_survivor() {
     survivor.close();
     let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
     let twice: Vec<_> = mine.intersection(&committed).collect();
-    assert!(twice.is_empty(), "records the dead member had committed were consumed again: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "records the dead member had committed were consumed again: {twice:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,13 +364,23 @@ async fn broker_restart_resumes_from_committed_offsets() {
     thread::sleep(Duration::from_millis(500));
     b.close();
     // Exactly the new records: each partition resumes at its committed offset (25).
-    let by_partition: BTreeMap<i32, Vec<i64>> = after.records.lock().unwrap().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
-        m.entry(*p).or_insert_with(Vec::new).push(*o);
-        m
-    });
+    let by_partition: BTreeMap<i32, Vec<i64>> =
+        after
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (p, o)| {
+                m.entry(*p).or_insert_with(Vec::new).push(*o);
+                m
+            });
     assert_eq!(after.records.lock().unwrap().len(), 80, "{by_partition:?}");
     for (p, offsets) in by_partition {
-        assert_eq!(offsets.iter().min(), Some(&25), "partition {p} resumed at {offsets:?}");
+        assert_eq!(
+            offsets.iter().min(),
+            Some(&25),
+            "partition {p} resumed at {offsets:?}"
+        );
     }
 }
 
@@ -324,19 +392,37 @@ async fn static_member_restart_within_session_timeout_does_not_rebalance() {
     let group = unique_topic("g-static");
     let seen = Arc::new(Seen::default());
     let dynamic = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
-    let s1 = spawn_consumer(&broker, &group, &topic, &[("group.instance.id", "static-1")], seen.clone());
+    let s1 = spawn_consumer(
+        &broker,
+        &group,
+        &topic,
+        &[("group.instance.id", "static-1")],
+        seen.clone(),
+    );
     wait_balanced(&broker, &[&dynamic, &s1]);
     let before = dynamic.context_rebalances.load(Ordering::SeqCst);
     let static_partitions = s1.assigned();
     // A static member's close sends no LeaveGroup (KIP-345); its seat is kept.
     s1.close();
-    let s2 = spawn_consumer(&broker, &group, &topic, &[("group.instance.id", "static-1")], seen.clone());
-    wait_until("the restarted static member to get its partitions back", GROUP_TIMEOUT, || {
-        s2.assigned() == static_partitions
-    });
+    let s2 = spawn_consumer(
+        &broker,
+        &group,
+        &topic,
+        &[("group.instance.id", "static-1")],
+        seen.clone(),
+    );
+    wait_until(
+        "the restarted static member to get its partitions back",
+        GROUP_TIMEOUT,
+        || s2.assigned() == static_partitions,
+    );
     produce(&broker, &topic, 0, 80).await;
     wait_seen(&broker, &seen, 80);
-    assert_eq!(dynamic.context_rebalances.load(Ordering::SeqCst), before, "the other member was rebalanced");
+    assert_eq!(
+        dynamic.context_rebalances.load(Ordering::SeqCst),
+        before,
+        "the other member was rebalanced"
+    );
     s2.close();
     dynamic.close();
 }
@@ -355,7 +441,9 @@ async fn kip848_consumer_protocol_splits_and_takes_over() {
     wait_balanced(&broker, &[&a, &b]);
     wait_seen(&broker, &seen, 400);
     b.close();
-    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || a.assigned().len() == PARTITIONS as usize);
+    wait_until("the survivor to own every partition", GROUP_TIMEOUT, || {
+        a.assigned().len() == PARTITIONS as usize
+    });
     produce(&broker, &topic, 400, 400).await;
     wait_seen(&broker, &seen, 800);
     a.close();
@@ -371,12 +459,30 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
     let group = unique_topic("g-kcat");
     let run = || {
         let out = Command::new("kcat")
-            .args(["-b", broker.bootstrap(), "-X", "broker.address.family=v4", "-G", &group, "-o", "beginning", "-e", "-q", "-f", "%p %o\n", &topic])
+            .args([
+                "-b",
+                broker.bootstrap(),
+                "-X",
+                "broker.address.family=v4",
+                "-G",
+                &group,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%p %o\n",
+                &topic,
+            ])
             .output()
             .expect("run kcat (apt-get install kcat)");
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
     assert_eq!(run(), 64);
     produce(&broker, &topic, 64, 16).await;
-    assert_eq!(run(), 16, "second kcat run must resume from the committed offsets");
+    assert_eq!(
+        run(),
+        16,
+        "second kcat run must resume from the committed offsets"
+    );
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -45,28 +45,38 @@ fn kcat_output(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
     let feeder = thread::spawn(move || {
         let _ = input.write_all(&data);
     });
-    let pid = child.id();
-    let deadline = Instant::now() + KCAT_TIMEOUT;
-    let watchdog = thread::spawn(move || {
-        while Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(100));
-            // SAFETY: signal 0 only checks that the process exists.
-            if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-                return false;
-            }
-        }
-        // SAFETY: kill(2) on the kcat child we spawned.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        true
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer);
+        buffer
     });
-    let output = child.wait_with_output().expect("wait for kcat");
+    let err_reader = thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer);
+        buffer
+    });
+    // Poll and kill from this thread: the child is not reaped until try_wait sees it exit, so
+    // the pid cannot have been reused when we kill it.
+    let deadline = Instant::now() + KCAT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for kcat") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kcat {args:?} did not finish within {KCAT_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     feeder.join().expect("stdin feeder");
-    let timed_out = watchdog.join().expect("watchdog");
-    assert!(
-        !timed_out,
-        "kcat {args:?} did not finish within {KCAT_TIMEOUT:?}"
-    );
-    output
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,10 @@ pub fn apply(
             Outcome::Topic(t)
         }
         ControllerCommand::DeleteTopic { name } => {
-            let t = next.topics.remove(name).ok_or(ControllerError::UnknownTopic)?;
+            let t = next
+                .topics
+                .remove(name)
+                .ok_or(ControllerError::UnknownTopic)?;
             if t.internal {
                 return Err(ControllerError::InvalidRequest(format!(
                     "Cannot delete internal topic {name}"
@@ -124,7 +127,10 @@ pub fn apply(
             Outcome::Topic(t)
         }
         ControllerCommand::CreatePartitions { name, count } => {
-            let t = next.topics.get_mut(name).ok_or(ControllerError::UnknownTopic)?;
+            let t = next
+                .topics
+                .get_mut(name)
+                .ok_or(ControllerError::UnknownTopic)?;
             if *count <= t.partitions {
                 return Err(ControllerError::InvalidPartitions(format!(
                     "Topic currently has {} partitions, which is higher than the requested {count}.",
@@ -141,7 +147,10 @@ pub fn apply(
             Outcome::Topic(t.clone())
         }
         ControllerCommand::AlterTopicConfigs { name, mode } => {
-            let t = next.topics.get_mut(name).ok_or(ControllerError::UnknownTopic)?;
+            let t = next
+                .topics
+                .get_mut(name)
+                .ok_or(ControllerError::UnknownTopic)?;
             let configs = altered(&t.configs, mode)?;
             for (k, v) in &configs {
                 topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
@@ -170,9 +179,9 @@ fn altered(
         AlterMode::Incremental(ops) => {
             let mut out = current.clone();
             for (key, op, value) in ops {
-                let kind = topic::find(key)
-                    .map(|k| k.kind)
-                    .ok_or_else(|| ControllerError::InvalidConfig(format!("Unknown topic config name: {key}")))?;
+                let kind = topic::find(key).map(|k| k.kind).ok_or_else(|| {
+                    ControllerError::InvalidConfig(format!("Unknown topic config name: {key}"))
+                })?;
                 match (op, value) {
                     (0, Some(v)) => {
                         out.insert(key.clone(), v.clone());
@@ -183,7 +192,12 @@ fn altered(
                     (2 | 3, Some(v)) if kind == crate::config::Kind::List => {
                         let mut items: Vec<String> = out
                             .get(key)
-                            .map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                            .map(|s| {
+                                s.split(',')
+                                    .map(|x| x.trim().to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         for item in v.split(',').map(|x| x.trim()) {
                             if *op == 2 && !items.iter().any(|i| i == item) {
@@ -305,7 +319,10 @@ mod tests {
         let (img, a) = apply(&empty(), &ControllerCommand::AllocateProducerIds).unwrap();
         let (_, b) = apply(&img, &ControllerCommand::AllocateProducerIds).unwrap();
         match (a, b) {
-            (Outcome::ProducerIdBlock { first: x, len }, Outcome::ProducerIdBlock { first: y, .. }) => {
+            (
+                Outcome::ProducerIdBlock { first: x, len },
+                Outcome::ProducerIdBlock { first: y, .. },
+            ) => {
                 assert_eq!(y, x + len)
             }
             _ => panic!("expected blocks"),

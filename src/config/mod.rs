@@ -78,7 +78,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("log.retention.check.interval.ms", Kind::Long, "300000"),
     key("log.index.interval.bytes", Kind::Int, "4096"),
     key("log.index.size.max.bytes", Kind::Int, "10485760"),
-    key("log.flush.interval.messages", Kind::Long, "9223372036854775807"),
+    key(
+        "log.flush.interval.messages",
+        Kind::Long,
+        "9223372036854775807",
+    ),
     key("log.flush.interval.ms", Kind::Long, ""),
     key("log.message.timestamp.type", Kind::String, "CreateTime"),
     key("log.cleanup.policy", Kind::List, "delete"),
@@ -90,7 +94,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("socket.request.max.bytes", Kind::Int, "104857600"),
     key("max.connections", Kind::Int, "4096"),
     key("queued.max.requests", Kind::Int, "32"),
-    key("max.incremental.fetch.session.cache.slots", Kind::Int, "1000"),
+    key(
+        "max.incremental.fetch.session.cache.slots",
+        Kind::Int,
+        "1000",
+    ),
     key("offsets.topic.num.partitions", Kind::Int, "50"),
     key("offsets.topic.segment.bytes", Kind::Int, "104857600"),
     key("offsets.retention.minutes", Kind::Int, "10080"),
@@ -186,7 +194,9 @@ impl BrokerConfig {
             explicit,
             node_id: 0,
             data_dir: PathBuf::from("./data"),
-            listen: "0.0.0.0:9092".parse().map_err(|_| invalid("listeners", "", "bad"))?,
+            listen: "0.0.0.0:9092"
+                .parse()
+                .map_err(|_| invalid("listeners", "", "bad"))?,
             advertised: None,
             cores: cores.unwrap_or_else(online_cpus),
         };
@@ -203,31 +213,45 @@ impl BrokerConfig {
             broker as i32
         };
         let dirs = self.get("log.dirs").to_string();
-        let dir = if self.explicit.contains_key("log.dir") && !self.explicit.contains_key("log.dirs")
-        {
-            self.get("log.dir").to_string()
-        } else {
-            dirs.split(',').next().unwrap_or("./data").trim().to_string()
-        };
+        let dir =
+            if self.explicit.contains_key("log.dir") && !self.explicit.contains_key("log.dirs") {
+                self.get("log.dir").to_string()
+            } else {
+                dirs.split(',')
+                    .next()
+                    .unwrap_or("./data")
+                    .trim()
+                    .to_string()
+            };
         if dirs.contains(',') {
             tracing::warn!("log.dirs lists several directories; Sluice uses the first: {dir}");
         }
         self.data_dir = PathBuf::from(dir);
-        let listener = first_listener(self.get("listeners"))
-            .ok_or_else(|| invalid("listeners", self.get("listeners"), "expected PLAINTEXT://HOST:PORT"))?;
+        let listener = first_listener(self.get("listeners")).ok_or_else(|| {
+            invalid(
+                "listeners",
+                self.get("listeners"),
+                "expected PLAINTEXT://HOST:PORT",
+            )
+        })?;
         self.listen = resolve(&listener)
             .ok_or_else(|| invalid("listeners", self.get("listeners"), "cannot resolve"))?;
         let adv = self.get("advertised.listeners").to_string();
         self.advertised = match first_listener(&adv) {
-            Some(a) if !adv.is_empty() => Some(split_host_port(&a).ok_or_else(|| {
-                invalid("advertised.listeners", &adv, "expected HOST:PORT")
-            })?),
+            Some(a) if !adv.is_empty() => Some(
+                split_host_port(&a)
+                    .ok_or_else(|| invalid("advertised.listeners", &adv, "expected HOST:PORT"))?,
+            ),
             _ => None,
         };
         if self.cores == 0 {
             return Err(invalid("cores", "0", "must be at least 1"));
         }
-        for k in ["message.max.bytes", "socket.request.max.bytes", "log.segment.bytes"] {
+        for k in [
+            "message.max.bytes",
+            "socket.request.max.bytes",
+            "log.segment.bytes",
+        ] {
             if self.get_i64(k)? <= 0 {
                 return Err(invalid(k, self.get(k), "must be positive"));
             }
@@ -240,7 +264,11 @@ impl BrokerConfig {
             ));
         }
         if self.get_i64("num.partitions")? < 1 {
-            return Err(invalid("num.partitions", self.get("num.partitions"), "must be >= 1"));
+            return Err(invalid(
+                "num.partitions",
+                self.get("num.partitions"),
+                "must be >= 1",
+            ));
         }
         Ok(())
     }
@@ -251,7 +279,9 @@ impl BrokerConfig {
 
     pub fn get_i64(&self, key: &str) -> Result<i64, ConfigError> {
         let v = self.get(key);
-        v.trim().parse::<i64>().map_err(|e| invalid(key, v, &e.to_string()))
+        v.trim()
+            .parse::<i64>()
+            .map_err(|e| invalid(key, v, &e.to_string()))
     }
 
     /// Like `get_i64`, for keys validated at build time; falls back to `default`.
@@ -286,11 +316,17 @@ impl BrokerConfig {
     }
 
     pub fn message_max_bytes(&self) -> usize {
-        self.int("message.max.bytes", limits::MESSAGE_BYTES_MAX_DEFAULT as i64) as usize
+        self.int(
+            "message.max.bytes",
+            limits::MESSAGE_BYTES_MAX_DEFAULT as i64,
+        ) as usize
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {
-        self.int("socket.request.max.bytes", limits::SOCKET_REQUEST_BYTES_DEFAULT as i64) as usize
+        self.int(
+            "socket.request.max.bytes",
+            limits::SOCKET_REQUEST_BYTES_DEFAULT as i64,
+        ) as usize
     }
 }
 
@@ -358,7 +394,11 @@ fn split_host_port(addr: &str) -> Option<(String, u16)> {
 fn resolve(addr: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
     let (host, port) = split_host_port(addr)?;
-    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+    let host = if host.is_empty() {
+        "0.0.0.0".to_string()
+    } else {
+        host
+    };
     (host.as_str(), port).to_socket_addrs().ok()?.next()
 }
 
@@ -374,7 +414,8 @@ mod tests {
 
     #[test]
     fn file_env_and_overrides_apply_in_order() {
-        let file = "# comment\nnum.partitions=3\nlisteners=PLAINTEXT://127.0.0.1:9999\nlog.dirs=/tmp/a\n";
+        let file =
+            "# comment\nnum.partitions=3\nlisteners=PLAINTEXT://127.0.0.1:9999\nlog.dirs=/tmp/a\n";
         let env = vec![("SLUICE_NUM_PARTITIONS".to_string(), "4".to_string())];
         let ov = vec![("log.dirs".to_string(), "/tmp/b".to_string())];
         let c = BrokerConfig::build(Some(file), &env, &ov, Some(1)).unwrap();
@@ -391,8 +432,13 @@ mod tests {
 
     #[test]
     fn retention_resolution_prefers_ms() {
-        let c = BrokerConfig::build(Some("log.retention.hours=1\nlog.retention.ms=5"), &[], &[], Some(1))
-            .unwrap();
+        let c = BrokerConfig::build(
+            Some("log.retention.hours=1\nlog.retention.ms=5"),
+            &[],
+            &[],
+            Some(1),
+        )
+        .unwrap();
         assert_eq!(c.log_retention_ms(), 5);
         let c = BrokerConfig::build(Some("log.retention.hours=2"), &[], &[], Some(1)).unwrap();
         assert_eq!(c.log_retention_ms(), 7_200_000);

@@ -14,7 +14,12 @@ pub struct TopicKey {
     pub fixed_default: &'static str,
 }
 
-const fn tk(name: &'static str, kind: Kind, syn: Option<&'static str>, d: &'static str) -> TopicKey {
+const fn tk(
+    name: &'static str,
+    kind: Kind,
+    syn: Option<&'static str>,
+    d: &'static str,
+) -> TopicKey {
     TopicKey {
         name,
         kind,
@@ -24,25 +29,95 @@ const fn tk(name: &'static str, kind: Kind, syn: Option<&'static str>, d: &'stat
 }
 
 pub const TOPIC_KEYS: &[TopicKey] = &[
-    tk("cleanup.policy", Kind::List, Some("log.cleanup.policy"), "delete"),
-    tk("compression.type", Kind::String, Some("compression.type"), "producer"),
+    tk(
+        "cleanup.policy",
+        Kind::List,
+        Some("log.cleanup.policy"),
+        "delete",
+    ),
+    tk(
+        "compression.type",
+        Kind::String,
+        Some("compression.type"),
+        "producer",
+    ),
     tk("delete.retention.ms", Kind::Long, None, "86400000"),
-    tk("file.delete.delay.ms", Kind::Long, Some("log.segment.delete.delay.ms"), "60000"),
-    tk("flush.messages", Kind::Long, Some("log.flush.interval.messages"), "9223372036854775807"),
-    tk("flush.ms", Kind::Long, Some("log.flush.interval.ms"), "9223372036854775807"),
-    tk("index.interval.bytes", Kind::Int, Some("log.index.interval.bytes"), "4096"),
-    tk("max.message.bytes", Kind::Int, Some("message.max.bytes"), "1048588"),
-    tk("message.timestamp.type", Kind::String, Some("log.message.timestamp.type"), "CreateTime"),
+    tk(
+        "file.delete.delay.ms",
+        Kind::Long,
+        Some("log.segment.delete.delay.ms"),
+        "60000",
+    ),
+    tk(
+        "flush.messages",
+        Kind::Long,
+        Some("log.flush.interval.messages"),
+        "9223372036854775807",
+    ),
+    tk(
+        "flush.ms",
+        Kind::Long,
+        Some("log.flush.interval.ms"),
+        "9223372036854775807",
+    ),
+    tk(
+        "index.interval.bytes",
+        Kind::Int,
+        Some("log.index.interval.bytes"),
+        "4096",
+    ),
+    tk(
+        "max.message.bytes",
+        Kind::Int,
+        Some("message.max.bytes"),
+        "1048588",
+    ),
+    tk(
+        "message.timestamp.type",
+        Kind::String,
+        Some("log.message.timestamp.type"),
+        "CreateTime",
+    ),
     tk("min.insync.replicas", Kind::Int, None, "1"),
-    tk("retention.bytes", Kind::Long, Some("log.retention.bytes"), "-1"),
+    tk(
+        "retention.bytes",
+        Kind::Long,
+        Some("log.retention.bytes"),
+        "-1",
+    ),
     tk("retention.ms", Kind::Long, None, "604800000"),
-    tk("retention.disk.percent", Kind::Double, Some("log.retention.disk.percent"), "-1"),
-    tk("segment.bytes", Kind::Int, Some("log.segment.bytes"), "1073741824"),
-    tk("segment.index.bytes", Kind::Int, Some("log.index.size.max.bytes"), "10485760"),
+    tk(
+        "retention.disk.percent",
+        Kind::Double,
+        Some("log.retention.disk.percent"),
+        "-1",
+    ),
+    tk(
+        "segment.bytes",
+        Kind::Int,
+        Some("log.segment.bytes"),
+        "1073741824",
+    ),
+    tk(
+        "segment.index.bytes",
+        Kind::Int,
+        Some("log.index.size.max.bytes"),
+        "10485760",
+    ),
     tk("segment.ms", Kind::Long, None, "604800000"),
     tk("unclean.leader.election.enable", Kind::Bool, None, "false"),
-    tk("message.timestamp.before.max.ms", Kind::Long, None, "9223372036854775807"),
-    tk("message.timestamp.after.max.ms", Kind::Long, None, "3600000"),
+    tk(
+        "message.timestamp.before.max.ms",
+        Kind::Long,
+        None,
+        "9223372036854775807",
+    ),
+    tk(
+        "message.timestamp.after.max.ms",
+        Kind::Long,
+        None,
+        "3600000",
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static TopicKey> {
@@ -72,22 +147,36 @@ impl Source {
 pub fn broker_default(broker: &BrokerConfig, key: &TopicKey) -> (String, Source) {
     match key.name {
         "retention.ms" => {
-            let explicit = ["log.retention.ms", "log.retention.minutes", "log.retention.hours"]
-                .iter()
-                .any(|k| broker.explicit.contains_key(*k));
-            let src = if explicit { Source::BrokerStatic } else { Source::Default };
+            let explicit = [
+                "log.retention.ms",
+                "log.retention.minutes",
+                "log.retention.hours",
+            ]
+            .iter()
+            .any(|k| broker.explicit.contains_key(*k));
+            let src = if explicit {
+                Source::BrokerStatic
+            } else {
+                Source::Default
+            };
             return (broker.log_retention_ms().to_string(), src);
         }
         "segment.ms" => {
             let explicit = broker.explicit.contains_key("log.roll.ms")
                 || broker.explicit.contains_key("log.roll.hours");
-            let src = if explicit { Source::BrokerStatic } else { Source::Default };
+            let src = if explicit {
+                Source::BrokerStatic
+            } else {
+                Source::Default
+            };
             return (broker.log_roll_ms().to_string(), src);
         }
         _ => {}
     }
     match key.broker_synonym {
-        Some(syn) if broker.explicit.contains_key(syn) => (broker.get(syn).to_string(), Source::BrokerStatic),
+        Some(syn) if broker.explicit.contains_key(syn) => {
+            (broker.get(syn).to_string(), Source::BrokerStatic)
+        }
         Some(syn) if !broker.get(syn).is_empty() && syn != "log.flush.interval.ms" => {
             (broker.get(syn).to_string(), Source::Default)
         }
@@ -128,7 +217,12 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return bad("log compaction is not supported yet");
             }
         }
-        "compression.type" if !matches!(v, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") => {
+        "compression.type"
+            if !matches!(
+                v,
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+            ) =>
+        {
             return bad("unknown compression type");
         }
         "message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
@@ -174,10 +268,18 @@ mod tests {
 
     #[test]
     fn defaults_come_from_broker_synonyms() {
-        let b = BrokerConfig::build(Some("log.segment.bytes=1234\nlog.retention.hours=1"), &[], &[], Some(1))
-            .unwrap();
+        let b = BrokerConfig::build(
+            Some("log.segment.bytes=1234\nlog.retention.hours=1"),
+            &[],
+            &[],
+            Some(1),
+        )
+        .unwrap();
         let eff = effective(&b, &BTreeMap::new());
-        assert_eq!(eff["segment.bytes"], ("1234".to_string(), Source::BrokerStatic));
+        assert_eq!(
+            eff["segment.bytes"],
+            ("1234".to_string(), Source::BrokerStatic)
+        );
         assert_eq!(eff["retention.ms"].0, "3600000");
     }
 }

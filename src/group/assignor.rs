@@ -155,8 +155,16 @@ mod tests {
         let empty = BTreeSet::new();
         let subs: BTreeSet<TopicId> = [id(1)].into_iter().collect();
         let two = [
-            AssignorMember { member_id: "a", topics: subs.clone(), current: &empty },
-            AssignorMember { member_id: "b", topics: subs.clone(), current: &empty },
+            AssignorMember {
+                member_id: "a",
+                topics: subs.clone(),
+                current: &empty,
+            },
+            AssignorMember {
+                member_id: "b",
+                topics: subs.clone(),
+                current: &empty,
+            },
         ];
         let out = assign("uniform", &two, &topics);
         assert_eq!(out["a"].len(), 4);
@@ -165,9 +173,21 @@ mod tests {
         let a_cur = out["a"].clone();
         let b_cur = out["b"].clone();
         let three = [
-            AssignorMember { member_id: "a", topics: subs.clone(), current: &a_cur },
-            AssignorMember { member_id: "b", topics: subs.clone(), current: &b_cur },
-            AssignorMember { member_id: "c", topics: subs.clone(), current: &empty },
+            AssignorMember {
+                member_id: "a",
+                topics: subs.clone(),
+                current: &a_cur,
+            },
+            AssignorMember {
+                member_id: "b",
+                topics: subs.clone(),
+                current: &b_cur,
+            },
+            AssignorMember {
+                member_id: "c",
+                topics: subs.clone(),
+                current: &empty,
+            },
         ];
         let out3 = assign("uniform", &three, &topics);
         let sizes: Vec<usize> = out3.values().map(|s| s.len()).collect();
@@ -184,11 +204,24 @@ mod tests {
         let both: BTreeSet<TopicId> = [id(1), id(2)].into_iter().collect();
         let one: BTreeSet<TopicId> = [id(1)].into_iter().collect();
         let ms = [
-            AssignorMember { member_id: "a", topics: both, current: &empty },
-            AssignorMember { member_id: "b", topics: one, current: &empty },
+            AssignorMember {
+                member_id: "a",
+                topics: both,
+                current: &empty,
+            },
+            AssignorMember {
+                member_id: "b",
+                topics: one,
+                current: &empty,
+            },
         ];
         let out = assign("range", &ms, &topics);
-        assert_eq!(out["a"], [(id(1), 0), (id(1), 1), (id(1), 2), (id(2), 0), (id(2), 1)].into_iter().collect());
+        assert_eq!(
+            out["a"],
+            [(id(1), 0), (id(1), 1), (id(1), 2), (id(2), 0), (id(2), 1)]
+                .into_iter()
+                .collect()
+        );
         assert_eq!(out["b"], [(id(1), 3), (id(1), 4)].into_iter().collect());
     }
 }

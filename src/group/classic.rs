@@ -190,7 +190,10 @@ impl ClassicGroup {
         if !self.supports_protocols(req.protocol_type.as_str(), &protocols) {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
-        let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str().to_owned());
+        let instance_id = req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
         // Rebalance timeout defaults to the session timeout before v1.
         let rebalance_timeout_ms = if version >= 1 {
             req.rebalance_timeout_ms
@@ -239,7 +242,11 @@ impl ClassicGroup {
             // with it instead of leaving an orphan member behind.
             self.pending_members
                 .insert(new_id.clone(), now_ms + i64::from(join.session_timeout_ms));
-            return Reply::Now(join_error(version, &new_id, ResponseError::MemberIdRequired));
+            return Reply::Now(join_error(
+                version,
+                &new_id,
+                ResponseError::MemberIdRequired,
+            ));
         }
         self.add_member_and_rebalance(new_id, join, config, now_ms)
     }
@@ -271,8 +278,7 @@ impl ClassicGroup {
                     .is_some_and(|m| m.protocols == join.protocols);
                 let is_leader = self.leader.as_deref() == Some(member_id.as_str());
                 let stable_follower = self.state == GroupState::Stable && !is_leader;
-                if unchanged && (self.state == GroupState::CompletingRebalance || stable_follower)
-                {
+                if unchanged && (self.state == GroupState::CompletingRebalance || stable_follower) {
                     if let Some(m) = self.members.get_mut(&member_id) {
                         m.last_heartbeat_ms = now_ms;
                     }
@@ -357,7 +363,8 @@ impl ClassicGroup {
             self.protocol_type = Some(join.protocol_type.clone());
         }
         if let Some(instance) = &join.instance_id {
-            self.static_members.insert(instance.clone(), member_id.clone());
+            self.static_members
+                .insert(instance.clone(), member_id.clone());
         }
         let member = Member {
             member_id: member_id.clone(),
@@ -417,7 +424,12 @@ impl ClassicGroup {
     }
 
     /// Handles SyncGroup.
-    pub fn sync(&mut self, version: i16, req: &SyncGroupRequest, now_ms: i64) -> Reply<SyncGroupResponse> {
+    pub fn sync(
+        &mut self,
+        version: i16,
+        req: &SyncGroupRequest,
+        now_ms: i64,
+    ) -> Reply<SyncGroupResponse> {
         let member_id = req.member_id.as_str();
         let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
         let fail = |e| Reply::Now(sync_error(version, e));
@@ -548,7 +560,11 @@ impl ClassicGroup {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         if let (Some(instance), false) = (instance, member_id.is_empty()) {
-            if self.static_members.get(instance).is_some_and(|m| m != member_id) {
+            if self
+                .static_members
+                .get(instance)
+                .is_some_and(|m| m != member_id)
+            {
                 return Err(ResponseError::FencedInstanceId);
             }
         }
@@ -570,7 +586,8 @@ impl ClassicGroup {
 
     /// Advances timers: join/sync deadlines, session expiry, pending member expiry.
     pub fn tick(&mut self, now_ms: i64, config: &GroupConfig) {
-        self.pending_members.retain(|_, deadline| *deadline > now_ms);
+        self.pending_members
+            .retain(|_, deadline| *deadline > now_ms);
         if self.state == GroupState::PreparingRebalance
             && self.join_deadline_ms.is_some_and(|d| d <= now_ms)
         {
@@ -682,7 +699,8 @@ impl ClassicGroup {
                 None => vec![],
             };
             if let Some(instance) = &m.group_instance_id {
-                self.static_members.insert(instance.clone(), m.member_id.clone());
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
             }
             self.members.insert(
                 m.member_id.clone(),
@@ -894,7 +912,12 @@ impl ClassicGroup {
         let protocol = self.protocol.clone();
         for m in self.members.values_mut() {
             if let Some((version, tx)) = m.sync_waiter.take() {
-                let _ = tx.send(build_sync(version, &protocol_type, &protocol, m.assignment.clone()));
+                let _ = tx.send(build_sync(
+                    version,
+                    &protocol_type,
+                    &protocol,
+                    m.assignment.clone(),
+                ));
             }
         }
     }
@@ -903,7 +926,11 @@ impl ClassicGroup {
         if let Some(mut m) = self.members.shift_remove(member_id) {
             fail_waiters(&mut m, ResponseError::UnknownMemberId);
             if let Some(instance) = &m.group_instance_id {
-                if self.static_members.get(instance).is_some_and(|id| id == member_id) {
+                if self
+                    .static_members
+                    .get(instance)
+                    .is_some_and(|id| id == member_id)
+                {
                     self.static_members.remove(instance);
                 }
             }
@@ -931,7 +958,12 @@ impl ClassicGroup {
         }
     }
 
-    fn join_response(&self, version: i16, member_id: &str, skip_assignment: bool) -> JoinGroupResponse {
+    fn join_response(
+        &self,
+        version: i16,
+        member_id: &str,
+        skip_assignment: bool,
+    ) -> JoinGroupResponse {
         let is_leader = self.leader.as_deref() == Some(member_id);
         let protocol = self.protocol.clone().unwrap_or_default();
         let members = if is_leader {
@@ -959,7 +991,9 @@ impl ClassicGroup {
                 None
             })
             .with_protocol_name(Some(StrBytes::from_string(protocol)))
-            .with_leader(StrBytes::from_string(self.leader.clone().unwrap_or_default()))
+            .with_leader(StrBytes::from_string(
+                self.leader.clone().unwrap_or_default(),
+            ))
             .with_skip_assignment(skip_assignment && version >= 9)
             .with_member_id(StrBytes::from_string(member_id.to_owned()))
             .with_members(members)
@@ -1008,7 +1042,11 @@ pub fn join_error(version: i16, member_id: &str, error: ResponseError) -> JoinGr
     JoinGroupResponse::default()
         .with_error_code(error.code())
         .with_generation_id(-1)
-        .with_protocol_name(if version >= 7 { None } else { Some(StrBytes::new()) })
+        .with_protocol_name(if version >= 7 {
+            None
+        } else {
+            Some(StrBytes::new())
+        })
         .with_member_id(StrBytes::from_string(member_id.to_owned()))
 }
 

@@ -52,7 +52,11 @@ fn client() -> ClientInfo {
 }
 
 /// Joins a dynamic member through the MEMBER_ID_REQUIRED handshake; returns its id and parked join.
-fn handshake(g: &mut ClassicGroup, protocols: &[&str], t: i64) -> (String, oneshot::Receiver<JoinGroupResponse>) {
+fn handshake(
+    g: &mut ClassicGroup,
+    protocols: &[&str],
+    t: i64,
+) -> (String, oneshot::Receiver<JoinGroupResponse>) {
     let r = now(g.join(5, client(), &join_req("", None, protocols), &config(), t));
     assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
     let id = r.member_id.as_str().to_owned();
@@ -93,8 +97,17 @@ fn two_members_rebalance_and_sync() {
     // A second member joins: the leader must rejoin; then both get generation 2.
     let (b, mut rx_b) = handshake(&mut g, &["roundrobin"], 3);
     assert_eq!(g.state(), GroupState::PreparingRebalance);
-    assert_eq!(g.heartbeat(&a, None, 1, 4), Err(ResponseError::RebalanceInProgress));
-    let mut rx_a = later(g.join(5, client(), &join_req(&a, None, &["range", "roundrobin"]), &config(), 5));
+    assert_eq!(
+        g.heartbeat(&a, None, 1, 4),
+        Err(ResponseError::RebalanceInProgress)
+    );
+    let mut rx_a = later(g.join(
+        5,
+        client(),
+        &join_req(&a, None, &["range", "roundrobin"]),
+        &config(),
+        5,
+    ));
     let ja = rx_a.try_recv().unwrap().unwrap();
     let jb = rx_b.try_recv().unwrap().unwrap();
     assert_eq!(ja.generation_id, 2);
@@ -106,16 +119,28 @@ fn two_members_rebalance_and_sync() {
     let mut sa = later(g.sync(5, &sync_req(&a, 2, &[(&a, "A2"), (&b, "B2")]), 7));
     assert_eq!(sb.try_recv().unwrap().unwrap().assignment.as_ref(), b"B2");
     assert_eq!(sa.try_recv().unwrap().unwrap().assignment.as_ref(), b"A2");
-    assert_eq!(g.heartbeat(&b, None, 1, 8), Err(ResponseError::IllegalGeneration));
+    assert_eq!(
+        g.heartbeat(&b, None, 1, 8),
+        Err(ResponseError::IllegalGeneration)
+    );
     assert_eq!(g.heartbeat(&b, None, 2, 8), Ok(()));
-    assert_eq!(g.heartbeat("nobody", None, 2, 8), Err(ResponseError::UnknownMemberId));
+    assert_eq!(
+        g.heartbeat("nobody", None, 2, 8),
+        Err(ResponseError::UnknownMemberId)
+    );
 
     // b stops heartbeating: after its session timeout the group rebalances without it.
     g.heartbeat(&a, None, 2, 9_000).unwrap();
     g.tick(10_009, &config());
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     assert_eq!(g.member_count(), 1);
-    let mut rx_a = later(g.join(5, client(), &join_req(&a, None, &["range", "roundrobin"]), &config(), 10_010));
+    let mut rx_a = later(g.join(
+        5,
+        client(),
+        &join_req(&a, None, &["range", "roundrobin"]),
+        &config(),
+        10_010,
+    ));
     let ja = rx_a.try_recv().unwrap().unwrap();
     assert_eq!(ja.generation_id, 3);
     assert_eq!(ja.protocol_name.as_ref().unwrap().as_str(), "range");
@@ -128,11 +153,20 @@ fn leave_and_commit_rules() {
     let (a, mut rx) = handshake(&mut g, &["range"], 0);
     g.tick(1, &config());
     rx.try_recv().unwrap().unwrap();
-    assert_eq!(g.validate_commit(&a, None, 1, 2), Err(ResponseError::RebalanceInProgress));
+    assert_eq!(
+        g.validate_commit(&a, None, 1, 2),
+        Err(ResponseError::RebalanceInProgress)
+    );
     let _ = later(g.sync(5, &sync_req(&a, 1, &[]), 2));
     assert_eq!(g.validate_commit(&a, None, 1, 2), Ok(()));
-    assert_eq!(g.validate_commit(&a, None, 0, 2), Err(ResponseError::IllegalGeneration));
-    assert_eq!(g.validate_commit("x", None, 1, 2), Err(ResponseError::UnknownMemberId));
+    assert_eq!(
+        g.validate_commit(&a, None, 0, 2),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        g.validate_commit("x", None, 1, 2),
+        Err(ResponseError::UnknownMemberId)
+    );
     assert_eq!(g.leave(&a, None, 3), Ok(()));
     assert_eq!(g.state(), GroupState::Empty);
     assert_eq!(g.generation(), 2);
@@ -142,21 +176,36 @@ fn leave_and_commit_rules() {
 #[test]
 fn static_member_rejoin_without_rebalance() {
     let mut g = ClassicGroup::new("g".into(), 0);
-    let mut rx = later(g.join(5, client(), &join_req("", Some("i1"), &["range"]), &config(), 0));
+    let mut rx = later(g.join(
+        5,
+        client(),
+        &join_req("", Some("i1"), &["range"]),
+        &config(),
+        0,
+    ));
     g.tick(1, &config());
     let j = rx.try_recv().unwrap().unwrap();
     let old = j.member_id.as_str().to_owned();
     let _ = later(g.sync(5, &sync_req(&old, 1, &[(&old, "A")]), 2));
     assert_eq!(g.state(), GroupState::Stable);
     // Restart: same instance id, no member id → same generation, no rebalance.
-    let j = now(g.join(5, client(), &join_req("", Some("i1"), &["range"]), &config(), 3));
+    let j = now(g.join(
+        5,
+        client(),
+        &join_req("", Some("i1"), &["range"]),
+        &config(),
+        3,
+    ));
     assert_eq!(j.error_code, 0);
     assert_eq!(j.generation_id, 1);
     assert_eq!(g.state(), GroupState::Stable);
     let new = j.member_id.as_str().to_owned();
     assert_ne!(new, old);
     // The old incarnation is fenced.
-    assert_eq!(g.heartbeat(&old, Some("i1"), 1, 4), Err(ResponseError::FencedInstanceId));
+    assert_eq!(
+        g.heartbeat(&old, Some("i1"), 1, 4),
+        Err(ResponseError::FencedInstanceId)
+    );
     assert_eq!(g.heartbeat(&new, Some("i1"), 1, 4), Ok(()));
     let s = now(g.sync(5, &sync_req(&new, 1, &[]), 5));
     assert_eq!(s.assignment.as_ref(), b"A");
@@ -166,8 +215,17 @@ fn static_member_rejoin_without_rebalance() {
 fn inconsistent_protocols_and_bad_timeouts_are_rejected() {
     let mut g = ClassicGroup::new("g".into(), 0);
     let (_a, _rx) = handshake(&mut g, &["range"], 0);
-    let r = now(g.join(5, client(), &join_req("", None, &["roundrobin"]), &config(), 1));
-    assert_eq!(r.error_code, ResponseError::InconsistentGroupProtocol.code());
+    let r = now(g.join(
+        5,
+        client(),
+        &join_req("", None, &["roundrobin"]),
+        &config(),
+        1,
+    ));
+    assert_eq!(
+        r.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     let mut bad = join_req("", None, &["range"]);
     bad.session_timeout_ms = 10;
     let r = now(g.join(5, client(), &bad, &config(), 1));
@@ -187,5 +245,10 @@ fn metadata_record_round_trip_restores_stable_group() {
     h.load_record(rec, 100);
     assert_eq!(h.state(), GroupState::Stable);
     assert_eq!(h.heartbeat(&a, None, 1, 101), Ok(()));
-    assert_eq!(now(h.sync(5, &sync_req(&a, 1, &[]), 102)).assignment.as_ref(), b"A");
+    assert_eq!(
+        now(h.sync(5, &sync_req(&a, 1, &[]), 102))
+            .assignment
+            .as_ref(),
+        b"A"
+    );
 }

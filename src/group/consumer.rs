@@ -121,11 +121,18 @@ impl ConsumerGroup {
     }
 
     pub fn is_subscribed(&self, topic: &str) -> bool {
-        self.members.values().any(|m| m.subscribed.iter().any(|t| t == topic))
+        self.members
+            .values()
+            .any(|m| m.subscribed.iter().any(|t| t == topic))
     }
 
     /// OffsetCommit rules for consumer groups (KIP-848).
-    pub fn validate_commit(&self, member_id: &str, epoch: i32, _version: i16) -> Result<(), ResponseError> {
+    pub fn validate_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        _version: i16,
+    ) -> Result<(), ResponseError> {
         if member_id.is_empty() && epoch < 0 {
             return if self.members.is_empty() {
                 Ok(())
@@ -133,7 +140,10 @@ impl ConsumerGroup {
                 Err(ResponseError::UnknownMemberId)
             };
         }
-        let m = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
         if epoch != m.member_epoch {
             return Err(ResponseError::StaleMemberEpoch);
         }
@@ -145,7 +155,10 @@ impl ConsumerGroup {
         if epoch < 0 {
             return Ok(());
         }
-        let m = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
         if epoch != m.member_epoch {
             return Err(ResponseError::StaleMemberEpoch);
         }
@@ -200,12 +213,18 @@ impl ConsumerGroup {
         }
         if epoch == 0 {
             if req.rebalance_timeout_ms < 0 && !self.members.contains_key(&member_id) {
-                return Err(invalid("RebalanceTimeoutMs must be provided in first request."));
+                return Err(invalid(
+                    "RebalanceTimeoutMs must be provided in first request.",
+                ));
             }
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
-                return Err(invalid("SubscribedTopicNames must be set in first request."));
+                return Err(invalid(
+                    "SubscribedTopicNames must be set in first request.",
+                ));
             }
-            if self.members.len() >= config.consumer_max_group_size && !self.members.contains_key(&member_id) {
+            if self.members.len() >= config.consumer_max_group_size
+                && !self.members.contains_key(&member_id)
+            {
                 return Err((ResponseError::GroupMaxSizeReached, None));
             }
             self.join(&member_id, client.clone(), req, now_ms);
@@ -242,12 +261,19 @@ impl ConsumerGroup {
             .with_member_epoch(m.member_epoch);
         if send {
             m.last_sent = Some(m.assigned.clone());
-            resp.assignment = Some(Assignment::default().with_topic_partitions(group_by_topic(&m.assigned)));
+            resp.assignment =
+                Some(Assignment::default().with_topic_partitions(group_by_topic(&m.assigned)));
         }
         Ok(resp)
     }
 
-    fn join(&mut self, member_id: &str, client: ClientInfo, req: &ConsumerGroupHeartbeatRequest, now_ms: i64) {
+    fn join(
+        &mut self,
+        member_id: &str,
+        client: ClientInfo,
+        req: &ConsumerGroupHeartbeatRequest,
+        now_ms: i64,
+    ) {
         let instance = req.instance_id.as_ref().map(|s| s.as_str().to_owned());
         // A static member coming back takes over its previous incarnation's place.
         let previous = instance.as_ref().and_then(|i| {
@@ -292,7 +318,12 @@ impl ConsumerGroup {
     }
 
     /// Applies the optional fields of a heartbeat; true when the subscription changed.
-    fn update_member(&mut self, member_id: &str, req: &ConsumerGroupHeartbeatRequest, now_ms: i64) -> bool {
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        req: &ConsumerGroupHeartbeatRequest,
+        now_ms: i64,
+    ) -> bool {
         let Some(m) = self.members.get_mut(member_id) else {
             return false;
         };
@@ -392,7 +423,12 @@ impl ConsumerGroup {
     }
 
     /// Moves one member one step toward its target.
-    fn reconcile(&mut self, member_id: &str, owned: Option<BTreeSet<TopicIdPartition>>, now_ms: i64) {
+    fn reconcile(
+        &mut self,
+        member_id: &str,
+        owned: Option<BTreeSet<TopicIdPartition>>,
+        now_ms: i64,
+    ) {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         // Partitions still held (or being released) by the other members.
         let held_by_others: BTreeSet<TopicIdPartition> = self
@@ -415,7 +451,8 @@ impl ConsumerGroup {
                 _ => return,
             }
         }
-        let to_revoke: BTreeSet<TopicIdPartition> = m.assigned.difference(&target).copied().collect();
+        let to_revoke: BTreeSet<TopicIdPartition> =
+            m.assigned.difference(&target).copied().collect();
         if !to_revoke.is_empty() {
             m.assigned.retain(|tp| !to_revoke.contains(tp));
             m.pending_revocation = to_revoke;
@@ -466,7 +503,9 @@ impl ConsumerGroup {
                     .map(|(id, ps)| {
                         DescribeTopicPartitions::default()
                             .with_topic_id(id)
-                            .with_topic_name(TopicName(StrBytes::from_string(topics.topic_name(&id).unwrap_or_default())))
+                            .with_topic_name(TopicName(StrBytes::from_string(
+                                topics.topic_name(&id).unwrap_or_default(),
+                            )))
                             .with_partitions(ps)
                     })
                     .collect(),
@@ -485,11 +524,16 @@ impl ConsumerGroup {
                     .with_client_id(StrBytes::from_string(m.client.client_id.clone()))
                     .with_client_host(StrBytes::from_string(m.client.client_host.clone()))
                     .with_subscribed_topic_names(
-                        m.subscribed.iter().map(|s| TopicName(StrBytes::from_string(s.clone()))).collect(),
+                        m.subscribed
+                            .iter()
+                            .map(|s| TopicName(StrBytes::from_string(s.clone())))
+                            .collect(),
                     )
                     .with_subscribed_topic_regex(m.regex.clone().map(StrBytes::from_string))
                     .with_assignment(to_describe(&m.assigned))
-                    .with_target_assignment(to_describe(self.target.get(&m.member_id).unwrap_or(&empty)))
+                    .with_target_assignment(to_describe(
+                        self.target.get(&m.member_id).unwrap_or(&empty),
+                    ))
                     .with_member_type(-1)
             })
             .collect();
@@ -523,7 +567,11 @@ fn group_by_topic(set: &BTreeSet<TopicIdPartition>) -> Vec<TopicPartitions> {
     }
     by_topic
         .into_iter()
-        .map(|(id, ps)| TopicPartitions::default().with_topic_id(id).with_partitions(ps))
+        .map(|(id, ps)| {
+            TopicPartitions::default()
+                .with_topic_id(id)
+                .with_partitions(ps)
+        })
         .collect()
 }
 

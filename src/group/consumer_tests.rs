@@ -21,15 +21,21 @@ fn hb(member: &str, epoch: i32, owned: Option<&[i32]>) -> ConsumerGroupHeartbeat
     if epoch == 0 {
         r.subscribed_topic_names = Some(vec![TopicName(StrBytes::from_static_str("t"))]);
     }
-    r.topic_partitions =
-        owned.map(|ps| vec![ReqTopicPartitions::default().with_topic_id(T).with_partitions(ps.to_vec())]);
+    r.topic_partitions = owned.map(|ps| {
+        vec![ReqTopicPartitions::default()
+            .with_topic_id(T)
+            .with_partitions(ps.to_vec())]
+    });
     r
 }
 
 fn parts(r: &ConsumerGroupHeartbeatResponse) -> Option<Vec<i32>> {
-    r.assignment
-        .as_ref()
-        .map(|a| a.topic_partitions.iter().flat_map(|t| t.partitions.clone()).collect())
+    r.assignment.as_ref().map(|a| {
+        a.topic_partitions
+            .iter()
+            .flat_map(|t| t.partitions.clone())
+            .collect()
+    })
 }
 
 #[test]
@@ -48,7 +54,10 @@ fn two_members_converge_through_revocation() {
     let r = g.heartbeat(1, c(), &hb("a", ea, Some(&[0, 1, 2, 3])), &Topics, &cfg, 2);
     let kept = parts(&r).unwrap();
     assert_eq!(kept.len(), 2);
-    assert_eq!(r.member_epoch, ea, "epoch moves only after the revocation is acked");
+    assert_eq!(
+        r.member_epoch, ea,
+        "epoch moves only after the revocation is acked"
+    );
     let r = g.heartbeat(1, c(), &hb("a", ea, Some(&kept)), &Topics, &cfg, 3);
     assert!(r.member_epoch > ea);
     let r = g.heartbeat(1, c(), &hb("b", eb, Some(&[])), &Topics, &cfg, 4);
@@ -63,7 +72,14 @@ fn two_members_converge_through_revocation() {
     assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
     // b leaves: a gets everything back.
     g.heartbeat(1, c(), &hb("b", -1, None), &Topics, &cfg, 6);
-    let r = g.heartbeat(1, c(), &hb("a", g.members["a"].member_epoch, Some(&kept)), &Topics, &cfg, 7);
+    let r = g.heartbeat(
+        1,
+        c(),
+        &hb("a", g.members["a"].member_epoch, Some(&kept)),
+        &Topics,
+        &cfg,
+        7,
+    );
     assert_eq!(parts(&r).map(|p| p.len()), Some(4));
 }
 
@@ -71,7 +87,14 @@ fn two_members_converge_through_revocation() {
 fn session_timeout_fences_member() {
     let cfg = GroupConfig::default();
     let mut g = ConsumerGroup::new("g".into(), 0);
-    g.heartbeat(1, ClientInfo::default(), &hb("a", 0, Some(&[])), &Topics, &cfg, 0);
+    g.heartbeat(
+        1,
+        ClientInfo::default(),
+        &hb("a", 0, Some(&[])),
+        &Topics,
+        &cfg,
+        0,
+    );
     g.tick(i64::from(cfg.consumer_session_timeout_ms) - 1, &cfg);
     assert!(!g.is_empty());
     g.tick(i64::from(cfg.consumer_session_timeout_ms), &cfg);

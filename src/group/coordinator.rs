@@ -187,7 +187,12 @@ impl GroupCoordinator {
         let count = self.replay(partition).await?;
         state.records_since_snapshot.set(count);
         state.loaded.set(true);
-        tracing::debug!(shard = self.shard_id.0, partition, records = count, "group state loaded");
+        tracing::debug!(
+            shard = self.shard_id.0,
+            partition,
+            records = count,
+            "group state loaded"
+        );
         Ok(())
     }
 
@@ -219,7 +224,9 @@ impl GroupCoordinator {
                     if r.control {
                         continue;
                     }
-                    let Some(key) = r.key.as_deref() else { continue };
+                    let Some(key) = r.key.as_deref() else {
+                        continue;
+                    };
                     match OffsetsRecord::decode(key, r.value.as_deref()) {
                         Ok(Some(rec)) => {
                             self.apply(rec, now);
@@ -278,7 +285,10 @@ impl GroupCoordinator {
             },
             OffsetsRecord::ConsumerGroup { group, epoch } => match epoch {
                 Some(epoch) => {
-                    let offsets = groups.get(&group).map(|g| g.offsets().clone()).unwrap_or_default();
+                    let offsets = groups
+                        .get(&group)
+                        .map(|g| g.offsets().clone())
+                        .unwrap_or_default();
                     match groups.get_mut(&group) {
                         Some(Group::Consumer(c)) => c.set_epoch_at_least(epoch),
                         _ => {
@@ -299,7 +309,11 @@ impl GroupCoordinator {
 
     /// Appends `records` to the group's offsets partition (acks=all), then applies them.
     /// Returns once they are durable and visible.
-    pub(crate) async fn write(&self, partition: i32, records: Vec<OffsetsRecord>) -> Result<(), GroupError> {
+    pub(crate) async fn write(
+        &self,
+        partition: i32,
+        records: Vec<OffsetsRecord>,
+    ) -> Result<(), GroupError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -325,7 +339,11 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    async fn append_locked(&self, partition: i32, records: &[OffsetsRecord]) -> Result<Offset, GroupError> {
+    async fn append_locked(
+        &self,
+        partition: i32,
+        records: &[OffsetsRecord],
+    ) -> Result<Offset, GroupError> {
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let log = self
             .logs
@@ -365,7 +383,12 @@ impl GroupCoordinator {
                 .await
                 .map_err(|e| GroupError::Append(e.to_string()))?;
         }
-        tracing::info!(partition, records = records.len(), log_start = base.0, "group state snapshot written");
+        tracing::info!(
+            partition,
+            records = records.len(),
+            log_start = base.0,
+            "group state snapshot written"
+        );
         Ok(())
     }
 
@@ -460,17 +483,21 @@ impl GroupCoordinator {
         let mut groups = self.groups.borrow_mut();
         for (id, g) in groups.iter_mut() {
             let empty_since = match g {
-                Group::Classic(c) => (c.state() == GroupState::Empty).then(|| c.state_timestamp_ms()),
+                Group::Classic(c) => {
+                    (c.state() == GroupState::Empty).then(|| c.state_timestamp_ms())
+                }
                 Group::Consumer(c) => c.is_empty().then(|| c.empty_since_ms()),
             };
             let expired = g.offsets_mut().expire(now, retention, empty_since);
             let partition = self.partition_for(id);
             for tp in expired {
-                out.entry(partition).or_default().push(OffsetsRecord::Offset {
-                    group: id.clone(),
-                    tp,
-                    value: None,
-                });
+                out.entry(partition)
+                    .or_default()
+                    .push(OffsetsRecord::Offset {
+                        group: id.clone(),
+                        tp,
+                        value: None,
+                    });
             }
             if empty_since.is_some() && g.offsets().is_empty() {
                 let tombstone = match g {
@@ -528,7 +555,8 @@ fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError
         version: 2,
         compression: Compression::None,
     };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts).map_err(|e| GroupError::Append(e.to_string()))?;
+    RecordBatchEncoder::encode(&mut buf, &recs, &opts)
+        .map_err(|e| GroupError::Append(e.to_string()))?;
     Ok(buf.freeze())
 }
 
@@ -550,7 +578,8 @@ pub fn config_from(broker: &BrokerConfig) -> GroupConfig {
         initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms", 3000),
         max_group_size: int("group.max.size", i64::from(i32::MAX)).max(1) as usize,
         offsets_retention_ms: int("offsets.retention.minutes", 10080).saturating_mul(60_000),
-        offsets_retention_check_interval_ms: int("offsets.retention.check.interval.ms", 600_000).max(1000),
+        offsets_retention_check_interval_ms: int("offsets.retention.check.interval.ms", 600_000)
+            .max(1000),
         consumer_session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000) as i32,
         consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5000) as i32,
         ..d

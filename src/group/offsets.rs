@@ -75,7 +75,10 @@ impl GroupOffsets {
             .filter(|(_, o)| match (o.expire_timestamp_ms, empty_since_ms) {
                 (Some(expire), _) => expire <= now_ms,
                 (None, Some(since)) => {
-                    since.max(o.commit_timestamp_ms).saturating_add(retention_ms) <= now_ms
+                    since
+                        .max(o.commit_timestamp_ms)
+                        .saturating_add(retention_ms)
+                        <= now_ms
                 }
                 (None, None) => false,
             })

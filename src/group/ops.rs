@@ -30,10 +30,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::classic::{join_error, sync_error, ClassicGroup, GroupState, Reply};
 use super::consumer::ConsumerGroup;
 use super::coordinator::{Group, GroupCoordinator};
+use super::now_ms;
 use super::offsets::CommittedOffset;
 use super::records::OffsetsRecord;
 use super::request::{GroupRequest, GroupResponse};
-use super::now_ms;
 use crate::model::{LeaderEpoch, Offset, TopicPartition};
 
 fn sb(s: impl Into<String>) -> StrBytes {
@@ -72,11 +72,13 @@ pub(crate) async fn handle(
                 }
             };
             persist_dirty(c, partition, &group_id).await;
+            tracing::debug!(group = %group_id, version = v, member = %r.member_id.as_str(),
+                instance = ?r.group_instance_id, parked = matches!(reply, Reply::Later(_)), "JoinGroup");
             GroupResponse::Join(match reply {
                 Reply::Now(r) => r,
-                Reply::Later(rx) => rx
-                    .await
-                    .unwrap_or_else(|_| join_error(v, r.member_id.as_str(), ResponseError::RebalanceInProgress)),
+                Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
+                    join_error(v, r.member_id.as_str(), ResponseError::RebalanceInProgress)
+                }),
             })
         }
         GroupRequest::Sync(v, r) => {
@@ -85,6 +87,8 @@ pub(crate) async fn handle(
                 _ => Reply::Now(sync_error(v, ResponseError::UnknownMemberId)),
             };
             persist_dirty(c, partition, &group_id).await;
+            tracing::debug!(group = %group_id, version = v, member = %r.member_id.as_str(),
+                generation = r.generation_id, parked = matches!(reply, Reply::Later(_)), "SyncGroup");
             GroupResponse::Sync(match reply {
                 Reply::Now(r) => r,
                 Reply::Later(rx) => rx
@@ -109,11 +113,21 @@ pub(crate) async fn handle(
             persist_dirty(c, partition, &group_id).await;
             GroupResponse::Leave(resp)
         }
-        GroupRequest::OffsetCommit(v, r) => GroupResponse::OffsetCommit(commit(c, partition, &group_id, v, r, now).await),
-        GroupRequest::OffsetFetch(v, g, _require_stable) => GroupResponse::OffsetFetch(fetch(c, v, g)),
-        GroupRequest::DescribeGroup(v, _) => GroupResponse::DescribeGroup(describe(c, v, &group_id)),
-        GroupRequest::DeleteGroup(_, _) => GroupResponse::DeleteGroup(delete(c, partition, &group_id).await),
-        GroupRequest::OffsetDelete(_, r) => GroupResponse::OffsetDelete(offset_delete(c, partition, &group_id, r).await),
+        GroupRequest::OffsetCommit(v, r) => {
+            GroupResponse::OffsetCommit(commit(c, partition, &group_id, v, r, now).await)
+        }
+        GroupRequest::OffsetFetch(v, g, _require_stable) => {
+            GroupResponse::OffsetFetch(fetch(c, v, g))
+        }
+        GroupRequest::DescribeGroup(v, _) => {
+            GroupResponse::DescribeGroup(describe(c, v, &group_id))
+        }
+        GroupRequest::DeleteGroup(_, _) => {
+            GroupResponse::DeleteGroup(delete(c, partition, &group_id).await)
+        }
+        GroupRequest::OffsetDelete(_, r) => {
+            GroupResponse::OffsetDelete(offset_delete(c, partition, &group_id, r).await)
+        }
         GroupRequest::ConsumerGroupHeartbeat(v, client, r) => {
             let image = c.metadata();
             let resp = {
@@ -121,9 +135,11 @@ pub(crate) async fn handle(
                 let member_epoch = r.member_epoch;
                 let g = match groups.get_mut(&group_id) {
                     Some(g) => g,
-                    None if member_epoch == 0 => groups
-                        .entry(group_id.clone())
-                        .or_insert_with(|| Group::Consumer(ConsumerGroup::new(group_id.clone(), 0))),
+                    None if member_epoch == 0 => {
+                        groups.entry(group_id.clone()).or_insert_with(|| {
+                            Group::Consumer(ConsumerGroup::new(group_id.clone(), 0))
+                        })
+                    }
                     None => {
                         return GroupResponse::ConsumerGroupHeartbeat(
                             ConsumerGroupHeartbeatResponse::default()
@@ -139,12 +155,16 @@ pub(crate) async fn handle(
                     }
                 }
                 match (g, image.as_deref()) {
-                    (Group::Consumer(cg), Some(image)) => cg.heartbeat(v, client, &r, image, &c.config, now),
+                    (Group::Consumer(cg), Some(image)) => {
+                        cg.heartbeat(v, client, &r, image, &c.config, now)
+                    }
                     (Group::Consumer(_), None) => ConsumerGroupHeartbeatResponse::default()
                         .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
                     (Group::Classic(_), _) => ConsumerGroupHeartbeatResponse::default()
                         .with_error_code(ResponseError::GroupIdNotFound.code())
-                        .with_error_message(Some(sb(format!("Group {group_id} is not a consumer group.")))),
+                        .with_error_message(Some(sb(format!(
+                            "Group {group_id} is not a consumer group."
+                        )))),
                 }
             };
             persist_dirty(c, partition, &group_id).await;
@@ -158,7 +178,9 @@ pub(crate) async fn handle(
                 (Some(Group::Classic(_)), _) => ConsumerDescribedGroup::default()
                     .with_group_id(GroupId(sb(group_id.clone())))
                     .with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(sb(format!("Group {group_id} is not a consumer group.")))),
+                    .with_error_message(Some(sb(format!(
+                        "Group {group_id} is not a consumer group."
+                    )))),
                 _ => ConsumerDescribedGroup::default()
                     .with_group_id(GroupId(sb(group_id.clone())))
                     .with_error_code(ResponseError::GroupIdNotFound.code())
@@ -206,12 +228,23 @@ async fn persist_dirty(c: &Rc<GroupCoordinator>, partition: i32, group_id: &str)
     }
 }
 
-fn leave(c: &Rc<GroupCoordinator>, group_id: &str, v: i16, r: &LeaveGroupRequest, now: i64) -> LeaveGroupResponse {
+fn leave(
+    c: &Rc<GroupCoordinator>,
+    group_id: &str,
+    v: i16,
+    r: &LeaveGroupRequest,
+    now: i64,
+) -> LeaveGroupResponse {
     // v0-2 name one member at top level; v3+ a batch.
     let identities: Vec<(String, Option<String>)> = if v >= 3 {
         r.members
             .iter()
-            .map(|m| (m.member_id.as_str().to_owned(), m.group_instance_id.as_ref().map(|s| s.as_str().to_owned())))
+            .map(|m| {
+                (
+                    m.member_id.as_str().to_owned(),
+                    m.group_instance_id.as_ref().map(|s| s.as_str().to_owned()),
+                )
+            })
             .collect()
     } else {
         vec![(r.member_id.as_str().to_owned(), None)]
@@ -265,7 +298,10 @@ async fn commit(
             Some(Group::Classic(g)) => g.validate_commit(member, instance, generation, now),
             Some(Group::Consumer(g)) => g.validate_commit(member, generation, v),
             None if generation < 0 => {
-                groups.insert(group_id.to_owned(), Group::Classic(ClassicGroup::new(group_id.to_owned(), now)));
+                groups.insert(
+                    group_id.to_owned(),
+                    Group::Classic(ClassicGroup::new(group_id.to_owned(), now)),
+                );
                 Ok(())
             }
             None => Err(ResponseError::IllegalGeneration),
@@ -276,20 +312,29 @@ async fn commit(
     for t in &r.topics {
         let mut tcodes = Vec::new();
         for p in &t.partitions {
-            let metadata = p.committed_metadata.as_ref().map(|m| m.as_str()).unwrap_or("");
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.as_str())
+                .unwrap_or("");
             let e = match allowed {
                 Err(e) => e.code(),
                 Ok(()) if metadata.len() > c.config.offset_metadata_max_bytes => {
                     ResponseError::OffsetMetadataTooLarge.code()
                 }
                 Ok(()) => {
-                    let expire = (v <= 4 && r.retention_time_ms >= 0).then(|| now + r.retention_time_ms);
+                    let expire =
+                        (v <= 4 && r.retention_time_ms >= 0).then(|| now + r.retention_time_ms);
                     records.push(OffsetsRecord::Offset {
                         group: group_id.to_owned(),
                         tp: TopicPartition::new(t.name.0.as_str(), p.partition_index),
                         value: Some(CommittedOffset {
                             offset: Offset(p.committed_offset),
-                            leader_epoch: LeaderEpoch(if v >= 6 { p.committed_leader_epoch } else { -1 }),
+                            leader_epoch: LeaderEpoch(if v >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            }),
                             metadata: metadata.to_owned(),
                             commit_timestamp_ms: now,
                             expire_timestamp_ms: expire,
@@ -336,7 +381,11 @@ async fn commit(
     )
 }
 
-fn fetch(c: &Rc<GroupCoordinator>, v: i16, req: OffsetFetchRequestGroup) -> OffsetFetchResponseGroup {
+fn fetch(
+    c: &Rc<GroupCoordinator>,
+    v: i16,
+    req: OffsetFetchRequestGroup,
+) -> OffsetFetchResponseGroup {
     let group_id = req.group_id.0.as_str().to_owned();
     let groups = c.groups.borrow();
     let group = groups.get(&group_id);
@@ -371,14 +420,22 @@ fn fetch(c: &Rc<GroupCoordinator>, v: i16, req: OffsetFetchRequestGroup) -> Offs
                 OffsetFetchResponseTopics::default()
                     .with_name(t.name.clone())
                     .with_topic_id(t.topic_id)
-                    .with_partitions(t.partition_indexes.iter().map(|p| one(t.name.0.as_str(), *p)).collect())
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| one(t.name.0.as_str(), *p))
+                            .collect(),
+                    )
             })
             .collect(),
         None => {
             let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
             if let Some(o) = offsets {
                 for (tp, _) in o.iter() {
-                    by_topic.entry(tp.topic.clone()).or_default().push(tp.partition);
+                    by_topic
+                        .entry(tp.topic.clone())
+                        .or_default()
+                        .push(tp.partition);
                 }
             }
             by_topic
@@ -397,8 +454,16 @@ fn fetch(c: &Rc<GroupCoordinator>, v: i16, req: OffsetFetchRequestGroup) -> Offs
 }
 
 fn list(c: &Rc<GroupCoordinator>, r: &ListGroupsRequest) -> ListGroupsResponse {
-    let states: Vec<String> = r.states_filter.iter().map(|s| s.as_str().to_lowercase()).collect();
-    let types: Vec<String> = r.types_filter.iter().map(|s| s.as_str().to_lowercase()).collect();
+    let states: Vec<String> = r
+        .states_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
+    let types: Vec<String> = r
+        .types_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
     let groups = c.groups.borrow();
     let listed = groups
         .iter()
@@ -409,7 +474,9 @@ fn list(c: &Rc<GroupCoordinator>, r: &ListGroupsRequest) -> ListGroupsResponse {
                     g.protocol_type().unwrap_or("").to_owned(),
                     "classic",
                 ),
-                Group::Consumer(g) => (g.state_name().to_owned(), "consumer".to_owned(), "consumer"),
+                Group::Consumer(g) => {
+                    (g.state_name().to_owned(), "consumer".to_owned(), "consumer")
+                }
             };
             let state_ok = states.is_empty() || states.contains(&state.to_lowercase());
             let type_ok = types.is_empty() || types.iter().any(|t| t == group_type);
@@ -461,9 +528,13 @@ fn describe(c: &Rc<GroupCoordinator>, v: i16, group_id: &str) -> DescribedGroup 
         }
         Some(Group::Consumer(_)) if v >= 6 => base
             .with_error_code(ResponseError::GroupIdNotFound.code())
-            .with_error_message(Some(sb(format!("Group {group_id} is not a classic group."))))
+            .with_error_message(Some(sb(format!(
+                "Group {group_id} is not a classic group."
+            ))))
             .with_group_state(sb("Dead")),
-        Some(Group::Consumer(g)) => base.with_group_state(sb(g.state_name())).with_protocol_type(sb("consumer")),
+        Some(Group::Consumer(g)) => base
+            .with_group_state(sb(g.state_name()))
+            .with_protocol_type(sb("consumer")),
         None if v >= 6 => base
             .with_error_code(ResponseError::GroupIdNotFound.code())
             .with_error_message(Some(sb(format!("Group {group_id} not found."))))
@@ -532,7 +603,8 @@ async fn offset_delete(
     let topics: Vec<OffsetDeleteResponseTopic> = {
         let groups = c.groups.borrow();
         let Some(g) = groups.get(group_id) else {
-            return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupIdNotFound.code());
         };
         r.topics
             .iter()
@@ -569,7 +641,8 @@ async fn offset_delete(
     };
     if let Err(e) = c.write(partition, records).await {
         tracing::warn!(group = group_id, error = %e, "offset delete append failed");
-        return OffsetDeleteResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code());
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code());
     }
     OffsetDeleteResponse::default().with_topics(topics)
 }
@@ -605,25 +678,33 @@ fn classic_subscribed(g: &ClassicGroup, topic: &str) -> bool {
 
 /// The answer to `req` when it cannot be served at all (e.g. NOT_COORDINATOR).
 pub fn error_response(req: &GroupRequest, e: ResponseError) -> GroupResponse {
-    use kafka_protocol::messages::{ConsumerGroupHeartbeatResponse as Cgh, HeartbeatResponse as Hb};
+    use kafka_protocol::messages::{
+        ConsumerGroupHeartbeatResponse as Cgh, HeartbeatResponse as Hb,
+    };
     let code = e.code();
     match req {
         GroupRequest::Join(v, _, r) => GroupResponse::Join(join_error(*v, r.member_id.as_str(), e)),
         GroupRequest::Sync(v, _) => GroupResponse::Sync(sync_error(*v, e)),
-        GroupRequest::Heartbeat(..) => GroupResponse::Heartbeat(Hb::default().with_error_code(code)),
+        GroupRequest::Heartbeat(..) => {
+            GroupResponse::Heartbeat(Hb::default().with_error_code(code))
+        }
         GroupRequest::Leave(v, r) => {
             if *v >= 3 {
-                GroupResponse::Leave(LeaveGroupResponse::default().with_error_code(code).with_members(
-                    r.members
-                        .iter()
-                        .map(|m| {
-                            MemberResponse::default()
-                                .with_member_id(m.member_id.clone())
-                                .with_group_instance_id(m.group_instance_id.clone())
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                ))
+                GroupResponse::Leave(
+                    LeaveGroupResponse::default()
+                        .with_error_code(code)
+                        .with_members(
+                            r.members
+                                .iter()
+                                .map(|m| {
+                                    MemberResponse::default()
+                                        .with_member_id(m.member_id.clone())
+                                        .with_group_instance_id(m.group_instance_id.clone())
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        ),
+                )
             } else {
                 GroupResponse::Leave(LeaveGroupResponse::default().with_error_code(code))
             }
@@ -655,7 +736,9 @@ pub fn error_response(req: &GroupRequest, e: ResponseError) -> GroupResponse {
                 .with_group_id(g.group_id.clone())
                 .with_error_code(code),
         ),
-        GroupRequest::ListGroups(..) => GroupResponse::ListGroups(ListGroupsResponse::default().with_error_code(code)),
+        GroupRequest::ListGroups(..) => {
+            GroupResponse::ListGroups(ListGroupsResponse::default().with_error_code(code))
+        }
         GroupRequest::DescribeGroup(_, g) => GroupResponse::DescribeGroup(
             DescribedGroup::default()
                 .with_group_id(GroupId(sb(g.clone())))

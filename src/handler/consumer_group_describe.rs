@@ -8,13 +8,21 @@ use super::RequestContext;
 use crate::group::dispatch::forward;
 use crate::group::{GroupRequest, GroupResponse};
 
-pub async fn handle(ctx: &RequestContext, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
     let calls = req.group_ids.iter().map(|g| async move {
         let error = DescribedGroup::default().with_group_id(g.clone());
         if g.0.is_empty() {
             return error.with_error_code(ResponseError::InvalidGroupId.code());
         }
-        match forward(ctx, GroupRequest::ConsumerGroupDescribe(ctx.api_version, g.0.to_string())).await {
+        match forward(
+            ctx,
+            GroupRequest::ConsumerGroupDescribe(ctx.api_version, g.0.to_string()),
+        )
+        .await
+        {
             GroupResponse::ConsumerGroupDescribe(d) => d,
             _ => error.with_error_code(ResponseError::UnknownServerError.code()),
         }

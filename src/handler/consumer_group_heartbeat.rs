@@ -8,14 +8,23 @@ use super::RequestContext;
 use crate::group::dispatch::{client_info, forward};
 use crate::group::{GroupRequest, GroupResponse};
 
-pub async fn handle(ctx: &RequestContext, req: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
     if req.group_id.0.is_empty() {
         return ConsumerGroupHeartbeatResponse::default()
             .with_error_code(ResponseError::InvalidRequest.code())
             .with_error_message(Some(StrBytes::from_static_str("GroupId can't be empty.")));
     }
-    match forward(ctx, GroupRequest::ConsumerGroupHeartbeat(ctx.api_version, client_info(ctx), req)).await {
+    match forward(
+        ctx,
+        GroupRequest::ConsumerGroupHeartbeat(ctx.api_version, client_info(ctx), req),
+    )
+    .await
+    {
         GroupResponse::ConsumerGroupHeartbeat(r) => r,
-        _ => ConsumerGroupHeartbeatResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+        _ => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ResponseError::UnknownServerError.code()),
     }
 }

@@ -402,4 +402,31 @@ mod tests {
             (code::TOPIC_ALREADY_EXISTS, -1)
         );
     }
+
+    #[test]
+    fn encodes_at_every_served_version() {
+        use kafka_protocol::protocol::Encodable;
+        let b = broker("");
+        let t = TopicImage {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            internal: false,
+            leader_epoch: 0,
+        };
+        for version in 2..=7 {
+            let name = TopicName(StrBytes::from_static_str("t"));
+            let ok = topic_result(&b, version, name.clone(), Ok(Outcome::Topic(t.clone())));
+            let err = topic_result(
+                &b,
+                version,
+                name,
+                Err(AdminError::new(code::INVALID_REQUEST, "x")),
+            );
+            let resp = CreateTopicsResponse::default().with_topics(vec![ok, err]);
+            let mut buf = bytes::BytesMut::new();
+            resp.encode(&mut buf, version).unwrap();
+        }
+    }
 }

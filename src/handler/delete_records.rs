@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::errors::code;
@@ -17,7 +19,11 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            if image.topic(&tp.topic).and_then(|ti| ti.partition(tp.partition)).is_some() {
+            if image
+                .topic(&tp.topic)
+                .and_then(|ti| ti.partition(tp.partition))
+                .is_some()
+            {
                 items.push((tp, p.offset));
             }
         }
@@ -33,7 +39,8 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
         },
     )
     .await;
-    let by_tp: HashMap<TopicPartition, (i16, i64)> = results.into_iter().map(|(tp, c, o)| (tp, (c, o))).collect();
+    let by_tp: HashMap<TopicPartition, (i16, i64)> =
+        results.into_iter().map(|(tp, c, o)| (tp, (c, o))).collect();
     let topics = req
         .topics
         .into_iter()
@@ -43,14 +50,19 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                 .iter()
                 .map(|p| {
                     let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-                    let (c, low) = by_tp.get(&tp).copied().unwrap_or((code::UNKNOWN_TOPIC_OR_PARTITION, -1));
+                    let (c, low) = by_tp
+                        .get(&tp)
+                        .copied()
+                        .unwrap_or((code::UNKNOWN_TOPIC_OR_PARTITION, -1));
                     DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(c)
                         .with_low_watermark(low)
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)

@@ -307,4 +307,25 @@ mod tests {
         assert!(todo.is_empty());
         assert_eq!(answers.len(), 2);
     }
+
+    #[test]
+    fn encodes_at_every_served_version() {
+        use kafka_protocol::protocol::Encodable;
+        let answers = vec![
+            Answer {
+                name: Some("a".into()),
+                id: uuid::Uuid::new_v4(),
+                error: None,
+            },
+            Answer {
+                name: None,
+                id: uuid::Uuid::new_v4(),
+                error: Some(AdminError::new(code::UNKNOWN_TOPIC_ID, "x")),
+            },
+        ];
+        for version in 1..=6 {
+            let mut buf = bytes::BytesMut::new();
+            response(answers.clone()).encode(&mut buf, version).unwrap();
+        }
+    }
 }

@@ -124,4 +124,18 @@ mod tests {
         );
         assert_eq!(r.error_code, code::INVALID_REQUEST);
     }
+
+    #[test]
+    fn encodes_at_every_served_version() {
+        use kafka_protocol::protocol::Encodable;
+        for version in 0..=2 {
+            for endpoint_type in [1, 2] {
+                let req = DescribeClusterRequest::default().with_endpoint_type(endpoint_type);
+                let mut buf = bytes::BytesMut::new();
+                describe(&image(), version, &req)
+                    .encode(&mut buf, version)
+                    .unwrap();
+            }
+        }
+    }
 }

@@ -467,4 +467,24 @@ mod tests {
         assert_eq!(v3.config_type, config_type(entries[0].kind));
         assert_eq!(v3.documentation, None);
     }
+
+    #[test]
+    fn encodes_at_every_served_version() {
+        use kafka_protocol::protocol::Encodable;
+        let b = broker("num.partitions=2");
+        let img = image(&[("retention.ms", "1")]);
+        for version in 1..=4 {
+            let topic = describe(&b, &img, resource_type::TOPIC, "t", None, true).unwrap();
+            let brokers = describe(&b, &img, resource_type::BROKER, "7", None, true).unwrap();
+            let configs = topic
+                .iter()
+                .chain(&brokers)
+                .map(|e| resource_result(e, version))
+                .collect();
+            let result = DescribeConfigsResult::default().with_configs(configs);
+            let resp = DescribeConfigsResponse::default().with_results(vec![result]);
+            let mut buf = bytes::BytesMut::new();
+            resp.encode(&mut buf, version).unwrap();
+        }
+    }
 }

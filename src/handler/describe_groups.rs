@@ -14,7 +14,12 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
         if g.0.is_empty() {
             return error.with_error_code(ResponseError::InvalidGroupId.code());
         }
-        match forward(ctx, GroupRequest::DescribeGroup(ctx.api_version, g.0.to_string())).await {
+        match forward(
+            ctx,
+            GroupRequest::DescribeGroup(ctx.api_version, g.0.to_string()),
+        )
+        .await
+        {
             GroupResponse::DescribeGroup(d) => d,
             _ => error.with_error_code(ResponseError::UnknownServerError.code()),
         }

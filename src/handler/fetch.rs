@@ -15,7 +15,7 @@ use super::route::scatter;
 use super::{str_bytes, RequestContext};
 use crate::limits;
 use crate::model::{Offset, TopicPartition};
-use crate::runtime::messages::{FetchItem, FetchResult, ShardRequest, ShardResponse};
+use crate::runtime::messages::{FetchItem, FetchRecords, FetchResult, ShardRequest, ShardResponse};
 
 /// A partition as this request resolved it.
 struct Wanted {
@@ -25,19 +25,37 @@ struct Wanted {
     error: Option<i16>,
 }
 
-pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+/// File ranges to splice into the encoded response in place of their markers.
+pub type FileParts = Vec<([u8; 16], crate::storage::slice::FileSlice, usize)>;
+
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, FileParts) {
     let v = ctx.api_version;
     let image = ctx.shard.metadata();
     // Resolve the request's partitions.
     let mut listed: IndexMap<TopicPartition, Wanted> = IndexMap::new();
     for t in &req.topics {
-        let topic = if v >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.topic.0.as_str()) };
+        let topic = if v >= 13 {
+            image.topic_by_id(&t.topic_id)
+        } else {
+            image.topic(t.topic.0.as_str())
+        };
         for p in &t.partitions {
             let (tp, error) = match topic {
-                Some(ti) if ti.partition(p.partition).is_some() => (TopicPartition::new(ti.name.clone(), p.partition), None),
-                Some(ti) => (TopicPartition::new(ti.name.clone(), p.partition), Some(code::UNKNOWN_TOPIC_OR_PARTITION)),
-                None if v >= 13 => (TopicPartition::new(t.topic_id.to_string(), p.partition), Some(code::UNKNOWN_TOPIC_ID)),
-                None => (TopicPartition::new(t.topic.0.to_string(), p.partition), Some(code::UNKNOWN_TOPIC_OR_PARTITION)),
+                Some(ti) if ti.partition(p.partition).is_some() => {
+                    (TopicPartition::new(ti.name.clone(), p.partition), None)
+                }
+                Some(ti) => (
+                    TopicPartition::new(ti.name.clone(), p.partition),
+                    Some(code::UNKNOWN_TOPIC_OR_PARTITION),
+                ),
+                None if v >= 13 => (
+                    TopicPartition::new(t.topic_id.to_string(), p.partition),
+                    Some(code::UNKNOWN_TOPIC_ID),
+                ),
+                None => (
+                    TopicPartition::new(t.topic.0.to_string(), p.partition),
+                    Some(code::UNKNOWN_TOPIC_OR_PARTITION),
+                ),
             };
             let part = SessionPartition {
                 topic_id: topic.map(|ti| ti.id).unwrap_or(t.topic_id),
@@ -55,11 +73,16 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         .iter()
         .flat_map(|f| {
             let name = if v >= 13 {
-                image.topic_by_id(&f.topic_id).map(|t| t.name.clone()).unwrap_or_default()
+                image
+                    .topic_by_id(&f.topic_id)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default()
             } else {
                 f.topic.0.to_string()
             };
-            f.partitions.iter().map(move |p| TopicPartition::new(name.clone(), *p))
+            f.partitions
+                .iter()
+                .map(move |p| TopicPartition::new(name.clone(), *p))
         })
         .collect();
 
@@ -71,12 +94,18 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                 SessionError::NotFound => code::FETCH_SESSION_ID_NOT_FOUND,
                 SessionError::InvalidEpoch => code::INVALID_FETCH_SESSION_EPOCH,
             };
-            return FetchResponse::default().with_error_code(code).with_session_id(0);
+            return (
+                FetchResponse::default()
+                    .with_error_code(code)
+                    .with_session_id(0),
+                Vec::new(),
+            );
         }
     };
 
     let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
-    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
+    let wait =
+        Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let mut results = read_all(ctx, &wanted, max_bytes).await;
@@ -155,7 +184,11 @@ fn session_plan(
     Ok((id, true, wanted))
 }
 
-async fn read_all(ctx: &RequestContext, wanted: &[Wanted], max_bytes: usize) -> HashMap<TopicPartition, FetchResult> {
+async fn read_all(
+    ctx: &RequestContext,
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> HashMap<TopicPartition, FetchResult> {
     let items: Vec<FetchItem> = wanted
         .iter()
         .filter(|w| w.error.is_none())
@@ -178,7 +211,8 @@ async fn read_all(ctx: &RequestContext, wanted: &[Wanted], max_bytes: usize) -> 
         },
     )
     .await;
-    let mut by_tp: HashMap<TopicPartition, FetchResult> = results.into_iter().map(|r| (r.tp.clone(), r)).collect();
+    let mut by_tp: HashMap<TopicPartition, FetchResult> =
+        results.into_iter().map(|r| (r.tp.clone(), r)).collect();
     // Enforce the response limit in request order; the first data always goes out
     // so a consumer makes progress past a batch larger than its limits.
     let mut total = 0usize;
@@ -189,7 +223,7 @@ async fn read_all(ctx: &RequestContext, wanted: &[Wanted], max_bytes: usize) -> 
                 continue;
             }
             if total > 0 && total + len > max_bytes {
-                r.records = bytes::Bytes::new();
+                r.records = FetchRecords::Bytes(bytes::Bytes::new());
             } else {
                 total += len;
             }
@@ -207,7 +241,10 @@ async fn wait_for_data(ctx: &RequestContext, wanted: &[Wanted], left: Duration) 
     let wait_ms = left.as_millis() as u64;
     let mut by_shard: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
     for (tp, o) in items {
-        by_shard.entry(ctx.shard.shard_for(&tp).0).or_default().push((tp, o));
+        by_shard
+            .entry(ctx.shard.shard_for(&tp).0)
+            .or_default()
+            .push((tp, o));
     }
     if by_shard.is_empty() {
         glommio::timer::sleep(left).await;
@@ -219,7 +256,10 @@ async fn wait_for_data(ctx: &RequestContext, wanted: &[Wanted], left: Duration) 
             let shard = ctx.shard.clone();
             Box::pin(async move {
                 shard
-                    .call(crate::model::ShardId(s), ShardRequest::WaitForData { items, wait_ms })
+                    .call(
+                        crate::model::ShardId(s),
+                        ShardRequest::WaitForData { items, wait_ms },
+                    )
                     .await;
             })
         })
@@ -234,14 +274,24 @@ fn build_response(
     incremental: bool,
     wanted: &[Wanted],
     mut results: HashMap<TopicPartition, FetchResult>,
-) -> FetchResponse {
+) -> (FetchResponse, FileParts) {
+    let mut files: FileParts = Vec::new();
     let mut topics: IndexMap<String, FetchableTopicResponse> = IndexMap::new();
     let mut sessions = ctx.shard.fetch_sessions.borrow_mut();
-    let mut session = if session_id != 0 { sessions.get_mut(session_id) } else { None };
+    let mut session = if session_id != 0 {
+        sessions.get_mut(session_id)
+    } else {
+        None
+    };
     for w in wanted {
         let mut pd = PartitionData::default().with_partition_index(w.tp.partition);
         match (w.error, results.remove(&w.tp)) {
-            (Some(code), _) => pd = pd.with_error_code(code).with_high_watermark(-1).with_log_start_offset(-1),
+            (Some(code), _) => {
+                pd = pd
+                    .with_error_code(code)
+                    .with_high_watermark(-1)
+                    .with_log_start_offset(-1)
+            }
             (None, Some(r)) => {
                 if incremental {
                     let stored = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp));
@@ -265,14 +315,30 @@ fn build_response(
                     .with_high_watermark(r.high_watermark)
                     .with_last_stable_offset(r.last_stable_offset)
                     .with_log_start_offset(r.log_start_offset)
-                    .with_records(Some(r.records));
+                    .with_records(Some(match r.records {
+                        FetchRecords::Bytes(b) => b,
+                        FetchRecords::File(f) => {
+                            let marker = *uuid::Uuid::new_v4().as_bytes();
+                            let len = f.len;
+                            files.push((marker, f, len));
+                            bytes::Bytes::copy_from_slice(&marker)
+                        }
+                    }));
                 if v >= 4 {
                     pd = pd.with_aborted_transactions(Some(Vec::new()));
                 }
             }
-            (None, None) => pd = pd.with_error_code(code::NOT_LEADER_OR_FOLLOWER).with_high_watermark(-1),
+            (None, None) => {
+                pd = pd
+                    .with_error_code(code::NOT_LEADER_OR_FOLLOWER)
+                    .with_high_watermark(-1)
+            }
         }
-        let key = if v >= 13 { w.part.topic_id.to_string() } else { w.tp.topic.clone() };
+        let key = if v >= 13 {
+            w.part.topic_id.to_string()
+        } else {
+            w.tp.topic.clone()
+        };
         let entry = topics.entry(key).or_insert_with(|| {
             let t = FetchableTopicResponse::default();
             if v >= 13 {
@@ -287,5 +353,5 @@ fn build_response(
     if v >= 7 {
         resp = resp.with_session_id(session_id);
     }
-    resp
+    (resp, files)
 }

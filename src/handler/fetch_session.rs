@@ -64,7 +64,11 @@ impl FetchSessions {
             }
         }
         let id = self.next_id;
-        self.next_id = if self.next_id == i32::MAX { 1 } else { self.next_id + 1 };
+        self.next_id = if self.next_id == i32::MAX {
+            1
+        } else {
+            self.next_id + 1
+        };
         self.sessions.insert(
             id,
             FetchSession {
@@ -77,7 +81,11 @@ impl FetchSessions {
     }
 
     /// Checks the epoch of an incremental request and advances it.
-    pub fn begin_incremental(&mut self, id: i32, epoch: i32) -> Result<&mut FetchSession, SessionError> {
+    pub fn begin_incremental(
+        &mut self,
+        id: i32,
+        epoch: i32,
+    ) -> Result<&mut FetchSession, SessionError> {
         let s = self.sessions.get_mut(&id).ok_or(SessionError::NotFound)?;
         if s.epoch != epoch {
             return Err(SessionError::InvalidEpoch);
@@ -101,10 +109,16 @@ mod tests {
         let mut s = FetchSessions::new(1);
         let a = s.create(IndexMap::new());
         assert!(s.begin_incremental(a, 1).is_ok());
-        assert_eq!(s.begin_incremental(a, 1).err(), Some(SessionError::InvalidEpoch));
+        assert_eq!(
+            s.begin_incremental(a, 1).err(),
+            Some(SessionError::InvalidEpoch)
+        );
         assert!(s.begin_incremental(a, 2).is_ok());
         let b = s.create(IndexMap::new());
         assert_ne!(a, b);
-        assert_eq!(s.begin_incremental(a, 3).err(), Some(SessionError::NotFound));
+        assert_eq!(
+            s.begin_incremental(a, 3).err(),
+            Some(SessionError::NotFound)
+        );
     }
 }

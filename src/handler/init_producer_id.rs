@@ -22,7 +22,9 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
         if req.producer_epoch == i16::MAX {
             return match ctx.shard.next_producer_id().await {
-                Some(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+                Some(id) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(0),
                 None => unavailable(),
             };
         }

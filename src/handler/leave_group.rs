@@ -13,6 +13,8 @@ pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupR
     }
     match forward(ctx, GroupRequest::Leave(ctx.api_version, req)).await {
         GroupResponse::Leave(r) => r,
-        _ => LeaveGroupResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+        _ => {
+            LeaveGroupResponse::default().with_error_code(ResponseError::UnknownServerError.code())
+        }
     }
 }

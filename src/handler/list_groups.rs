@@ -11,7 +11,7 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
     let v = ctx.api_version;
     let answers = ctx
         .shard
-        .broadcast(|| ShardRequest::Group(GroupRequest::ListGroups(v, req.clone())))
+        .broadcast(|| ShardRequest::Group(Box::new(GroupRequest::ListGroups(v, req.clone()))))
         .await;
     let mut out = ListGroupsResponse::default();
     for a in answers {

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::errors::code;
@@ -18,7 +20,10 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            let exists = image.topic(&tp.topic).and_then(|ti| ti.partition(tp.partition)).is_some();
+            let exists = image
+                .topic(&tp.topic)
+                .and_then(|ti| ti.partition(tp.partition))
+                .is_some();
             if exists {
                 items.push(ListOffsetsItem {
                     tp,
@@ -41,7 +46,8 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         },
     )
     .await;
-    let by_tp: HashMap<TopicPartition, ListOffsetsResult> = results.into_iter().map(|r| (r.tp.clone(), r)).collect();
+    let by_tp: HashMap<TopicPartition, ListOffsetsResult> =
+        results.into_iter().map(|r| (r.tp.clone(), r)).collect();
     let topics = req
         .topics
         .into_iter()
@@ -51,20 +57,29 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 .iter()
                 .map(|p| {
                     let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-                    let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     match by_tp.get(&tp) {
                         Some(r) => base
                             .with_error_code(r.error_code)
                             .with_timestamp(r.timestamp)
                             .with_offset(r.offset)
-                            .with_leader_epoch(if ctx.api_version >= 4 { r.leader_epoch } else { -1 }),
-                        None if unknown.contains(&tp) => base.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                            .with_leader_epoch(if ctx.api_version >= 4 {
+                                r.leader_epoch
+                            } else {
+                                -1
+                            }),
+                        None if unknown.contains(&tp) => {
+                            base.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                        }
                         None => base.with_error_code(code::NOT_LEADER_OR_FOLLOWER),
                     }
                     .with_timestamp(by_tp.get(&tp).map(|r| r.timestamp).unwrap_or(-1))
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use super::errors::{self, code};
 use crate::model::{LeaderEpoch, Offset, TopicPartition};
 use crate::runtime::messages::{
-    FetchItem, FetchResult, ListOffsetsItem, ListOffsetsResult, ProduceBatch, ProduceResult,
+    FetchItem, FetchRecords, FetchResult, ListOffsetsItem, ListOffsetsResult, ProduceBatch,
+    ProduceResult,
 };
 use crate::runtime::Shard;
-use crate::storage::{Acks, AppendOptions, StorageError};
+use crate::storage::{slice, Acks, AppendOptions, StorageError};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -22,7 +23,11 @@ pub fn now_ms() -> i64 {
 }
 
 fn leader_epoch(shard: &Shard, topic: &str) -> i32 {
-    shard.metadata().topic(topic).map(|t| t.leader_epoch).unwrap_or(0)
+    shard
+        .metadata()
+        .topic(topic)
+        .map(|t| t.leader_epoch)
+        .unwrap_or(0)
 }
 
 /// Checks a client's `current_leader_epoch` against ours (KIP-320); -1 means "not given".
@@ -62,7 +67,9 @@ pub async fn produce(shard: &Rc<Shard>, batch: ProduceBatch) -> Vec<ProduceResul
             };
             if shard.logs.is_read_only() {
                 result.error_code = code::KAFKA_STORAGE_ERROR;
-                result.error_message = Some("broker is read-only: the data volume is below its free-space floor".into());
+                result.error_message = Some(
+                    "broker is read-only: the data volume is below its free-space floor".into(),
+                );
                 return result;
             }
             let size = item.records.len() as u64;
@@ -76,7 +83,10 @@ pub async fn produce(shard: &Rc<Shard>, batch: ProduceBatch) -> Vec<ProduceResul
                     result.base_offset = r.base_offset.get();
                     result.log_append_time_ms = r.log_append_time_ms;
                     result.log_start_offset = r.log_start_offset.get();
-                    shard.stats.produced_bytes.set(shard.stats.produced_bytes.get() + size);
+                    shard
+                        .stats
+                        .produced_bytes
+                        .set(shard.stats.produced_bytes.get() + size);
                 }
                 Err(e) => {
                     log_storage_error(&item.tp, &e, "append");
@@ -115,7 +125,7 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
-        records: Bytes::new(),
+        records: FetchRecords::Bytes(Bytes::new()),
     };
     let Some(log) = shard.logs.get(&item.tp) else {
         result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
@@ -131,15 +141,57 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     if item.fetch_offset == result.high_watermark || item.max_bytes == 0 && !item.min_one_batch {
         return result;
     }
-    match log.read(Offset(item.fetch_offset), item.max_bytes, item.min_one_batch).await {
-        Ok(r) => {
-            shard.stats.fetched_bytes.set(shard.stats.fetched_bytes.get() + r.records.len() as u64);
-            result.records = r.records;
-            result.high_watermark = r.high_watermark.get();
-            result.last_stable_offset = r.last_stable_offset.get();
-            result.log_start_offset = r.log_start_offset.get();
+    let slice = match log
+        .read_slice(
+            Offset(item.fetch_offset),
+            item.max_bytes,
+            item.min_one_batch,
+        )
+        .await
+    {
+        Ok(slice) => slice,
+        Err(e) => {
+            log_storage_error(&item.tp, &e, "read");
+            result.error_code = errors::storage(&e);
+            return result;
+        }
+    };
+    result.high_watermark = slice.high_watermark.get();
+    result.last_stable_offset = result.high_watermark;
+    result.log_start_offset = slice.log_start_offset.get();
+    let Some(path) = slice.path else {
+        return result;
+    };
+    // Resident ranges go out by sendfile from the connection's shard; others are
+    // read here through io_uring (which also caches them for the next reader).
+    let sent = match slice::open_for_send(&path) {
+        Ok(file) if slice::is_resident(&file, slice.position, slice.len) => {
+            Ok(FetchRecords::File(slice::FileSlice {
+                file,
+                position: slice.position,
+                len: slice.len,
+            }))
+        }
+        _ => slice::read_cold(&path, slice.position, slice.len)
+            .await
+            .map(|b| {
+                shard
+                    .stats
+                    .copied_bytes
+                    .set(shard.stats.copied_bytes.get() + b.len() as u64);
+                FetchRecords::Bytes(b)
+            }),
+    };
+    match sent {
+        Ok(records) => {
+            shard
+                .stats
+                .fetched_bytes
+                .set(shard.stats.fetched_bytes.get() + records.len() as u64);
+            result.records = records;
         }
         Err(e) => {
+            let e = StorageError::Io(e);
             log_storage_error(&item.tp, &e, "read");
             result.error_code = errors::storage(&e);
         }
@@ -171,7 +223,10 @@ pub async fn wait_for_data(shard: &Rc<Shard>, items: Vec<(TopicPartition, Offset
 }
 
 /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, -5 latest tiered; else by time.
-pub async fn list_offsets(shard: &Rc<Shard>, items: Vec<ListOffsetsItem>) -> Vec<ListOffsetsResult> {
+pub async fn list_offsets(
+    shard: &Rc<Shard>,
+    items: Vec<ListOffsetsItem>,
+) -> Vec<ListOffsetsResult> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let mut r = ListOffsetsResult {
@@ -227,7 +282,10 @@ pub async fn list_offsets(shard: &Rc<Shard>, items: Vec<ListOffsetsItem>) -> Vec
 }
 
 /// DeleteRecords: -1 means "up to the high watermark".
-pub async fn delete_records(shard: &Rc<Shard>, items: Vec<(TopicPartition, i64)>) -> Vec<(TopicPartition, i16, i64)> {
+pub async fn delete_records(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, i64)>,
+) -> Vec<(TopicPartition, i16, i64)> {
     let mut out = Vec::with_capacity(items.len());
     for (tp, offset) in items {
         let Some(log) = shard.logs.get(&tp) else {

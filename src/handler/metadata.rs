@@ -1,7 +1,9 @@
 //! Metadata: brokers, cluster id, controller, topics with partitions and ids.
 //! Unknown topics are created when `auto.create.topics.enable` and the request allow it.
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::errors::{self, code};
@@ -32,12 +34,18 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             };
             match (found, by_name) {
                 (Some(t), _) => topics.push(topic_entry(&image, &t, v)),
-                (None, Some(name)) if allow_create && ctx.shard.config.flag("auto.create.topics.enable") => {
+                (None, Some(name))
+                    if allow_create && ctx.shard.config.flag("auto.create.topics.enable") =>
+                {
                     topics.push(auto_create(ctx, &name, v).await)
                 }
                 (None, name) => {
                     let mut e = MetadataResponseTopic::default()
-                        .with_error_code(if name.is_some() { code::UNKNOWN_TOPIC_OR_PARTITION } else { code::UNKNOWN_TOPIC_ID })
+                        .with_error_code(if name.is_some() {
+                            code::UNKNOWN_TOPIC_OR_PARTITION
+                        } else {
+                            code::UNKNOWN_TOPIC_ID
+                        })
                         .with_name(name.map(|n| TopicName(str_bytes(n))));
                     if v >= 10 {
                         e = e.with_topic_id(requested.topic_id);
@@ -53,7 +61,9 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_host(str_bytes(b.host.clone()))
         .with_port(i32::from(b.port))
         .with_rack(b.rack.clone().map(str_bytes));
-    let mut resp = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    let mut resp = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_topics(topics);
     if v >= 1 {
         resp = resp.with_controller_id(BrokerId(b.node_id));
     }
@@ -71,7 +81,10 @@ async fn auto_create(ctx: &RequestContext, name: &str, v: i16) -> MetadataRespon
         configs: Default::default(),
         internal: false,
     };
-    let outcome = ctx.shard.call(ShardId(0), ShardRequest::Controller(cmd)).await;
+    let outcome = ctx
+        .shard
+        .call(ShardId(0), ShardRequest::Controller(cmd))
+        .await;
     let image = ctx.shard.metadata();
     match (outcome, image.topic(name)) {
         (_, Some(t)) => {

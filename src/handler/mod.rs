@@ -6,38 +6,38 @@
 
 pub mod api_versions;
 // Group coordinator APIs (owned by the group work; dispatched from crate::group::dispatch).
+pub mod alter_configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
-pub mod delete_groups;
-pub mod describe_groups;
-pub mod find_coordinator;
-pub mod heartbeat;
-pub mod join_group;
-pub mod leave_group;
-pub mod list_groups;
-pub mod offset_commit;
-pub mod offset_delete;
-pub mod offset_fetch;
-pub mod sync_group;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_topic_partitions;
 pub mod errors;
 pub mod fetch;
 pub mod fetch_session;
-pub mod alter_configs;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod local;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod route;
+pub mod sync_group;
 
 use std::rc::Rc;
 
@@ -50,6 +50,8 @@ use crate::runtime::Shard;
 /// What the connection writes back for one request.
 pub enum Reply {
     Response(Bytes),
+    /// A response whose record data goes out by sendfile from segment files.
+    Pieces(Vec<frame::Piece<crate::storage::slice::FileSlice>>),
     /// acks=0 Produce: Kafka sends nothing.
     NoResponse,
     /// The request could not be served; close the connection (Kafka does the same).
@@ -72,7 +74,10 @@ impl RequestContext {
             api_version: header.request_api_version,
             correlation_id: header.correlation_id,
             client_id: header.client_id.as_ref().map(|s| s.to_string()),
-            client_host: peer.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default(),
+            client_host: peer
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -88,20 +93,37 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
             Some(resp) => ResponseKind::Produce(resp),
             None => return Reply::NoResponse,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(&ctx, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r).await),
+        RequestKind::Fetch(r) => {
+            let (response, files) = fetch::handle(&ctx, r).await;
+            return fetch_reply(&ctx, ResponseKind::Fetch(response), files);
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(&ctx, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r).await)
+        }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r).await)
         }
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(&ctx, r)),
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(&ctx, r).await),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(&ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(&ctx, r).await)
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(&ctx, r).await)
         }
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r))
+        }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(&ctx, r).await)
         }
@@ -126,6 +148,31 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         Ok(bytes) => Reply::Response(bytes),
         Err(e) => {
             tracing::error!(api = ?key, version = ctx.api_version, error = %e, "response encoding failed; closing connection");
+            Reply::Close
+        }
+    }
+}
+
+fn fetch_reply(ctx: &RequestContext, response: ResponseKind, files: fetch::FileParts) -> Reply {
+    let encoded = match frame::encode_response(
+        ctx.correlation_id,
+        ApiKey::Fetch,
+        ctx.api_version,
+        &response,
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(version = ctx.api_version, error = %e, "fetch response encoding failed; closing connection");
+            return Reply::Close;
+        }
+    };
+    if files.is_empty() {
+        return Reply::Response(encoded);
+    }
+    match frame::splice_markers(encoded, ctx.api_version, files) {
+        Ok(pieces) => Reply::Pieces(pieces),
+        Err(e) => {
+            tracing::error!(error = %e, "fetch response splicing failed; closing connection");
             Reply::Close
         }
     }

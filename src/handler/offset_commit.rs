@@ -20,16 +20,18 @@ pub async fn handle(ctx: &RequestContext, mut req: OffsetCommitRequest) -> Offse
             req.topics
                 .iter()
                 .map(|t| {
-                    OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(e.code())
-                            })
-                            .collect(),
-                    )
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(e.code())
+                                })
+                                .collect(),
+                        )
                 })
                 .collect(),
         )
@@ -42,7 +44,10 @@ pub async fn handle(ctx: &RequestContext, mut req: OffsetCommitRequest) -> Offse
     let mut rejected: HashMap<(String, i32), i16> = HashMap::new();
     let original = req.topics.clone();
     for t in req.topics.iter_mut() {
-        let count = image.topic(t.name.0.as_str()).map(|ti| ti.partitions).unwrap_or(0);
+        let count = image
+            .topic(t.name.0.as_str())
+            .map(|ti| ti.partitions)
+            .unwrap_or(0);
         t.partitions.retain(|p| {
             let ok = p.partition_index >= 0 && p.partition_index < count;
             if !ok {
@@ -73,22 +78,24 @@ pub async fn handle(ctx: &RequestContext, mut req: OffsetCommitRequest) -> Offse
             .iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            let key = (name.clone(), p.partition_index);
-                            let code = rejected
-                                .get(&key)
-                                .or_else(|| accepted.get(&key))
-                                .copied()
-                                .unwrap_or(ResponseError::UnknownServerError.code());
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let key = (name.clone(), p.partition_index);
+                                let code = rejected
+                                    .get(&key)
+                                    .or_else(|| accepted.get(&key))
+                                    .copied()
+                                    .unwrap_or(ResponseError::UnknownServerError.code());
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
             })
             .collect(),
     )

@@ -1,12 +1,14 @@
 //! OffsetFetch (v1-9; a batch of groups from v8, KIP-709). Every group is answered by
 //! its coordinator shard; before v8 the single group's answer is reshaped.
 
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
-use kafka_protocol::error::ResponseError;
 
 use super::RequestContext;
 use crate::group::dispatch::forward;
@@ -52,19 +54,25 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
         .topics
         .into_iter()
         .map(|t| {
-            OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(
-                t.partitions
-                    .into_iter()
-                    .map(|p| {
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_committed_offset(p.committed_offset)
-                            .with_committed_leader_epoch(if v >= 5 { p.committed_leader_epoch } else { -1 })
-                            .with_metadata(p.metadata)
-                            .with_error_code(p.error_code)
-                    })
-                    .collect(),
-            )
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_committed_offset(p.committed_offset)
+                                .with_committed_leader_epoch(if v >= 5 {
+                                    p.committed_leader_epoch
+                                } else {
+                                    -1
+                                })
+                                .with_metadata(p.metadata)
+                                .with_error_code(p.error_code)
+                        })
+                        .collect(),
+                )
         })
         .collect();
     let mut resp = OffsetFetchResponse::default().with_topics(topics);

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::errors::code;
@@ -14,13 +16,20 @@ use super::RequestContext;
 use crate::model::TopicPartition;
 use crate::runtime::messages::{ListOffsetsItem, ShardRequest, ShardResponse};
 
-pub async fn handle(ctx: &RequestContext, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let image = ctx.shard.metadata();
     let mut items = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.topic.0.to_string(), p.partition);
-            if image.topic(&tp.topic).and_then(|ti| ti.partition(tp.partition)).is_some() {
+            if image
+                .topic(&tp.topic)
+                .and_then(|ti| ti.partition(tp.partition))
+                .is_some()
+            {
                 items.push(ListOffsetsItem {
                     tp,
                     timestamp: -1,
@@ -67,13 +76,21 @@ pub async fn handle(ctx: &RequestContext, req: OffsetForLeaderEpochRequest) -> O
                         return base.with_error_code(code::UNKNOWN_LEADER_EPOCH);
                     }
                     match p.leader_epoch.cmp(&ti.leader_epoch) {
-                        std::cmp::Ordering::Equal => base.with_leader_epoch(ti.leader_epoch).with_end_offset(end),
-                        std::cmp::Ordering::Less => base.with_leader_epoch(ti.leader_epoch).with_end_offset(0),
-                        std::cmp::Ordering::Greater => base.with_leader_epoch(-1).with_end_offset(-1),
+                        std::cmp::Ordering::Equal => {
+                            base.with_leader_epoch(ti.leader_epoch).with_end_offset(end)
+                        }
+                        std::cmp::Ordering::Less => {
+                            base.with_leader_epoch(ti.leader_epoch).with_end_offset(0)
+                        }
+                        std::cmp::Ordering::Greater => {
+                            base.with_leader_epoch(-1).with_end_offset(-1)
+                        }
                     }
                 })
                 .collect();
-            OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)

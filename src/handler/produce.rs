@@ -12,7 +12,9 @@ use super::{str_bytes, RequestContext};
 use crate::config::topic;
 use crate::model::TopicPartition;
 use crate::protocol::records;
-use crate::runtime::messages::{ProduceBatch, ProduceItem, ProduceResult, ShardRequest, ShardResponse};
+use crate::runtime::messages::{
+    ProduceBatch, ProduceItem, ProduceResult, ShardRequest, ShardResponse,
+};
 
 /// Returns `None` for acks=0 (Kafka writes no response).
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
@@ -23,11 +25,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut order: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
     let mut items = Vec::new();
     for t in req.topic_data {
-        let found = if v >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.name.0.as_str()) };
-        let name = found.map(|t| t.name.clone()).unwrap_or_else(|| t.name.0.to_string());
+        let found = if v >= 13 {
+            image.topic_by_id(&t.topic_id)
+        } else {
+            image.topic(t.name.0.as_str())
+        };
+        let name = found
+            .map(|t| t.name.clone())
+            .unwrap_or_else(|| t.name.0.to_string());
         let max_bytes = found
             .map(|ti| topic::effective(&ctx.shard.config, &ti.configs))
-            .and_then(|eff| eff.get("max.message.bytes").and_then(|(v, _)| v.parse::<usize>().ok()))
+            .and_then(|eff| {
+                eff.get("max.message.bytes")
+                    .and_then(|(v, _)| v.parse::<usize>().ok())
+            })
             .unwrap_or_else(|| ctx.shard.config.message_max_bytes());
         let mut indexes = Vec::new();
         for p in t.partition_data {
@@ -44,12 +55,17 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             let error = if !matches!(acks, -1..=1) {
                 Some((code::INVALID_REQUIRED_ACKS, None))
             } else if req.transactional_id.is_some() {
-                Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactions are not supported yet".into())))
+                Some((
+                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    Some("transactions are not supported yet".into()),
+                ))
             } else {
                 match found {
                     None if v >= 13 => Some((code::UNKNOWN_TOPIC_ID, None)),
                     None => Some((code::UNKNOWN_TOPIC_OR_PARTITION, None)),
-                    Some(ti) if ti.partition(p.index).is_none() => Some((code::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                    Some(ti) if ti.partition(p.index).is_none() => {
+                        Some((code::UNKNOWN_TOPIC_OR_PARTITION, None))
+                    }
                     Some(_) => None,
                 }
             };
@@ -60,7 +76,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             let data = p.records.unwrap_or_default();
             match records::validate_produce(&data, max_bytes) {
                 Ok(info) if info.transactional => {
-                    answers.insert(tp.clone(), fail(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactional batches are not supported yet".into())));
+                    answers.insert(
+                        tp.clone(),
+                        fail(
+                            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                            Some("transactional batches are not supported yet".into()),
+                        ),
+                    );
                 }
                 Ok(info) => items.push(ProduceItem {
                     tp,
@@ -113,7 +135,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                 pr = pr.with_error_message(a.error_message.clone().map(str_bytes));
                             }
                         }
-                        None => pr = pr.with_error_code(code::REQUEST_TIMED_OUT).with_base_offset(-1),
+                        None => {
+                            pr = pr
+                                .with_error_code(code::REQUEST_TIMED_OUT)
+                                .with_base_offset(-1)
+                        }
                     }
                     pr
                 })

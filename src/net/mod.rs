@@ -14,7 +14,13 @@ use crate::runtime::Shard;
 
 /// Accepts until `stop` is set. Connections over the shard's bound are closed at once.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<AtomicBool>) {
-    let max = (shard.config.int("max.connections", crate::limits::CONNECTIONS_MAX_DEFAULT as i64).max(1) as usize)
+    let max = (shard
+        .config
+        .int(
+            "max.connections",
+            crate::limits::CONNECTIONS_MAX_DEFAULT as i64,
+        )
+        .max(1) as usize)
         .div_ceil(shard.nr_shards);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -34,7 +40,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
             }
         };
         if shard.connections.get() >= max {
-            tracing::warn!(shard = shard.id.0, max, "connection limit reached; closing new connection");
+            tracing::warn!(
+                shard = shard.id.0,
+                max,
+                "connection limit reached; closing new connection"
+            );
             drop(stream);
             continue;
         }
@@ -55,6 +65,10 @@ pub async fn drain_connections(shard: &Rc<Shard>, limit: Duration) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if shard.connections.get() > 0 {
-        tracing::warn!(shard = shard.id.0, open = shard.connections.get(), "connections still open at shutdown");
+        tracing::warn!(
+            shard = shard.id.0,
+            open = shard.connections.get(),
+            "connections still open at shutdown"
+        );
     }
 }

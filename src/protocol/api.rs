@@ -76,7 +76,13 @@ mod tests {
     fn ranges_are_within_the_generated_codecs() {
         for r in SUPPORTED {
             let codec = r.key.valid_versions();
-            assert!(r.min >= codec.min && r.max <= codec.max, "{:?} {:?} vs {:?}", r.key, (r.min, r.max), codec);
+            assert!(
+                r.min >= codec.min && r.max <= codec.max,
+                "{:?} {:?} vs {:?}",
+                r.key,
+                (r.min, r.max),
+                codec
+            );
             assert!(r.advertised_min <= r.min);
         }
     }

@@ -78,7 +78,10 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// more bytes after it). Shared by Produce validation and storage recovery.
 pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
     if b.len() < BATCH_HEADER_BYTES {
-        return Err(RecordsError::Corrupt(format!("{} bytes is shorter than a batch header", b.len())));
+        return Err(RecordsError::Corrupt(format!(
+            "{} bytes is shorter than a batch header",
+            b.len()
+        )));
     }
     let magic = b[field::MAGIC] as i8;
     if magic != 2 {
@@ -86,16 +89,28 @@ pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
     }
     let batch_length = be_i32(b, field::BATCH_LENGTH);
     if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32 {
-        return Err(RecordsError::Corrupt(format!("batch length {batch_length} too small")));
+        return Err(RecordsError::Corrupt(format!(
+            "batch length {batch_length} too small"
+        )));
     }
     let size = LOG_OVERHEAD + batch_length as usize;
     if size > b.len() {
-        return Err(RecordsError::Corrupt(format!("batch of {size} bytes truncated to {}", b.len())));
+        return Err(RecordsError::Corrupt(format!(
+            "batch of {size} bytes truncated to {}",
+            b.len()
+        )));
     }
-    let stored = u32::from_be_bytes([b[field::CRC], b[field::CRC + 1], b[field::CRC + 2], b[field::CRC + 3]]);
+    let stored = u32::from_be_bytes([
+        b[field::CRC],
+        b[field::CRC + 1],
+        b[field::CRC + 2],
+        b[field::CRC + 3],
+    ]);
     let computed = crc32c::crc32c(&b[field::ATTRIBUTES..size]);
     if stored != computed {
-        return Err(RecordsError::Corrupt(format!("crc {stored:#x} != computed {computed:#x}")));
+        return Err(RecordsError::Corrupt(format!(
+            "crc {stored:#x} != computed {computed:#x}"
+        )));
     }
     let attributes = be_i16(b, field::ATTRIBUTES);
     let compression = (attributes & 0x07) as u8;
@@ -105,7 +120,9 @@ pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
     let record_count = be_i32(b, field::RECORD_COUNT);
     let last_offset_delta = be_i32(b, field::LAST_OFFSET_DELTA);
     if record_count <= 0 {
-        return Err(RecordsError::Invalid(format!("record count {record_count}")));
+        return Err(RecordsError::Invalid(format!(
+            "record count {record_count}"
+        )));
     }
     if last_offset_delta != record_count - 1 {
         return Err(RecordsError::Invalid(format!(
@@ -141,7 +158,9 @@ pub fn validate_produce(records: &Bytes, max_bytes: usize) -> Result<BatchInfo, 
         });
     }
     if info.control {
-        return Err(RecordsError::Invalid("clients may not produce control batches".into()));
+        return Err(RecordsError::Invalid(
+            "clients may not produce control batches".into(),
+        ));
     }
     Ok(info)
 }
@@ -150,7 +169,9 @@ pub fn validate_produce(records: &Bytes, max_bytes: usize) -> Result<BatchInfo, 
 pub mod tests {
     use super::*;
     use bytes::BytesMut;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     pub fn batch(values: &[&[u8]], compression: Compression) -> Bytes {
         let records: Vec<Record> = values
@@ -173,13 +194,27 @@ pub mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
         buf.freeze()
     }
 
     #[test]
     fn accepts_valid_batches_of_every_codec() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let b = batch(&[b"a", b"bb", b"ccc"], c);
             let info = validate_produce(&b, 1 << 20).unwrap();
             assert_eq!(info.record_count, 3);
@@ -192,11 +227,20 @@ pub mod tests {
         let mut bad = BytesMut::from(&b[..]);
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert!(matches!(validate_produce(&bad.freeze(), 1 << 20), Err(RecordsError::Corrupt(_))));
-        assert!(matches!(validate_produce(&b, 10), Err(RecordsError::TooLarge { .. })));
+        assert!(matches!(
+            validate_produce(&bad.freeze(), 1 << 20),
+            Err(RecordsError::Corrupt(_))
+        ));
+        assert!(matches!(
+            validate_produce(&b, 10),
+            Err(RecordsError::TooLarge { .. })
+        ));
         let mut two = BytesMut::from(&b[..]);
         two.extend_from_slice(&b);
-        assert!(matches!(validate_produce(&two.freeze(), 1 << 20), Err(RecordsError::Invalid(_))));
+        assert!(matches!(
+            validate_produce(&two.freeze(), 1 << 20),
+            Err(RecordsError::Invalid(_))
+        ));
         assert!(validate_produce(&b.slice(0..30), 1 << 20).is_err());
     }
 }

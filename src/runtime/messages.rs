@@ -29,7 +29,7 @@ pub enum ShardRequest {
     ListOffsets(Vec<ListOffsetsItem>),
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
-    Group(crate::group::GroupRequest),
+    Group(Box<crate::group::GroupRequest>),
 }
 
 pub enum ShardResponse {
@@ -84,7 +84,28 @@ pub struct FetchResult {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    pub records: Bytes,
+    pub records: FetchRecords,
+}
+
+/// Record data of a fetched partition: a page-cache-resident file range (sent
+/// with sendfile by the connection's shard) or bytes already read.
+#[derive(Clone, Debug)]
+pub enum FetchRecords {
+    File(crate::storage::slice::FileSlice),
+    Bytes(Bytes),
+}
+
+impl FetchRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            FetchRecords::File(f) => f.len,
+            FetchRecords::Bytes(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct ListOffsetsItem {

@@ -52,7 +52,10 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
 
     // Reserve the port (SO_REUSEPORT) so an ephemeral port is known before shards bind it.
     let reservation = reserve_port(config.listen)?;
-    let addr = reservation.local_addr()?.as_socket().context("listener address")?;
+    let addr = reservation
+        .local_addr()?
+        .as_socket()
+        .context("listener address")?;
     let (host, port) = match &config.advertised {
         Some((h, p)) => (h.clone(), *p),
         None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
@@ -68,7 +71,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let nr = config.cores;
     tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
 
-    let mesh: MeshBuilder<Envelope, Full> = MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX);
+    let mesh: MeshBuilder<Envelope, Full> =
+        MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX);
     let boot = Boot {
         config: Arc::new(config),
         image: Arc::new(image),
@@ -81,7 +85,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let cpus = crate::config::online_cpus();
     let mut handles = Vec::with_capacity(nr);
     for i in 0..nr {
-        let placement = if nr <= cpus { Placement::Fixed(i) } else { Placement::Unbound };
+        let placement = if nr <= cpus {
+            Placement::Fixed(i)
+        } else {
+            Placement::Unbound
+        };
         let mesh = mesh.clone();
         let b = Boot {
             config: boot.config.clone(),
@@ -162,7 +170,8 @@ fn reserve_port(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_port(true)?;
     s.set_reuse_address(true)?;
-    s.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
+    s.bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
     Ok(s)
 }
 
@@ -187,7 +196,10 @@ fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<M
     let mut image = MetadataImage::load_or_new(&config.data_dir, broker)?;
     if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
         let mut configs = std::collections::BTreeMap::new();
-        configs.insert("segment.bytes".to_string(), config.get("offsets.topic.segment.bytes").to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            config.get("offsets.topic.segment.bytes").to_string(),
+        );
         configs.insert("retention.ms".to_string(), "-1".to_string());
         let cmd = ControllerCommand::CreateTopic {
             name: CONSUMER_OFFSETS_TOPIC.to_string(),
@@ -209,7 +221,10 @@ async fn shard_main(
     mesh: MeshBuilder<Envelope, Full>,
     boot: Boot,
 ) -> anyhow::Result<()> {
-    let (senders, receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
     let logs = crate::storage::LogManager::new(id, storage_config(&boot.config));
     let groups = crate::group::GroupCoordinator::new(id, boot.config.clone(), logs.clone());
     let shard = Rc::new(Shard::new(
@@ -245,12 +260,17 @@ async fn shard_main(
         requests = s.requests.get(),
         produced_bytes = s.produced_bytes.get(),
         fetched_bytes = s.fetched_bytes.get(),
+        sendfile_bytes = s.sendfile_bytes.get(),
+        copied_bytes = s.copied_bytes.get(),
         "shard stopped"
     );
     Ok(())
 }
 
-fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>) {
+fn spawn_mesh_receivers(
+    shard: &Rc<Shard>,
+    mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>,
+) {
     use futures_lite::StreamExt;
     for (_, mut stream) in receivers.streams() {
         let shard = shard.clone();
@@ -276,26 +296,35 @@ pub async fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> ShardRes
             shard.apply_image(image).await;
             ShardResponse::Applied
         }
-        ShardRequest::Controller(cmd) => ShardResponse::Controller(run_controller(&shard, cmd).await),
+        ShardRequest::Controller(cmd) => {
+            ShardResponse::Controller(run_controller(&shard, cmd).await)
+        }
         ShardRequest::Produce(batch) => ShardResponse::Produce(local::produce(&shard, batch).await),
         ShardRequest::Fetch(items) => ShardResponse::Fetch(local::fetch(&shard, items).await),
         ShardRequest::WaitForData { items, wait_ms } => {
             local::wait_for_data(&shard, items, wait_ms).await;
             ShardResponse::DataReady
         }
-        ShardRequest::ListOffsets(items) => ShardResponse::ListOffsets(local::list_offsets(&shard, items).await),
+        ShardRequest::ListOffsets(items) => {
+            ShardResponse::ListOffsets(local::list_offsets(&shard, items).await)
+        }
         ShardRequest::DeleteRecords(items) => {
             ShardResponse::DeleteRecords(local::delete_records(&shard, items).await)
         }
         ShardRequest::LogDirs(items) => ShardResponse::LogDirs(local::log_dirs(&shard, items)),
-        ShardRequest::Group(req) => ShardResponse::Group(shard.groups.handle(req).await),
+        ShardRequest::Group(req) => ShardResponse::Group(shard.groups.handle(*req).await),
     }
 }
 
 /// Applies a controller command (shard 0 only): pure apply, persist, broadcast, answer.
-async fn run_controller(shard: &Rc<Shard>, cmd: ControllerCommand) -> Result<Outcome, ControllerError> {
+async fn run_controller(
+    shard: &Rc<Shard>,
+    cmd: ControllerCommand,
+) -> Result<Outcome, ControllerError> {
     if shard.id != ShardId(0) {
-        return Err(ControllerError::InvalidRequest("not the controller shard".into()));
+        return Err(ControllerError::InvalidRequest(
+            "not the controller shard".into(),
+        ));
     }
     let _permit = shard.controller_lock.acquire_permit(1).await;
     let current = shard.metadata();
@@ -308,16 +337,22 @@ async fn run_controller(shard: &Rc<Shard>, cmd: ControllerCommand) -> Result<Out
         .await;
     persisted.map_err(|e| ControllerError::Persist(e.to_string()))?;
     let image = next.clone();
-    shard.broadcast(|| ShardRequest::ApplyImage(image.clone())).await;
+    shard
+        .broadcast(|| ShardRequest::ApplyImage(image.clone()))
+        .await;
     tracing::info!(version = next.version, command = ?short(&cmd), "metadata changed");
     Ok(outcome)
 }
 
 fn short(cmd: &ControllerCommand) -> String {
     match cmd {
-        ControllerCommand::CreateTopic { name, partitions, .. } => format!("create topic {name} ({partitions})"),
+        ControllerCommand::CreateTopic {
+            name, partitions, ..
+        } => format!("create topic {name} ({partitions})"),
         ControllerCommand::DeleteTopic { name } => format!("delete topic {name}"),
-        ControllerCommand::CreatePartitions { name, count } => format!("partitions of {name} -> {count}"),
+        ControllerCommand::CreatePartitions { name, count } => {
+            format!("partitions of {name} -> {count}")
+        }
         ControllerCommand::AlterTopicConfigs { name, .. } => format!("alter configs of {name}"),
         ControllerCommand::AllocateProducerIds => "allocate producer ids".into(),
     }
@@ -328,11 +363,13 @@ fn storage_config(c: &BrokerConfig) -> crate::storage::StorageBrokerConfig {
     let flush_messages = c.int("log.flush.interval.messages", i64::MAX);
     crate::storage::StorageBrokerConfig {
         data_dir: c.data_dir.clone(),
-        retention_check_interval_ms: c.int("log.retention.check.interval.ms", 300_000).max(1) as u64,
+        retention_check_interval_ms: c.int("log.retention.check.interval.ms", 300_000).max(1)
+            as u64,
         min_free_bytes: pos("log.dir.min.free.bytes"),
         min_free_percent: Some(c.float("log.dir.min.free.percent", -1.0)).filter(|p| *p > 0.0),
         capacity_override_bytes: pos("log.dir.capacity.bytes").filter(|v| *v > 0),
-        flush_interval_messages: (flush_messages > 0 && flush_messages < i64::MAX).then_some(flush_messages as u64),
+        flush_interval_messages: (flush_messages > 0 && flush_messages < i64::MAX)
+            .then_some(flush_messages as u64),
         flush_interval_ms: pos("log.flush.interval.ms").filter(|v| *v > 0),
     }
 }

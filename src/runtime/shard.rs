@@ -41,6 +41,10 @@ pub struct Stats {
     pub requests: Cell<u64>,
     pub produced_bytes: Cell<u64>,
     pub fetched_bytes: Cell<u64>,
+    /// Record bytes sent to sockets by sendfile (never in user space).
+    pub sendfile_bytes: Cell<u64>,
+    /// Record bytes read into user space for a fetch (ranges not in the page cache).
+    pub copied_bytes: Cell<u64>,
 }
 
 impl Shard {
@@ -95,10 +99,7 @@ impl Shard {
     }
 
     /// Sends the same kind of request to every shard and collects the answers in shard order.
-    pub async fn broadcast(
-        self: &Rc<Self>,
-        make: impl Fn() -> ShardRequest,
-    ) -> Vec<ShardResponse> {
+    pub async fn broadcast(self: &Rc<Self>, make: impl Fn() -> ShardRequest) -> Vec<ShardResponse> {
         let calls = (0..self.nr_shards).map(|s| self.call(ShardId(s), make()));
         futures::future::join_all(calls).await
     }
@@ -146,7 +147,9 @@ impl Shard {
                     continue;
                 }
                 match self.logs.open_partition(&tp, t.id, cfg.clone()).await {
-                    Ok(_) => tracing::debug!(shard = self.id.0, partition = %tp, "partition opened"),
+                    Ok(_) => {
+                        tracing::debug!(shard = self.id.0, partition = %tp, "partition opened")
+                    }
                     Err(e) => {
                         tracing::error!(shard = self.id.0, partition = %tp, error = %e, "opening partition failed")
                     }
@@ -170,10 +173,9 @@ impl Shard {
             )
             .await;
         match resp {
-            ShardResponse::Controller(Ok(crate::cluster::controller::Outcome::ProducerIdBlock {
-                first,
-                len,
-            })) => {
+            ShardResponse::Controller(Ok(
+                crate::cluster::controller::Outcome::ProducerIdBlock { first, len },
+            )) => {
                 self.producer_ids.set((first + 1, first + len));
                 Some(first)
             }
@@ -185,9 +187,17 @@ impl Shard {
 /// The storage configuration of a topic: its overrides over the broker's defaults.
 pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
     let eff = topic::effective(broker, &t.configs);
-    let int = |k: &str| -> i64 { eff.get(k).and_then(|(v, _)| v.trim().parse().ok()).unwrap_or(-1) };
+    let int = |k: &str| -> i64 {
+        eff.get(k)
+            .and_then(|(v, _)| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
     let opt_pos = |k: &str| -> Option<i64> { Some(int(k)).filter(|v| *v >= 0) };
-    let unset = |k: &str| -> bool { eff.get(k).map(|(_, s)| *s == Source::Default).unwrap_or(true) };
+    let unset = |k: &str| -> bool {
+        eff.get(k)
+            .map(|(_, s)| *s == Source::Default)
+            .unwrap_or(true)
+    };
     let disk = eff
         .get("retention.disk.percent")
         .and_then(|(v, _)| v.parse::<f64>().ok())
@@ -204,9 +214,12 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
         retention_disk_percent: disk,
         topic_partition_count: t.partitions.max(1) as u32,
         // Unset (or Long.MAX) means Sluice's durable default: fsync before acknowledging.
-        flush_messages: (!unset("flush.messages") && flush_messages > 0 && flush_messages < i64::MAX)
+        flush_messages: (!unset("flush.messages")
+            && flush_messages > 0
+            && flush_messages < i64::MAX)
             .then_some(flush_messages as u64),
-        flush_ms: (!unset("flush.ms") && flush_ms > 0 && flush_ms < i64::MAX).then_some(flush_ms as u64),
+        flush_ms: (!unset("flush.ms") && flush_ms > 0 && flush_ms < i64::MAX)
+            .then_some(flush_ms as u64),
         log_append_time: eff
             .get("message.timestamp.type")
             .map(|(v, _)| v == "LogAppendTime")

@@ -183,3 +183,49 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
     bytes.copy_from_slice(&buf[at..at + 8]);
     i64::from_be_bytes(bytes)
 }
+
+/// Compression codec bits of the attributes (0 = none).
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// Offset and timestamp of each record of an uncompressed batch (`batch` = the whole batch).
+/// `None` for compressed batches (their records are not decoded here) or malformed records.
+/// Used only by ListOffsets lookups, which need per-record answers.
+pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
+    let header = parse_header(batch)?;
+    if header.attributes & COMPRESSION_MASK != 0 || batch.len() < header.size_bytes() {
+        return None;
+    }
+    let log_append_time = header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0;
+    let mut out = Vec::with_capacity(header.record_count.max(0) as usize);
+    let mut at = BATCH_HEADER_BYTES;
+    let end = header.size_bytes();
+    for _ in 0..header.record_count {
+        let (length, n) = read_varint(batch.get(at..end)?)?;
+        let record_start = at + n;
+        let mut cursor = record_start + 1; // attributes
+        let (timestamp_delta, n) = read_varint(batch.get(cursor..end)?)?;
+        cursor += n;
+        let (offset_delta, _) = read_varint(batch.get(cursor..end)?)?;
+        let timestamp = if log_append_time {
+            header.max_timestamp
+        } else {
+            header.base_timestamp + timestamp_delta
+        };
+        out.push((header.base_offset + offset_delta, timestamp));
+        at = record_start.checked_add(usize::try_from(length).ok()?)?;
+    }
+    Some(out)
+}
+
+/// Zigzag varint (Kafka's varint/varlong); returns the value and the bytes read.
+fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in buf.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let decoded = ((value >> 1) as i64) ^ -((value & 1) as i64);
+            return Some((decoded, i + 1));
+        }
+    }
+    None
+}

@@ -28,6 +28,9 @@ impl PartitionLog {
     /// `force_fsync`) asks for it. One call covers every append queued before it started.
     pub async fn flush(&self, force_fsync: bool) -> Result<(), StorageError> {
         let _guard = self.flush_lock.lock().await;
+        if self.closed.get() {
+            return Ok(());
+        }
         self.write_queued().await?;
         let policy = self.flush_policy();
         let offsets = self.offsets.get();

@@ -365,8 +365,34 @@ impl PartitionLog {
         if offset.0 == offsets.high_watermark {
             return Ok(result);
         }
+        match self
+            .read_batches(offset, max_bytes, min_one_batch, &offsets)
+            .await
+        {
+            Ok(records) => {
+                result.records = records;
+                Ok(result)
+            }
+            // Retention deleted the segment between the lookup and the read.
+            Err(StorageError::Io(err))
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && offset.0 < self.offsets.get().log_start =>
+            {
+                Err(self.out_of_range(offset))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn read_batches(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+        offsets: &Offsets,
+    ) -> Result<Bytes, StorageError> {
         for segment in self.segments_from(offset.0) {
-            let limit = Self::visible_limit(&segment, &offsets);
+            let limit = Self::visible_limit(&segment, offsets);
             let Some((position, header)) = segment.find_batch(offset.0, limit).await? else {
                 continue;
             };
@@ -374,17 +400,24 @@ impl PartitionLog {
             let mut want = available.min(max_bytes);
             if want < header.size_bytes() {
                 if !min_one_batch {
-                    return Ok(result);
+                    return Ok(Bytes::new());
                 }
                 want = header.size_bytes().min(available);
             }
             let bytes = segment.read(position, want).await?;
-            let whole = whole_batches_len(&bytes);
-            assert!(whole > 0, "a visible batch must be whole");
-            result.records = bytes.slice(..whole);
-            return Ok(result);
+            // Verified again on the way out (TigerBeetle: both sides of the disk).
+            let whole = verified_batches_len(&bytes);
+            if whole == 0 {
+                tracing::warn!(partition = %self.tp, base = segment.base_offset().0, position,
+                    "corrupt batch below the high watermark");
+                return Err(StorageError::CorruptRecord(format!(
+                    "segment {} position {position}",
+                    segment.base_offset()
+                )));
+            }
+            return Ok(bytes.slice(..whole));
         }
-        Ok(result)
+        Ok(Bytes::new())
     }
 
     pub(super) fn out_of_range(&self, offset: Offset) -> StorageError {
@@ -425,8 +458,9 @@ impl PartitionLog {
             .await
     }
 
-    /// First offset whose batch's max timestamp is >= `ts_ms` (ListOffsets), with that timestamp.
-    /// The answer is at batch granularity: the batch's base offset (or the log start offset).
+    /// ListOffsets by time: the first offset whose timestamp is >= `ts_ms`, with that timestamp.
+    /// Exact per record for uncompressed batches; for compressed ones the batch's base offset
+    /// and max timestamp (their records are not decompressed here).
     pub async fn offset_for_timestamp(
         &self,
         ts_ms: i64,
@@ -437,58 +471,71 @@ impl PartitionLog {
             if limit == 0 || segment.largest_timestamp().await? < ts_ms {
                 continue;
             }
-            if let Some((_, header)) = segment.find_timestamp(ts_ms, limit).await? {
-                if header.last_offset() < offsets.log_start {
-                    continue;
-                }
-                return Ok(Some((
-                    Offset(header.base_offset.max(offsets.log_start)),
-                    header.max_timestamp,
-                )));
+            let Some((position, header)) = segment.find_timestamp(ts_ms, limit).await? else {
+                continue;
+            };
+            if header.last_offset() < offsets.log_start {
+                continue;
             }
+            let bytes = segment.read(position, header.size_bytes()).await?;
+            let records = batch::record_timestamps(&bytes).unwrap_or_default();
+            let found = records
+                .into_iter()
+                .find(|(offset, ts)| *ts >= ts_ms && *offset >= offsets.log_start);
+            let (offset, ts) = found.unwrap_or((
+                header.base_offset.max(offsets.log_start),
+                header.max_timestamp,
+            ));
+            return Ok(Some((Offset(offset), ts)));
         }
         Ok(None)
     }
 
-    /// ListOffsets -3: the offset holding the largest timestamp (last offset of its batch).
+    /// ListOffsets -3 (KIP-734): the offset of the record with the largest timestamp (the first
+    /// such record; for compressed batches the batch's last offset).
     pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64)>, StorageError> {
         let offsets = self.offsets.get();
-        let mut best: Option<(Offset, i64)> = None;
+        let mut best: Option<(Rc<Segment>, i64, i64)> = None;
         for segment in self.segments_from(offsets.log_start) {
-            if Self::visible_limit(&segment, &offsets) == 0 {
+            let limit = Self::visible_limit(&segment, &offsets);
+            if limit == 0 {
                 continue;
             }
-            let ts = segment.largest_timestamp().await?;
-            let mark = if segment.is_active() {
-                segment.committed_mark()
+            let (ts, offset) = if segment.is_active() {
+                let mark = segment.committed_mark();
+                (mark.max_timestamp, mark.offset_of_max_timestamp)
             } else {
-                segment.mark()
+                let ts = segment.largest_timestamp().await?;
+                (ts, segment.mark().offset_of_max_timestamp)
             };
-            let ts = if segment.is_active() {
-                mark.max_timestamp
-            } else {
-                ts
-            };
-            if ts != NO_TIMESTAMP
-                && best.is_none_or(|(_, b)| ts > b)
-                && mark.offset_of_max_timestamp < offsets.high_watermark
-            {
-                best = Some((Offset(mark.offset_of_max_timestamp), ts));
+            let better = best.as_ref().is_none_or(|(_, b, _)| ts > *b);
+            if ts != NO_TIMESTAMP && better && offset < offsets.high_watermark {
+                best = Some((segment, ts, offset));
             }
         }
-        Ok(best)
+        let Some((segment, ts, offset)) = best else {
+            return Ok(None);
+        };
+        let limit = Self::visible_limit(&segment, &offsets);
+        if let Some((position, header)) = segment.find_batch(offset, limit).await? {
+            let bytes = segment.read(position, header.size_bytes()).await?;
+            let records = batch::record_timestamps(&bytes).unwrap_or_default();
+            if let Some((first, _)) = records.into_iter().find(|(_, t)| *t == ts) {
+                return Ok(Some((Offset(first), ts)));
+            }
+        }
+        Ok(Some((Offset(offset), ts)))
     }
 }
 
-/// Length of the longest prefix of `bytes` made of whole batches.
-fn whole_batches_len(bytes: &[u8]) -> usize {
+/// Length of the longest prefix of `bytes` made of whole, valid batches (CRC checked).
+fn verified_batches_len(bytes: &[u8]) -> usize {
     let mut at = 0;
-    while let Some(header) = batch::parse_header(&bytes[at..]) {
-        let size = header.size_bytes();
-        if header.batch_length <= 0 || at + size > bytes.len() {
-            break;
+    while at < bytes.len() {
+        match batch::verify_batch(&bytes[at..]) {
+            Ok(header) => at += header.size_bytes(),
+            Err(_) => break,
         }
-        at += size;
     }
     at
 }

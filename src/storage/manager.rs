@@ -5,7 +5,7 @@
 //! core.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ use super::waiters::WakerSet;
 
 /// How often the flusher wakes without appends (relaxed flush.ms policies).
 pub const FLUSH_TICK_MS: u64 = 100;
+/// Longest time between free-space checks (read-only mode enters and leaves at this pace even
+/// when log.retention.check.interval.ms is longer).
+pub const DISK_CHECK_INTERVAL_MS_MAX: u64 = 5_000;
 /// How often recovery points are checkpointed (Kafka: log.flush.offset.checkpoint.interval.ms).
 pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
 
@@ -53,6 +56,9 @@ pub struct LogManager {
     shard: ShardId,
     context: Rc<ShardContext>,
     partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
+    /// Partitions being loaded, and the wake-up for callers waiting on them.
+    opening: RefCell<HashSet<TopicPartition>>,
+    opened: WakerSet,
     capacity_bytes: Cell<u64>,
 }
 
@@ -77,6 +83,8 @@ impl LogManager {
                 flusher_wake: WakerSet::default(),
             }),
             partitions: RefCell::new(HashMap::new()),
+            opening: RefCell::new(HashSet::new()),
+            opened: WakerSet::default(),
             capacity_bytes: Cell::new(capacity),
         })
     }
@@ -96,10 +104,18 @@ impl LogManager {
         if self.context.closed.get() {
             return Err(StorageError::Closed);
         }
+        // One load per partition at a time: a second caller waits for the first.
+        self.opened
+            .wait_until(|| !self.opening.borrow().contains(tp))
+            .await;
         if let Some(log) = self.get(tp) {
             return Ok(log);
         }
-        let log = recovery::load(self.context.clone(), tp, topic_id, cfg).await?;
+        self.opening.borrow_mut().insert(tp.clone());
+        let loaded = recovery::load(self.context.clone(), tp, topic_id, cfg).await;
+        self.opening.borrow_mut().remove(tp);
+        self.opened.wake_all();
+        let log = loaded?;
         let mut partitions = self.partitions.borrow_mut();
         Ok(partitions.entry(tp.clone()).or_insert(log).clone())
     }
@@ -257,27 +273,33 @@ async fn flusher_loop(manager: Weak<LogManager>, context: Rc<ShardContext>) {
 }
 
 async fn maintenance_loop(manager: Weak<LogManager>) {
+    let mut since_retention_ms = 0;
     let mut since_checkpoint_ms = 0;
     loop {
-        let interval_ms = match manager.upgrade() {
-            Some(m) if !m.context.closed.get() => m
-                .context
-                .broker
-                .retention_check_interval_ms
-                .clamp(10, 60_000),
+        let (tick_ms, retention_ms) = match manager.upgrade() {
+            Some(m) if !m.context.closed.get() => {
+                let retention_ms = m.context.broker.retention_check_interval_ms.max(1);
+                (retention_ms.min(DISK_CHECK_INTERVAL_MS_MAX), retention_ms)
+            }
             _ => break,
         };
-        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        glommio::timer::sleep(Duration::from_millis(tick_ms)).await;
         let Some(manager) = manager.upgrade() else {
             break;
         };
         if manager.context.closed.get() {
             break;
         }
-        if let Err(err) = manager.run_retention(super::flush::wall_clock_ms()).await {
-            tracing::warn!(shard = manager.shard.0, error = %err, "retention pass failed");
+        since_retention_ms += tick_ms;
+        since_checkpoint_ms += tick_ms;
+        if since_retention_ms >= retention_ms {
+            since_retention_ms = 0;
+            if let Err(err) = manager.run_retention(super::flush::wall_clock_ms()).await {
+                tracing::warn!(shard = manager.shard.0, error = %err, "retention pass failed");
+            }
+        } else if let Err(err) = manager.check_disk_space().await {
+            tracing::warn!(shard = manager.shard.0, error = %err, "disk space check failed");
         }
-        since_checkpoint_ms += interval_ms;
         if since_checkpoint_ms >= RECOVERY_POINT_CHECKPOINT_INTERVAL_MS {
             since_checkpoint_ms = 0;
             manager.checkpoint_all().await;

@@ -19,6 +19,7 @@ pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod slice;
 pub mod waiters;
 
 pub use config::{

@@ -17,8 +17,9 @@ use super::batch::{self, BATCH_HEADER_BYTES};
 use super::config::LogConfig;
 use super::error::StorageError;
 use super::file_names::{
-    offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE,
-    LOG_SUFFIX, PARTITION_METADATA_FILE, RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TMP_SUFFIX,
+    offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, INDEX_SUFFIX,
+    LOG_START_OFFSET_FILE, LOG_SUFFIX, PARTITION_METADATA_FILE, RECOVERY_POINT_FILE,
+    SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
 use super::log::{Offsets, PartitionLog};
@@ -87,8 +88,25 @@ pub(super) async fn load(
     } else {
         Some(recovery_point.unwrap_or(i64::MIN))
     };
-    let recovered =
-        recover_segments(io.as_ref(), &mut segments, start, interval, &mut apply).await?;
+    let missing_indexes: Vec<i64> = bases
+        .iter()
+        .filter(|base| {
+            [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+                .iter()
+                .any(|suffix| !names.contains(&offset_file_name(**base, suffix)))
+        })
+        .map(|base| base.0)
+        .collect();
+    let recovered = recover_segments(
+        io.as_ref(),
+        &mut segments,
+        start,
+        interval,
+        index_bytes,
+        &missing_indexes,
+        &mut apply,
+    )
+    .await?;
 
     let Some(active) = segments.values().next_back().cloned() else {
         return Err(StorageError::CorruptRecord(
@@ -159,6 +177,8 @@ async fn recover_segments(
     segments: &mut BTreeMap<i64, Rc<Segment>>,
     start: Option<i64>,
     interval: u64,
+    index_bytes: u64,
+    missing_indexes: &[i64],
     apply: &mut impl FnMut(&batch::BatchHeader),
 ) -> Result<u64, StorageError> {
     let bases: Vec<i64> = segments.keys().copied().collect();
@@ -181,22 +201,35 @@ async fn recover_segments(
         }
     };
     let mut scanned = 0;
-    for base in bases.iter().copied().filter(|b| *b >= first_scanned) {
+    for base in bases.iter().copied() {
+        let rebuild = missing_indexes.contains(&base);
+        if base < first_scanned && !rebuild {
+            continue;
+        }
         let Some(segment) = segments.get(&base).cloned() else {
             continue;
         };
         segment.ensure_indexes().await?;
         let position = match start_offset {
+            _ if rebuild => 0,
             Some(point) if base == first_scanned => segment.index_position(point),
             Some(_) => 0,
             None => segment.index_position(i64::MAX),
         };
+        if rebuild {
+            tracing::warn!(
+                base,
+                "index files missing: rebuilding them from the segment"
+            );
+        }
         let outcome = segment
             .recover_from(position, interval, &mut *apply)
             .await?;
         scanned += outcome.scanned_bytes;
         if base != last {
             segment.write_indexes(true, 0).await?;
+        } else if rebuild {
+            segment.write_indexes(false, index_bytes).await?;
         }
         if outcome.truncated {
             tracing::warn!(

@@ -18,11 +18,13 @@ use crate::model::Offset;
 use super::appender::{align_down, Appender, PendingWrite};
 use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use super::file_names::{offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use super::index::{OffsetIndex, TimeIndex};
+use super::index::{OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::io::{FileKind, IoFile, StorageIo};
 
 /// Bytes read per I/O when scanning a segment during recovery.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes read per I/O when loading an index file (a multiple of both entry sizes).
+const INDEX_READ_CHUNK_BYTES: usize = 96 * 1024;
 /// No timestamp known (Kafka's NO_TIMESTAMP).
 pub const NO_TIMESTAMP: i64 = -1;
 
@@ -179,8 +181,12 @@ impl Segment {
         }
         let offsets = self.read_whole(INDEX_SUFFIX).await?;
         let times = self.read_whole(TIME_INDEX_SUFFIX).await?;
-        let offset_index = OffsetIndex::decode(&offsets);
+        let mut offset_index = OffsetIndex::decode(&offsets);
         let time_index = TimeIndex::decode(&times);
+        // Sanity: an entry pointing past the end of the log is dropped (lookups then scan from
+        // the last valid entry); recovery rebuilds missing index files.
+        let size = self.size();
+        offset_index.truncate_to_position(u32::try_from(size).unwrap_or(u32::MAX));
         let mut state = self.state.borrow_mut();
         if state.offset_index.is_some() {
             return Ok(());
@@ -195,12 +201,44 @@ impl Segment {
         Ok(())
     }
 
+    /// Reads an index file up to its first all-zero entry (the preallocated padding of an
+    /// active segment's index is never read in full). Absent file = no entries.
     async fn read_whole(&self, suffix: &str) -> io::Result<Vec<u8>> {
-        Ok(self
+        let entry_bytes = if suffix == INDEX_SUFFIX {
+            OFFSET_INDEX_ENTRY_BYTES
+        } else {
+            TIME_INDEX_ENTRY_BYTES
+        };
+        let file = match self
             .io
-            .read_file(&self.path(suffix))
-            .await?
-            .unwrap_or_default())
+            .open(&self.path(suffix), FileKind::Buffered, false)
+            .await
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let size = file.file_size().await?;
+        let mut out = Vec::new();
+        while (out.len() as u64) < size {
+            let chunk = file
+                .read_at(out.len() as u64, INDEX_READ_CHUNK_BYTES)
+                .await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let padding = chunk
+                .chunks_exact(entry_bytes)
+                .position(|e| e.iter().all(|b| *b == 0));
+            match padding {
+                Some(entry) => {
+                    out.extend_from_slice(&chunk[..entry * entry_bytes]);
+                    break;
+                }
+                None => out.extend_from_slice(&chunk),
+            }
+        }
+        Ok(out)
     }
 
     /// segment.bytes / segment.ms / full index / relative-offset overflow (Kafka's shouldRoll).

@@ -13,7 +13,7 @@ use super::config::{Acks, LogConfig};
 use super::error::StorageError;
 use super::fault_io::{FaultyIo, WriteFault};
 use super::file_names::{offset_file_path, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
-use super::io::DiskSpace;
+use super::io::{DiskSpace, StorageIo};
 use super::log::PartitionLog;
 use super::manager::LogManager;
 use super::test_util::*;
@@ -186,7 +186,7 @@ fn roll_by_size_and_index_full_and_lookups() {
         assert_eq!(log.offset_for_timestamp(991).await.expect("ts"), None);
         assert_eq!(
             log.max_timestamp().await.expect("max"),
-            Some((Offset(199), 990))
+            Some((Offset(198), 990))
         );
     });
 }
@@ -728,5 +728,157 @@ fn acks_none_and_leader_resolve_and_wait_hwm() {
         manager.remove_partition(&tp()).await.expect("remove");
         assert!(!io.exists(&log_path(&log, 0)));
         manager.shutdown().await;
+    });
+}
+
+#[test]
+fn roll_by_segment_ms_counts_from_first_batch() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_ms: Some(1000),
+            ..small_config()
+        };
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("open");
+        log.append(batch_at(10_000, 1, 10), opts(Acks::All, 10_000))
+            .await
+            .expect("append");
+        log.append(batch_at(10_500, 1, 10), opts(Acks::All, 10_900))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 1);
+        log.append(batch_at(11_500, 1, 10), opts(Acks::All, 11_001))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_base_offsets(), vec![Offset(0), Offset(2)]);
+    });
+}
+
+#[test]
+fn acks_none_without_flusher_is_written() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        let result = log
+            .append(batch_at(1, 2, 10), opts(Acks::None, 0))
+            .await
+            .expect("append");
+        assert_eq!(result.last_offset, Offset(1));
+        assert_eq!(log.high_watermark(), Offset(2));
+    });
+}
+
+#[test]
+fn real_io_concurrent_appends_survive_unclean_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let topic_id = uuid::Uuid::new_v4();
+        let cfg = LogConfig {
+            segment_bytes: 32 * 1024,
+            ..small_config()
+        };
+        {
+            let manager = LogManager::new(ShardId(0), broker_config(&path));
+            manager.start_background();
+            let log = manager
+                .open_partition(&tp(), topic_id, cfg.clone())
+                .await
+                .expect("open");
+            let appends = (0..200).map(|i| {
+                let log = log.clone();
+                async move {
+                    log.append(
+                        batch_at(i, 1 + (i as usize % 4), 50 + (i as usize * 7) % 300),
+                        opts(Acks::All, 0),
+                    )
+                    .await
+                }
+            });
+            let results = futures::future::join_all(appends).await;
+            assert!(results.iter().all(Result::is_ok));
+            assert!(log.segment_count() > 2);
+            assert_eq!(log.high_watermark(), log.log_end_offset());
+            // No shutdown: the next open is unclean and must verify every batch.
+        }
+        let manager = LogManager::new(ShardId(0), broker_config(&path));
+        let log = manager
+            .open_partition(&tp(), topic_id, cfg)
+            .await
+            .expect("recover");
+        let headers = read_all(&log, 0).await;
+        assert_eq!(headers.len(), 200);
+        let records: i64 = (0..200).map(|i| 1 + (i % 4)).sum();
+        assert_eq!(log.log_end_offset(), Offset(records));
+        manager.shutdown().await;
+    });
+}
+
+#[test]
+fn timestamp_lookups_are_per_record() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        let batch = Bytes::from(encode_batch(&[100, 250, 150, 200], 10, NO_PRODUCER));
+        log.append(batch, opts(Acks::All, 0)).await.expect("append");
+        assert_eq!(
+            log.offset_for_timestamp(100).await.expect("ts"),
+            Some((Offset(0), 100))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(120).await.expect("ts"),
+            Some((Offset(1), 250))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(250).await.expect("ts"),
+            Some((Offset(1), 250))
+        );
+        assert_eq!(log.offset_for_timestamp(251).await.expect("ts"), None);
+        assert_eq!(
+            log.max_timestamp().await.expect("max"),
+            Some((Offset(1), 250))
+        );
+    });
+}
+
+#[test]
+fn missing_index_files_are_rebuilt() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_bytes: 4096,
+            ..small_config()
+        };
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+            .await
+            .expect("open");
+        for i in 0..30 {
+            log.append(batch_at(i, 1, 300), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        manager.shutdown().await;
+        let dir = data_dir().join("t-0");
+        let index = offset_file_path(&dir, Offset(0), super::file_names::INDEX_SUFFIX);
+        let before = io.file_bytes(&index).expect("index exists");
+        assert!(!before.is_empty());
+        io.remove_file(&index).await.expect("remove");
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("reopen");
+        assert_eq!(io.file_bytes(&index), Some(before), "rebuilt identically");
+        assert_eq!(read_all(&log, 0).await.len(), 30);
     });
 }

@@ -15,7 +15,10 @@ def admin(broker):
 
 
 def create_topic(broker, name, partitions=1, config=None):
-    futures = admin(broker).create_topics(
+    # Keep the AdminClient referenced until the future resolves: a collected client destroys
+    # its handle and fails the pending request.
+    a = admin(broker)
+    futures = a.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=20)
     futures[name].result(TIMEOUT_S)
@@ -119,8 +122,8 @@ def test_offsets_for_times(broker, topic_name):
 def test_describe_configs(broker, topic_name):
     create_topic(broker, topic_name, config={"retention.ms": "7200000",
                                              "max.message.bytes": "200000"})
-    [future] = admin(broker).describe_configs(
-        [ConfigResource(ResourceType.TOPIC, topic_name)]).values()
+    a = admin(broker)
+    [future] = a.describe_configs([ConfigResource(ResourceType.TOPIC, topic_name)]).values()
     entries = future.result(TIMEOUT_S)
     assert entries["retention.ms"].value == "7200000"
     assert entries["max.message.bytes"].value == "200000"
@@ -130,9 +133,10 @@ def test_describe_configs(broker, topic_name):
 def test_delete_topic(broker, topic_name):
     create_topic(broker, topic_name, partitions=2)
     produce(producer(broker), topic_name, [(b"k", b"v", None, 0)])
-    admin(broker).delete_topics([topic_name], operation_timeout=20)[topic_name].result(TIMEOUT_S)
+    a = admin(broker)
+    a.delete_topics([topic_name], operation_timeout=20)[topic_name].result(TIMEOUT_S)
     deadline = time.monotonic() + TIMEOUT_S
-    while topic_name in admin(broker).list_topics(timeout=5).topics:
+    while topic_name in a.list_topics(timeout=5).topics:
         assert time.monotonic() < deadline, "deleted topic still listed"
         time.sleep(0.05)
 

@@ -1,0 +1,158 @@
+//! File slices for the zero-copy fetch path.
+//!
+//! A fetch is answered with a range of a segment file rather than with bytes:
+//! the connection sends it with sendfile(2) from the page cache. Whether the
+//! range is resident is asked with cachestat(2) (Linux 6.5+); a range that is
+//! not resident is read with an io_uring buffered read (never blocking the
+//! executor), which also brings it into the page cache for the next reader.
+//! Writes are O_DIRECT and do not populate the cache, so the first read of a
+//! range is always the copied path.
+//!
+//! The slice holds its own read-only descriptor (`Arc<File>`), so retention may
+//! delete the segment while a send is in flight.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::file_names::LOG_SUFFIX;
+use super::log::PartitionLog;
+use super::StorageError;
+use crate::model::Offset;
+
+/// A range of a segment file holding whole batches (the last one may be cut
+/// short by the byte limit, as Kafka's own fetch does; clients drop it).
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+/// What a fetch of one partition found.
+pub struct SliceRead {
+    pub path: Option<PathBuf>,
+    pub position: u64,
+    pub len: usize,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+impl PartitionLog {
+    /// The file range a fetch at `offset` should send: from the batch holding
+    /// `offset`, up to `max_bytes` (at least that batch if `min_one_batch`),
+    /// never beyond the high watermark. `path` is `None` when there is nothing to send.
+    pub async fn read_slice(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<SliceRead, StorageError> {
+        let hwm = self.high_watermark();
+        let log_start = self.log_start_offset();
+        let mut result = SliceRead {
+            path: None,
+            position: 0,
+            len: 0,
+            high_watermark: hwm,
+            log_start_offset: log_start,
+        };
+        if offset < log_start || offset > hwm {
+            return Err(self.out_of_range(offset));
+        }
+        if offset == hwm {
+            return Ok(result);
+        }
+        let offsets = self.offsets.get();
+        for segment in self.segments_from(offset.0) {
+            let limit = Self::visible_limit(&segment, &offsets);
+            let Some((position, header)) = segment.find_batch(offset.0, limit).await? else {
+                continue;
+            };
+            let available = (limit - position) as usize;
+            let mut want = available.min(max_bytes);
+            if want < header.size_bytes() {
+                if !min_one_batch {
+                    return Ok(result);
+                }
+                want = header.size_bytes().min(available);
+            }
+            result.path = Some(segment.path(LOG_SUFFIX));
+            result.position = position;
+            result.len = want;
+            return Ok(result);
+        }
+        Ok(result)
+    }
+}
+
+/// Opens a read-only, buffered (page-cache) descriptor for a segment.
+pub fn open_for_send(path: &PathBuf) -> std::io::Result<Arc<File>> {
+    File::open(path).map(Arc::new)
+}
+
+/// True when every page of the range is in the page cache (cachestat(2)).
+/// False when not, or when the kernel cannot tell (then the copied path is taken).
+pub fn is_resident(file: &File, position: u64, len: usize) -> bool {
+    #[repr(C)]
+    struct CachestatRange {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Cachestat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    const PAGE: u64 = 4096;
+    if len == 0 {
+        return true;
+    }
+    let first = position / PAGE;
+    let last = (position + len as u64 - 1) / PAGE;
+    let range = CachestatRange {
+        off: first * PAGE,
+        len: (last - first + 1) * PAGE,
+    };
+    let mut stat = Cachestat::default();
+    // SAFETY: both pointers refer to live, properly laid out structs for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    r == 0 && stat.nr_cache > last - first
+}
+
+/// Reads a range through the page cache with io_uring (the executor never blocks;
+/// the pages stay cached for the next reader).
+pub async fn read_cold(path: &PathBuf, position: u64, len: usize) -> std::io::Result<Bytes> {
+    let file = glommio::io::BufferedFile::open(path)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let read = file
+        .read_at(position, len)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let _ = file.close().await;
+    let read = read?;
+    if read.len() != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "segment shorter than its index",
+        ));
+    }
+    Ok(Bytes::copy_from_slice(&read))
+}

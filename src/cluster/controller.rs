@@ -30,6 +30,8 @@ pub enum ControllerCommand {
     },
     DeleteTopic {
         name: String,
+        /// When the client named the topic by id: delete only if the name still has this id.
+        id: Option<crate::model::TopicId>,
     },
     CreatePartitions {
         name: String,
@@ -56,6 +58,8 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error("This server does not host this topic-partition.")]
     UnknownTopic,
+    #[error("This server does not host this topic ID.")]
+    UnknownTopicId,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("metadata could not be persisted: {0}")]
@@ -95,6 +99,26 @@ pub fn apply(
                     limits::TOPIC_PARTITIONS_MAX
                 )));
             }
+            if *replication_factor < 1 {
+                return Err(ControllerError::InvalidReplicationFactor(
+                    "Replication factor must be larger than 0.".into(),
+                ));
+            }
+            if let Some(other) = image.topics.keys().find(|n| collides(n, name)) {
+                return Err(ControllerError::InvalidTopic(format!(
+                    "Topic '{name}' collides with existing topic: {other}"
+                )));
+            }
+            if *replication_factor < 1 {
+                return Err(ControllerError::InvalidReplicationFactor(
+                    "Replication factor must be larger than 0.".into(),
+                ));
+            }
+            if let Some(other) = image.topics.keys().find(|n| collides(n, name)) {
+                return Err(ControllerError::InvalidTopic(format!(
+                    "Topic '{name}' collides with existing topic: {other}"
+                )));
+            }
             if *replication_factor != 1 {
                 return Err(ControllerError::InvalidReplicationFactor(format!(
                     "Replication factor: {replication_factor} larger than available brokers: 1."
@@ -114,7 +138,12 @@ pub fn apply(
             next.topics.insert(name.clone(), t.clone());
             Outcome::Topic(t)
         }
-        ControllerCommand::DeleteTopic { name } => {
+        ControllerCommand::DeleteTopic { name, id } => {
+            if let Some(id) = id {
+                if next.topics.get(name).map(|t| t.id) != Some(*id) {
+                    return Err(ControllerError::UnknownTopicId);
+                }
+            }
             let t = next
                 .topics
                 .remove(name)
@@ -131,6 +160,12 @@ pub fn apply(
                 .topics
                 .get_mut(name)
                 .ok_or(ControllerError::UnknownTopic)?;
+            if t.internal {
+                // Growing __consumer_offsets would move every group to another partition.
+                return Err(ControllerError::InvalidRequest(format!(
+                    "Cannot add partitions to internal topic {name}"
+                )));
+            }
             if *count <= t.partitions {
                 return Err(ControllerError::InvalidPartitions(format!(
                     "Topic currently has {} partitions, which is higher than the requested {count}.",
@@ -225,6 +260,11 @@ fn altered(
     }
 }
 
+/// Kafka treats `.` and `_` alike when checking for colliding topic names (metrics names).
+fn collides(existing: &str, new: &str) -> bool {
+    existing != new && existing.replace('.', "_") == new.replace('.', "_")
+}
+
 /// Kafka's rule: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     let bad = |why: String| Err(ControllerError::InvalidTopic(why));
@@ -289,6 +329,22 @@ mod tests {
             apply(&img, &create("a", 1)),
             Err(ControllerError::TopicAlreadyExists(_))
         ));
+    }
+
+    #[test]
+    fn colliding_names_and_stale_ids_are_refused() {
+        let (img, _) = apply(&empty(), &create("a.b", 1)).unwrap();
+        assert!(matches!(apply(&img, &create("a_b", 1)), Err(ControllerError::InvalidTopic(_))));
+        let stale = ControllerCommand::DeleteTopic {
+            name: "a.b".into(),
+            id: Some(uuid::Uuid::new_v4()),
+        };
+        assert!(matches!(apply(&img, &stale), Err(ControllerError::UnknownTopicId)));
+        let current = ControllerCommand::DeleteTopic {
+            name: "a.b".into(),
+            id: Some(img.topics["a.b"].id),
+        };
+        assert!(apply(&img, &current).is_ok());
     }
 
     #[test]

@@ -149,10 +149,9 @@ pub fn check_replicas(broker_ids: &[BrokerId], node_id: i32) -> Result<(), Admin
     }
 }
 
-/// Kafka answers INVALID_REPLICA_ASSIGNMENT (39); errors.rs has no such code yet, so
-/// INVALID_REQUEST (also non-retriable) stands in.
+/// Kafka's INVALID_REPLICA_ASSIGNMENT.
 pub fn invalid_assignment(message: String) -> AdminError {
-    AdminError::new(code::INVALID_REQUEST, message)
+    AdminError::new(code::INVALID_REPLICA_ASSIGNMENT, message)
 }
 
 /// The controller command for one requested topic, with the broker's defaults filled in.
@@ -338,7 +337,7 @@ mod tests {
         let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[3]), assignment(2, &[3])]);
         assert_eq!(
             command_for(&b, 3, &t).unwrap_err().code,
-            code::INVALID_REQUEST
+            code::INVALID_REPLICA_ASSIGNMENT
         );
         let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[4])]);
         assert!(command_for(&b, 3, &t)

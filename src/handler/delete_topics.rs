@@ -51,9 +51,9 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             .collect()
     };
     if !shard.config.flag("delete.topic.enable") {
-        // Kafka: INVALID_REQUEST before v3, TOPIC_DELETION_DISABLED (73) from v3. errors.rs has no
-        // code 73 yet, so every version gets INVALID_REQUEST for now.
-        let refused = AdminError::new(code::INVALID_REQUEST, "Topic deletion is disabled.");
+        // Kafka: INVALID_REQUEST before v3, TOPIC_DELETION_DISABLED from v3.
+        let refused_code = if ctx.api_version >= 3 { code::TOPIC_DELETION_DISABLED } else { code::INVALID_REQUEST };
+        let refused = AdminError::new(refused_code, "Topic deletion is disabled.");
         let answers = targets.into_iter().map(|t| Answer {
             name: t.name,
             id: t.id,
@@ -65,7 +65,10 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
     let deletions = names.into_iter().map(|(name, id)| async move {
         let outcome = submit(
             shard,
-            ControllerCommand::DeleteTopic { name: name.clone() },
+            ControllerCommand::DeleteTopic {
+                name: name.clone(),
+                id: (!id.is_nil()).then_some(id),
+            },
             false,
         )
         .await;

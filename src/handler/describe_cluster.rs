@@ -35,9 +35,12 @@ fn describe(
     // The response's `endpoint_type` stays BROKERS: that is what answered.
     let resp = DescribeClusterResponse::default();
     if version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
-        // Kafka: MISMATCHED_ENDPOINT_TYPE (114) for CONTROLLER, UNSUPPORTED_ENDPOINT_TYPE (115)
-        // for an unknown type. errors.rs has neither code yet, so INVALID_REQUEST (what Kafka
-        // answers at v0, and also non-retriable) stands in.
+        // Kafka: MISMATCHED_ENDPOINT_TYPE for CONTROLLER, UNSUPPORTED_ENDPOINT_TYPE otherwise.
+        let error = if req.endpoint_type == ENDPOINT_TYPE_CONTROLLERS {
+            code::MISMATCHED_ENDPOINT_TYPE
+        } else {
+            code::UNSUPPORTED_ENDPOINT_TYPE
+        };
         let message = match req.endpoint_type {
             ENDPOINT_TYPE_CONTROLLERS => {
                 "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER"
@@ -46,7 +49,7 @@ fn describe(
             other => format!("Unsupported endpoint type {other}"),
         };
         return resp
-            .with_error_code(code::INVALID_REQUEST)
+            .with_error_code(error)
             .with_error_message(Some(str_bytes(message)));
     }
     let b = &image.broker;
@@ -114,7 +117,7 @@ mod tests {
     fn controller_endpoints_are_refused() {
         let req = DescribeClusterRequest::default().with_endpoint_type(2);
         let r = describe(&image(), 1, &req);
-        assert_eq!((r.error_code, r.endpoint_type), (code::INVALID_REQUEST, 1));
+        assert_eq!((r.error_code, r.endpoint_type), (code::MISMATCHED_ENDPOINT_TYPE, 1));
         assert!(r.error_message.unwrap().contains("CONTROLLER"));
         assert!(r.brokers.is_empty());
         let r = describe(
@@ -122,7 +125,7 @@ mod tests {
             1,
             &DescribeClusterRequest::default().with_endpoint_type(9),
         );
-        assert_eq!(r.error_code, code::INVALID_REQUEST);
+        assert_eq!(r.error_code, code::UNSUPPORTED_ENDPOINT_TYPE);
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
@@ -83,6 +87,7 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
         ControllerError::InvalidConfig(_) => code::INVALID_CONFIG,
         ControllerError::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ControllerError::UnknownTopicId => code::UNKNOWN_TOPIC_ID,
         ControllerError::InvalidRequest(_) => code::INVALID_REQUEST,
         ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
     }

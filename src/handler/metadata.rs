@@ -15,6 +15,8 @@ use crate::runtime::messages::{ShardRequest, ShardResponse};
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     let v = ctx.api_version;
     let image = ctx.shard.metadata();
+    let req_cluster_ops = req.include_cluster_authorized_operations;
+    let req_topic_ops = req.include_topic_authorized_operations;
     let mut topics = Vec::new();
     let all = match &req.topics {
         None => true,
@@ -70,6 +72,15 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     if v >= 2 {
         resp = resp.with_cluster_id(Some(str_bytes(image.cluster_id.clone())));
     }
+    // No authorizer yet: every operation is allowed, as Kafka reports without one.
+    if (8..=10).contains(&v) && req_cluster_ops {
+        resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS_ALL);
+    }
+    if v >= 8 && req_topic_ops {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == code::NONE) {
+            t.topic_authorized_operations = TOPIC_OPERATIONS_ALL;
+        }
+    }
     resp
 }
 
@@ -99,6 +110,11 @@ async fn auto_create(ctx: &RequestContext, name: &str, v: i16) -> MetadataRespon
             .with_name(Some(TopicName(str_bytes(name)))),
     }
 }
+
+/// Bit sets of Kafka's AclOperation codes a client may perform, as Kafka's
+/// broker reports them when no authorizer is configured.
+const CLUSTER_OPERATIONS_ALL: i32 = 8096;
+const TOPIC_OPERATIONS_ALL: i32 = 3576;
 
 pub fn topic_entry(image: &MetadataImage, t: &TopicImage, v: i16) -> MetadataResponseTopic {
     let node = BrokerId(image.broker.node_id);

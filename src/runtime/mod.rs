@@ -349,7 +349,7 @@ fn short(cmd: &ControllerCommand) -> String {
         ControllerCommand::CreateTopic {
             name, partitions, ..
         } => format!("create topic {name} ({partitions})"),
-        ControllerCommand::DeleteTopic { name } => format!("delete topic {name}"),
+        ControllerCommand::DeleteTopic { name, .. } => format!("delete topic {name}"),
         ControllerCommand::CreatePartitions { name, count } => {
             format!("partitions of {name} -> {count}")
         }

@@ -16,6 +16,9 @@ pub const APPEND_BUFFER_BYTES_MIN: usize = 64 * 1024;
 /// Bytes queued but not yet written above which an append first waits for a write.
 pub const APPEND_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+const _: () = assert!(APPEND_BUFFER_BYTES_MIN <= APPEND_BUFFER_BYTES_MAX);
+const _: () = assert!(APPEND_BUFFER_BYTES_MIN.is_power_of_two());
+
 /// One write to issue: `buf` goes to `pos`; afterwards the file holds valid bytes up to `end`.
 pub struct PendingWrite {
     pub buf: IoBuffer,

@@ -47,6 +47,8 @@ struct State {
 pub struct FaultyIo {
     state: Rc<RefCell<State>>,
     fail_fsync: Rc<Cell<bool>>,
+    /// Opens to let through before one fails: `Some(n)`.
+    fail_open_after: Rc<Cell<Option<u32>>>,
     disk_space: Rc<Cell<Option<DiskSpace>>>,
     direct_writes: Rc<Cell<u64>>,
     fsyncs: Rc<Cell<u64>>,
@@ -63,6 +65,10 @@ impl FaultyIo {
     /// Makes every fdatasync fail with EIO while set.
     pub fn set_fsync_fails(&self, fails: bool) {
         self.fail_fsync.set(fails);
+    }
+    /// Lets `after` more opens succeed, then fails one with EIO.
+    pub fn fail_open_after(&self, after: u32) {
+        self.fail_open_after.set(Some(after));
     }
     /// Sets what `disk_space` reports (default: 1 TiB free of 1 TiB).
     pub fn set_disk_space(&self, space: DiskSpace) {
@@ -206,6 +212,14 @@ impl StorageIo for FaultyIo {
         create: bool,
     ) -> IoFuture<'a, Rc<dyn IoFile>> {
         Box::pin(async move {
+            match self.fail_open_after.get() {
+                Some(0) => {
+                    self.fail_open_after.set(None);
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                Some(n) => self.fail_open_after.set(Some(n - 1)),
+                None => {}
+            }
             let mut state = self.state.borrow_mut();
             let file = match state.files.get(path) {
                 Some(file) => file.clone(),

@@ -46,14 +46,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Whether a relaxed-policy fsync is due (the flusher's timer asks).
+    /// Whether an fsync is due without a new append: a relaxed policy's timer or message count,
+    /// or a retry after a failed fdatasync under the default policy (the flusher's tick asks).
     pub(super) fn fsync_due(&self) -> bool {
         let offsets = self.offsets.get();
         let since = (wall_clock_ms() - self.last_fsync_ms.get()).max(0) as u64;
-        offsets.durable < offsets.written
-            && self
-                .flush_policy()
-                .fsync_due(self.unflushed_messages.get(), since)
+        let policy = self.flush_policy();
+        !self.closed.get()
+            && offsets.durable < offsets.written
+            && (policy.is_sync() || policy.fsync_due(self.unflushed_messages.get(), since))
     }
 
     async fn write_queued(&self) -> Result<(), StorageError> {

@@ -87,7 +87,47 @@ pub struct PartitionLog {
     pub(super) closed: Cell<bool>,
 }
 
+/// What recovery hands to [`PartitionLog::from_loaded`].
+pub(super) struct LoadedLog {
+    pub dir: PathBuf,
+    pub segments: BTreeMap<i64, Rc<Segment>>,
+    pub offsets: Offsets,
+    pub producers: ProducerStateManager,
+    pub recovery_point: i64,
+    pub recovered_bytes: u64,
+}
+
 impl PartitionLog {
+    pub(super) fn from_loaded(
+        shard: Rc<ShardContext>,
+        tp: &TopicPartition,
+        topic_id: TopicId,
+        config: LogConfig,
+        loaded: LoadedLog,
+    ) -> Rc<PartitionLog> {
+        loaded.offsets.check();
+        Rc::new_cyclic(|me| PartitionLog {
+            me: me.clone(),
+            tp: tp.clone(),
+            topic_id,
+            dir: loaded.dir,
+            shard,
+            config: RefCell::new(config),
+            segments: RefCell::new(loaded.segments),
+            offsets: Cell::new(loaded.offsets),
+            producers: RefCell::new(loaded.producers),
+            waiters: RefCell::new(VecDeque::new()),
+            hwm_waiters: WakerSet::default(),
+            append_lock: futures::lock::Mutex::new(()),
+            flush_lock: futures::lock::Mutex::new(()),
+            unflushed_messages: Cell::new(0),
+            last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
+            recovery_point: Cell::new(loaded.recovery_point),
+            recovered_bytes: Cell::new(loaded.recovered_bytes),
+            closed: Cell::new(false),
+        })
+    }
+
     pub fn topic_partition(&self) -> &TopicPartition {
         &self.tp
     }
@@ -246,7 +286,10 @@ impl PartitionLog {
             .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
             .sum();
         let last_offset = self.offsets.get().log_end + deltas - 1;
-        if active.should_roll(bytes, now_ms, last_offset, &self.roll_limits()) {
+        // A roll that sealed the old segment but failed to create the next one is finished here.
+        if !active.is_active()
+            || active.should_roll(bytes, now_ms, last_offset, &self.roll_limits())
+        {
             self.roll().await?;
         } else if active.mark().size - active.committed_mark().size > APPEND_BUFFER_BYTES_MAX as u64
         {
@@ -334,12 +377,14 @@ impl PartitionLog {
         let _flush = self.flush_lock.lock().await;
         let active = self.active_segment();
         let index_bytes = self.config.borrow().segment_index_bytes;
-        active.seal(index_bytes).await?;
+        if active.is_active() {
+            active.seal(index_bytes).await?;
+        }
         let base = self.offsets.get().log_end;
         let segment =
             Segment::create(self.shard.io.clone(), &self.dir, Offset(base), index_bytes).await?;
-        self.shard.io.sync_dir(&self.dir).await?;
         self.segments.borrow_mut().insert(base, segment);
+        self.shard.io.sync_dir(&self.dir).await?;
         tracing::debug!(partition = %self.tp, base, "rolled segment");
         Ok(())
     }

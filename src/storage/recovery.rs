@@ -6,8 +6,7 @@
 //! or zero tail) and later segments are deleted; indexes are rebuilt for what was scanned.
 //! Recovery time therefore grows with the data written since the last checkpoint.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -22,11 +21,10 @@ use super::file_names::{
     SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
-use super::log::{Offsets, PartitionLog};
+use super::log::{LoadedLog, Offsets, PartitionLog};
 use super::manager::ShardContext;
 use super::producer_state::ProducerStateManager;
 use super::segment::Segment;
-use super::waiters::WakerSet;
 
 /// Opens (creating if absent) and recovers the log of `tp`.
 pub(super) async fn load(
@@ -55,30 +53,13 @@ pub(super) async fn load(
     let index_bytes = config.segment_index_bytes;
     let interval = config.index_interval_bytes;
 
-    let mut segments = BTreeMap::new();
-    if bases.is_empty() {
-        let base = Offset(log_start_checkpoint.unwrap_or(0).max(0));
-        let segment = Segment::create(io.clone(), &dir, base, index_bytes).await?;
-        io.sync_dir(&dir).await?;
-        segments.insert(base.0, segment);
-    } else {
-        for base in &bases {
-            let file = io
-                .open(
-                    &offset_file_path(&dir, *base, LOG_SUFFIX),
-                    FileKind::Direct,
-                    false,
-                )
-                .await?;
-            let size = file.file_size().await?;
-            segments.insert(
-                base.0,
-                Rc::new(Segment::existing(io.clone(), &dir, *base, size)),
-            );
-        }
-    }
+    let mut segments = open_segments(&io, &dir, &bases, log_start_checkpoint, index_bytes).await?;
+    drop_segments_below(&mut segments, log_start_checkpoint).await?;
+    let bases: Vec<Offset> = segments.keys().map(|b| Offset(*b)).collect();
     let (snapshot_offset, mut producers) = load_snapshot(io.as_ref(), &dir, &names).await?;
+    let mut leader_epoch = 0;
     let mut apply = |header: &batch::BatchHeader| {
+        leader_epoch = leader_epoch.max(header.partition_leader_epoch);
         if header.base_offset >= snapshot_offset {
             producers.update(header);
         }
@@ -134,39 +115,92 @@ pub(super) async fn load(
         durable: log_end,
         hwm_segment: active.base_offset().0,
         hwm_position: mark.size,
-        leader_epoch: 0,
+        leader_epoch,
     };
     offsets.check();
     if clean {
         io.remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
         io.sync_dir(&dir).await?;
     }
-    tracing::info!(partition = %tp, clean, log_start, log_end, recovered, "partition log loaded");
-    let log = Rc::new_cyclic(|me| PartitionLog {
-        me: me.clone(),
-        tp: tp.clone(),
-        topic_id,
-        dir: dir.clone(),
-        shard: shard.clone(),
-        config: RefCell::new(config),
-        segments: RefCell::new(segments),
-        offsets: Cell::new(offsets),
-        producers: RefCell::new(producers),
-        waiters: RefCell::new(VecDeque::new()),
-        hwm_waiters: WakerSet::default(),
-        append_lock: futures::lock::Mutex::new(()),
-        flush_lock: futures::lock::Mutex::new(()),
-        unflushed_messages: Cell::new(0),
-        last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
-        recovery_point: Cell::new(if clean {
-            log_end
-        } else {
-            recovery_point.unwrap_or(-1)
-        }),
-        recovered_bytes: Cell::new(recovered),
-        closed: Cell::new(false),
-    });
-    Ok(log)
+    if recovered > 0 {
+        tracing::info!(partition = %tp, clean, log_start, log_end, recovered, "partition log recovered");
+    } else {
+        tracing::debug!(partition = %tp, clean, log_start, log_end, "partition log loaded");
+    }
+    let recovery_point = if clean {
+        log_end
+    } else {
+        recovery_point.unwrap_or(-1)
+    };
+    let parts = LoadedLog {
+        dir,
+        segments,
+        offsets,
+        producers,
+        recovery_point,
+        recovered_bytes: recovered,
+    };
+    Ok(PartitionLog::from_loaded(
+        shard, tp, topic_id, config, parts,
+    ))
+}
+
+/// The segments found in the directory (sizes from the files), or a new empty one at the
+/// checkpointed log start offset.
+async fn open_segments(
+    io: &Rc<dyn StorageIo>,
+    dir: &Path,
+    bases: &[Offset],
+    log_start_checkpoint: Option<i64>,
+    index_bytes: u64,
+) -> Result<BTreeMap<i64, Rc<Segment>>, StorageError> {
+    let mut segments = BTreeMap::new();
+    if bases.is_empty() {
+        let base = Offset(log_start_checkpoint.unwrap_or(0).max(0));
+        let segment = Segment::create(io.clone(), dir, base, index_bytes).await?;
+        io.sync_dir(dir).await?;
+        segments.insert(base.0, segment);
+        return Ok(segments);
+    }
+    for base in bases {
+        let path = offset_file_path(dir, *base, LOG_SUFFIX);
+        let size = io
+            .open(&path, FileKind::Direct, false)
+            .await?
+            .file_size()
+            .await?;
+        segments.insert(
+            base.0,
+            Rc::new(Segment::existing(io.clone(), dir, *base, size)),
+        );
+    }
+    Ok(segments)
+}
+
+/// Deletes segments wholly below the checkpointed log start offset: their deletion (retention,
+/// DeleteRecords) was decided before the last stop but may not have reached the files.
+async fn drop_segments_below(
+    segments: &mut BTreeMap<i64, Rc<Segment>>,
+    log_start: Option<i64>,
+) -> Result<(), StorageError> {
+    let Some(log_start) = log_start else {
+        return Ok(());
+    };
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        if pair[1] > log_start {
+            break;
+        }
+        if let Some(segment) = segments.remove(&pair[0]) {
+            tracing::info!(
+                base = pair[0],
+                log_start,
+                "deleting segment below the log start offset"
+            );
+            segment.delete_files().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Scans the segments that may hold unverified bytes. `start`: `None` after a clean shutdown

@@ -117,20 +117,35 @@ impl PartitionLog {
         Ok(self.log_start_offset())
     }
 
+    /// Deletes the `count` oldest segments (never the active one). The new log start offset is
+    /// checkpointed first, so a restart never resurrects a segment whose deletion was pending.
     async fn delete_oldest_segments(&self, count: usize) -> Result<(), StorageError> {
         if count == 0 {
             return Ok(());
         }
+        let (doomed_bases, new_start) = {
+            let segments = self.segments.borrow();
+            assert!(count < segments.len(), "never delete the active segment");
+            let bases: Vec<i64> = segments.keys().take(count + 1).copied().collect();
+            (bases[..count].to_vec(), bases[count])
+        };
+        if new_start > self.offsets.get().log_start {
+            let checkpoint = encode_checkpoint(&self.tp, Offset(new_start));
+            let path = self.dir.join(LOG_START_OFFSET_FILE);
+            self.shard.io.write_file_atomic(&path, checkpoint).await?;
+        }
         let doomed: Vec<Rc<Segment>> = {
             let mut segments = self.segments.borrow_mut();
-            assert!(count < segments.len(), "never delete the active segment");
-            let bases: Vec<i64> = segments.keys().take(count).copied().collect();
-            bases.iter().filter_map(|b| segments.remove(b)).collect()
+            let doomed = doomed_bases
+                .iter()
+                .filter_map(|b| segments.remove(b))
+                .collect();
+            assert!(!segments.is_empty(), "never delete the active segment");
+            doomed
         };
-        let first_base = self.segments.borrow().keys().next().copied().unwrap_or(0);
         let mut offsets = self.offsets.get();
-        if first_base > offsets.log_start {
-            offsets.log_start = first_base;
+        if new_start > offsets.log_start {
+            offsets.log_start = new_start;
             self.set_offsets(offsets);
         }
         let delay_ms = self.config.borrow().file_delete_delay_ms;

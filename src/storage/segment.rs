@@ -25,6 +25,11 @@ use super::io::{FileKind, IoFile, StorageIo};
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes read per I/O when loading an index file (a multiple of both entry sizes).
 const INDEX_READ_CHUNK_BYTES: usize = 96 * 1024;
+const _: () = assert!(
+    INDEX_READ_CHUNK_BYTES.is_multiple_of(OFFSET_INDEX_ENTRY_BYTES)
+        && INDEX_READ_CHUNK_BYTES.is_multiple_of(TIME_INDEX_ENTRY_BYTES)
+);
+const _: () = assert!(SCAN_CHUNK_BYTES >= BATCH_HEADER_BYTES);
 /// No timestamp known (Kafka's NO_TIMESTAMP).
 pub const NO_TIMESTAMP: i64 = -1;
 

@@ -1,15 +1,18 @@
 //! Test helpers: a v2 batch encoder, an executor with small io_memory, and log fixtures.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::model::{LeaderEpoch, ShardId, TopicPartition};
+use crate::model::{LeaderEpoch, Offset, ShardId, TopicPartition};
 
+use super::batch;
 use super::config::{Acks, AppendOptions, LogConfig, StorageBrokerConfig};
 use super::fault_io::FaultyIo;
+use super::file_names::{offset_file_path, LOG_SUFFIX};
+use super::log::PartitionLog;
 use super::manager::LogManager;
 
 /// Idempotent producer fields of a test batch: (producer id, epoch, base sequence).
@@ -113,4 +116,37 @@ pub fn small_config() -> LogConfig {
 
 pub fn fake_manager(io: &FaultyIo, dir: &Path) -> Rc<LogManager> {
     LogManager::with_io(ShardId(0), broker_config(dir), Rc::new(io.clone()))
+}
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from("/data")
+}
+
+pub fn log_path(log: &PartitionLog, base: i64) -> PathBuf {
+    offset_file_path(
+        &data_dir().join(log.topic_partition().dir_name()),
+        Offset(base),
+        LOG_SUFFIX,
+    )
+}
+
+pub async fn read_all(log: &PartitionLog, from: i64) -> Vec<batch::BatchHeader> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < log.high_watermark().0 {
+        let read = log.read(Offset(next), 1 << 20, true).await.expect("read");
+        let batches = batch::split_batches(&read.records).expect("whole, valid batches");
+        assert!(!batches.is_empty());
+        for (_, header) in batches {
+            if header.last_offset() >= next {
+                next = header.last_offset() + 1;
+                out.push(header);
+            }
+        }
+    }
+    out
+}
+
+pub fn log_path_in(dir: &std::path::Path, base: i64) -> PathBuf {
+    offset_file_path(&dir.join("t-0"), Offset(base), LOG_SUFFIX)
 }

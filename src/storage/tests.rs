@@ -1,51 +1,20 @@
 //! Unit tests of the storage layer: each runs in its own glommio executor, on real files in a
 //! tempdir (GlommioIo, O_DIRECT) or on the fault-injecting in-memory seam (FaultyIo).
 
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::model::{Offset, ProducerId, ShardId};
+use crate::model::{Offset, ShardId};
 
 use super::batch;
 use super::config::{Acks, LogConfig};
 use super::error::StorageError;
-use super::fault_io::{FaultyIo, WriteFault};
-use super::file_names::{offset_file_path, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
-use super::io::{DiskSpace, StorageIo};
-use super::log::PartitionLog;
+use super::fault_io::FaultyIo;
+use super::file_names::CLEAN_SHUTDOWN_FILE;
+use super::io::DiskSpace;
 use super::manager::LogManager;
 use super::test_util::*;
-
-fn data_dir() -> PathBuf {
-    PathBuf::from("/data")
-}
-
-fn log_path(log: &PartitionLog, base: i64) -> PathBuf {
-    offset_file_path(
-        &data_dir().join(log.topic_partition().dir_name()),
-        Offset(base),
-        LOG_SUFFIX,
-    )
-}
-
-async fn read_all(log: &PartitionLog, from: i64) -> Vec<batch::BatchHeader> {
-    let mut out = Vec::new();
-    let mut next = from;
-    while next < log.high_watermark().0 {
-        let read = log.read(Offset(next), 1 << 20, true).await.expect("read");
-        let batches = batch::split_batches(&read.records).expect("whole, valid batches");
-        assert!(!batches.is_empty());
-        for (_, header) in batches {
-            if header.last_offset() >= next {
-                next = header.last_offset() + 1;
-                out.push(header);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn real_io_append_read_reopen() {
@@ -109,10 +78,6 @@ fn real_io_append_read_reopen() {
         assert_eq!(result.base_offset, Offset(expected));
         manager.shutdown().await;
     });
-}
-
-fn log_path_in(dir: &std::path::Path, base: i64) -> PathBuf {
-    offset_file_path(&dir.join("t-0"), Offset(base), LOG_SUFFIX)
 }
 
 #[test]
@@ -192,184 +157,6 @@ fn roll_by_size_and_index_full_and_lookups() {
 }
 
 #[test]
-fn crash_drops_unflushed_and_recovery_rebuilds() {
-    run(|| async {
-        let io = FaultyIo::new();
-        let manager = fake_manager(&io, &data_dir());
-        let relaxed = LogConfig {
-            flush_messages: Some(1_000_000),
-            ..small_config()
-        };
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), relaxed.clone())
-            .await
-            .expect("open");
-        for i in 0..10 {
-            log.append(batch_at(i, 1, 50), opts(Acks::All, 0))
-                .await
-                .expect("append");
-        }
-        log.flush(true).await.expect("fsync");
-        for i in 10..20 {
-            // Acked once written (relaxed policy), not fdatasync'ed.
-            log.append(batch_at(i, 1, 50), opts(Acks::All, 0))
-                .await
-                .expect("append");
-        }
-        assert_eq!(log.high_watermark(), Offset(20));
-        io.crash();
-        drop(log);
-        let manager = fake_manager(&io, &data_dir());
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), relaxed)
-            .await
-            .expect("recover");
-        assert_eq!(
-            log.log_end_offset(),
-            Offset(10),
-            "only fdatasync'ed batches survive"
-        );
-        assert_eq!(read_all(&log, 0).await.len(), 10);
-        let result = log
-            .append(batch_at(99, 1, 50), opts(Acks::All, 0))
-            .await
-            .expect("append");
-        assert_eq!(result.base_offset, Offset(10));
-    });
-}
-
-/// Appends `n` one-record batches, then damages the log with `damage` and reopens uncleanly.
-async fn reopen_after_damage(
-    n: i64,
-    damage: impl FnOnce(&FaultyIo, &PathBuf, Vec<u8>),
-) -> Rc<PartitionLog> {
-    let io = FaultyIo::new();
-    let manager = fake_manager(&io, &data_dir());
-    let log = manager
-        .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-        .await
-        .expect("open");
-    for i in 0..n {
-        log.append(batch_at(i, 1, 30), opts(Acks::All, 0))
-            .await
-            .expect("append");
-    }
-    let path = log_path(&log, 0);
-    let bytes = io.file_bytes(&path).expect("log file");
-    damage(&io, &path, bytes);
-    drop(log);
-    let manager = fake_manager(&io, &data_dir());
-    manager
-        .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-        .await
-        .expect("recover")
-}
-
-#[test]
-fn recovery_truncates_torn_corrupt_and_zero_tails() {
-    run(|| async {
-        let batch_len = batch_at(0, 1, 30).len();
-        // Torn: the last batch lost its second half.
-        let log = reopen_after_damage(10, |io, path, bytes| {
-            let logical = 10 * batch_len;
-            io.set_file_bytes(path, bytes[..logical - batch_len / 2].to_vec());
-        })
-        .await;
-        assert_eq!(log.log_end_offset(), Offset(9));
-        // Corrupt CRC in batch 5: batches 5.. are dropped.
-        let log = reopen_after_damage(10, |io, path, mut bytes| {
-            bytes[5 * batch_len + 70] ^= 0xff;
-            io.set_file_bytes(path, bytes);
-        })
-        .await;
-        assert_eq!(log.log_end_offset(), Offset(5));
-        assert_eq!(read_all(&log, 0).await.len(), 5);
-        // Zero tail (O_DIRECT padding, preallocation): ignored.
-        let log = reopen_after_damage(10, |io, path, mut bytes| {
-            bytes.resize(bytes.len() + 8192, 0);
-            io.set_file_bytes(path, bytes);
-        })
-        .await;
-        assert_eq!(log.log_end_offset(), Offset(10));
-        let result = log
-            .append(batch_at(0, 1, 30), opts(Acks::All, 0))
-            .await
-            .expect("append");
-        assert_eq!(result.base_offset, Offset(10));
-    });
-}
-
-#[test]
-fn write_errors_leave_no_visible_half_batch() {
-    run(|| async {
-        for fault in [
-            WriteFault::Enospc,
-            WriteFault::Eio,
-            WriteFault::Short(4096),
-            WriteFault::Torn(4096),
-        ] {
-            let io = FaultyIo::new();
-            let manager = fake_manager(&io, &data_dir());
-            let log = manager
-                .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-                .await
-                .expect("open");
-            log.append(batch_at(1, 3, 100), opts(Acks::All, 0))
-                .await
-                .expect("append");
-            io.inject_write_fault(fault.clone());
-            let big = batch_at(2, 50, 200);
-            let err = log
-                .append(big.clone(), opts(Acks::All, 0))
-                .await
-                .expect_err("fails");
-            assert!(matches!(err, StorageError::Io(_)), "{fault:?}: {err:?}");
-            assert_eq!(log.high_watermark(), Offset(3));
-            assert_eq!(log.log_end_offset(), Offset(3), "rolled back");
-            assert_eq!(read_all(&log, 0).await.len(), 1);
-            let ok = log
-                .append(big, opts(Acks::All, 0))
-                .await
-                .expect("later append");
-            assert_eq!(ok.base_offset, Offset(3));
-            assert_eq!(read_all(&log, 0).await.len(), 2);
-            io.crash();
-            drop(log);
-            let log = fake_manager(&io, &data_dir())
-                .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-                .await
-                .expect("recover");
-            assert_eq!(log.log_end_offset(), Offset(53), "{fault:?}");
-        }
-    });
-}
-
-#[test]
-fn fsync_failure_fails_acks_all_without_advancing_hwm() {
-    run(|| async {
-        let io = FaultyIo::new();
-        let manager = fake_manager(&io, &data_dir());
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-            .await
-            .expect("open");
-        log.append(batch_at(1, 1, 10), opts(Acks::All, 0))
-            .await
-            .expect("append");
-        io.set_fsync_fails(true);
-        let err = log
-            .append(batch_at(1, 1, 10), opts(Acks::All, 0))
-            .await
-            .expect_err("fsync fails");
-        assert!(matches!(err, StorageError::Io(_)));
-        assert_eq!(log.high_watermark(), Offset(1));
-        io.set_fsync_fails(false);
-        log.flush(true).await.expect("fsync again");
-        assert_eq!(log.high_watermark(), Offset(2));
-    });
-}
-
-#[test]
 fn group_commit_covers_many_partitions() {
     run(|| async {
         let io = FaultyIo::new();
@@ -406,46 +193,6 @@ fn group_commit_covers_many_partitions() {
             a.append(batch_at(1, 1, 1), opts(Acks::All, 0)).await,
             Err(StorageError::Closed)
         ));
-    });
-}
-
-#[test]
-fn clean_shutdown_skips_scan_and_keeps_producer_state() {
-    run(|| async {
-        let io = FaultyIo::new();
-        let manager = fake_manager(&io, &data_dir());
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-            .await
-            .expect("open");
-        for seq in 0..30 {
-            let b = Bytes::from(encode_batch(&[seq as i64], 100, (7, 0, seq)));
-            log.append(b, opts(Acks::All, 0)).await.expect("append");
-        }
-        manager.shutdown().await;
-        let log = fake_manager(&io, &data_dir())
-            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
-            .await
-            .expect("reopen");
-        assert!(
-            log.recovered_bytes() < 1024,
-            "scanned {}",
-            log.recovered_bytes()
-        );
-        let entry = log
-            .producer_state(ProducerId(7))
-            .expect("producer restored");
-        assert_eq!(entry.batches.back().map(|b| b.last_seq), Some(29));
-        // A duplicate of the last batch returns its original offset.
-        let dup = Bytes::from(encode_batch(&[29], 100, (7, 0, 29)));
-        assert_eq!(
-            log.append(dup, opts(Acks::All, 0))
-                .await
-                .expect("dup")
-                .base_offset,
-            Offset(29)
-        );
-        assert_eq!(log.log_end_offset(), Offset(30));
     });
 }
 
@@ -662,47 +409,6 @@ fn disk_pressure_enters_and_leaves_read_only() {
 }
 
 #[test]
-fn checkpoint_bounds_recovery_scan() {
-    run(|| async {
-        let io = FaultyIo::new();
-        let manager = fake_manager(&io, &data_dir());
-        let cfg = LogConfig {
-            segment_bytes: 1 << 20,
-            ..small_config()
-        };
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
-            .await
-            .expect("open");
-        for i in 0..200 {
-            log.append(batch_at(i, 1, 200), opts(Acks::All, 0))
-                .await
-                .expect("append");
-        }
-        log.checkpoint().await.expect("checkpoint");
-        for i in 0..5 {
-            log.append(batch_at(i, 1, 200), opts(Acks::All, 0))
-                .await
-                .expect("append");
-        }
-        let size = log.size_bytes();
-        io.crash();
-        drop(log);
-        let log = fake_manager(&io, &data_dir())
-            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
-            .await
-            .expect("recover");
-        assert_eq!(log.log_end_offset(), Offset(205));
-        assert!(
-            log.recovered_bytes() < size / 10,
-            "scanned {} of {size}",
-            log.recovered_bytes()
-        );
-        assert_eq!(read_all(&log, 0).await.len(), 205);
-    });
-}
-
-#[test]
 fn acks_none_and_leader_resolve_and_wait_hwm() {
     run(|| async {
         let io = FaultyIo::new();
@@ -775,52 +481,6 @@ fn acks_none_without_flusher_is_written() {
 }
 
 #[test]
-fn real_io_concurrent_appends_survive_unclean_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().to_owned();
-    run(move || async move {
-        let topic_id = uuid::Uuid::new_v4();
-        let cfg = LogConfig {
-            segment_bytes: 32 * 1024,
-            ..small_config()
-        };
-        {
-            let manager = LogManager::new(ShardId(0), broker_config(&path));
-            manager.start_background();
-            let log = manager
-                .open_partition(&tp(), topic_id, cfg.clone())
-                .await
-                .expect("open");
-            let appends = (0..200).map(|i| {
-                let log = log.clone();
-                async move {
-                    log.append(
-                        batch_at(i, 1 + (i as usize % 4), 50 + (i as usize * 7) % 300),
-                        opts(Acks::All, 0),
-                    )
-                    .await
-                }
-            });
-            let results = futures::future::join_all(appends).await;
-            assert!(results.iter().all(Result::is_ok));
-            assert!(log.segment_count() > 2);
-            assert_eq!(log.high_watermark(), log.log_end_offset());
-            // No shutdown: the next open is unclean and must verify every batch.
-        }
-        let manager = LogManager::new(ShardId(0), broker_config(&path));
-        let log = manager
-            .open_partition(&tp(), topic_id, cfg)
-            .await
-            .expect("recover");
-        let headers = read_all(&log, 0).await;
-        assert_eq!(headers.len(), 200);
-        let records: i64 = (0..200).map(|i| 1 + (i % 4)).sum();
-        assert_eq!(log.log_end_offset(), Offset(records));
-        manager.shutdown().await;
-    });
-}
-
-#[test]
 fn timestamp_lookups_are_per_record() {
     run(|| async {
         let io = FaultyIo::new();
@@ -847,38 +507,5 @@ fn timestamp_lookups_are_per_record() {
             log.max_timestamp().await.expect("max"),
             Some((Offset(1), 250))
         );
-    });
-}
-
-#[test]
-fn missing_index_files_are_rebuilt() {
-    run(|| async {
-        let io = FaultyIo::new();
-        let cfg = LogConfig {
-            segment_bytes: 4096,
-            ..small_config()
-        };
-        let manager = fake_manager(&io, &data_dir());
-        let log = manager
-            .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
-            .await
-            .expect("open");
-        for i in 0..30 {
-            log.append(batch_at(i, 1, 300), opts(Acks::All, 0))
-                .await
-                .expect("append");
-        }
-        manager.shutdown().await;
-        let dir = data_dir().join("t-0");
-        let index = offset_file_path(&dir, Offset(0), super::file_names::INDEX_SUFFIX);
-        let before = io.file_bytes(&index).expect("index exists");
-        assert!(!before.is_empty());
-        io.remove_file(&index).await.expect("remove");
-        let log = fake_manager(&io, &data_dir())
-            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
-            .await
-            .expect("reopen");
-        assert_eq!(io.file_bytes(&index), Some(before), "rebuilt identically");
-        assert_eq!(read_all(&log, 0).await.len(), 30);
     });
 }

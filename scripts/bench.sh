@@ -55,8 +55,11 @@ if [ "$(nproc)" -lt 2 ]; then
     exit 1
 fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release -p sluice -p bench-harness"
-    cargo build --release -p sluice -p bench-harness
+    # Two builds, not one `-p sluice -p bench-harness`: a joint build unifies features across
+    # both packages and rebuilds their shared dependencies a third way.
+    log "cargo build --release -p sluice; cargo build --release -p bench-harness"
+    cargo build --release -p sluice
+    cargo build --release -p bench-harness
 fi
 
 mkdir -p "$RESULTS"
@@ -81,6 +84,9 @@ env | grep -E '^(RECORDS_|E2E_|FIO_|IPERF_|PHASE_|BROKER_BIN|BENCH_BIN|DATA_PARE
     echo "git_dirty=$([ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo yes || echo no)"
 } >"$RESULTS/machine.txt"
 cat "$RESULTS/machine.txt" >&2
+if awk '{ exit !($1 > 1.0) }' /proc/loadavg; then
+    log "WARNING: load average $(cut -d' ' -f1-3 /proc/loadavg) before starting; other work will skew the figures"
+fi
 
 # ---- device limits ---------------------------------------------------------------------------
 log "fio: O_DIRECT sequential write, $FIO_SIZE in 1 MiB blocks, iodepth 8, on $WORK"
@@ -104,6 +110,9 @@ IPERF_PID=""
 CLK_TCK=$(getconf CLK_TCK)
 # utime+stime of the broker in seconds (fields 14 and 15; the comm field has no spaces).
 broker_cpu() { awk -v hz="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$BROKER_PID/stat"; }
+# Whole-machine busy CPU seconds (user+nice+system+irq+softirq) and steal, from /proc/stat.
+machine_busy() { awk -v hz="$CLK_TCK" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat; }
+machine_steal() { awk -v hz="$CLK_TCK" '/^cpu / { printf "%.2f", $9 / hz }' /proc/stat; }
 
 start_broker() { # start_broker CORES CPU_LIST
     local cores=$1 cpus=$2
@@ -143,7 +152,10 @@ run_phase() {
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
         log "$name skipped: broker is not running"; return 0
     fi
-    local before after status=0
+    local before after load_before busy_before steal_before status=0
+    load_before=$(cut -d' ' -f1 /proc/loadavg)
+    busy_before=$(machine_busy)
+    steal_before=$(machine_steal)
     before=$(broker_cpu)
     timeout "$PHASE_TIMEOUT" taskset -c 1 "$BENCH_BIN" "$@" --bootstrap-server "$BOOTSTRAP" \
         --report "$RESULTS/$name.json" --label "$name" --broker-config "$BROKER_CONFIG" \
@@ -152,7 +164,12 @@ run_phase() {
         log "$name: broker exited during the phase"; tail -20 "$RESULTS"/broker-*shard.log >&2; return 0
     fi
     after=$(broker_cpu)
-    echo "{\"phase\": \"$name\", \"broker_cpu_seconds\": $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }')}" \
+    # Machine-wide busy CPU, less the broker's and the client's, is what other work took from
+    # the 2 CPUs during the phase (sluice-bench reports its own CPU as client_cpu_seconds).
+    minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+    printf '{"phase": "%s", "broker_cpu_seconds": %s, "machine_busy_cpu_seconds": %s, "steal_seconds": %s, "loadavg_1m_before": %s, "loadavg_1m_after": %s}\n' \
+        "$name" "$(minus "$after" "$before")" "$(minus "$(machine_busy)" "$busy_before")" \
+        "$(minus "$(machine_steal)" "$steal_before")" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)" \
         >"$RESULTS/cpu-$name.json"
     if [ "$status" -ne 0 ]; then
         log "$name failed (exit $status)"; rm -f "$RESULTS/$name.json"

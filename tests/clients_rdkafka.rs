@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::admin::AdminOptions;
+use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -519,4 +519,208 @@ async fn delete_records_moves_log_start_offset() {
         "DeleteRecords past the high watermark"
     );
     assert_eq!(broker.watermarks(&topic, 0), (40, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_topic_recreated_under_same_name_starts_empty() {
+    let broker = Broker::start();
+    let topic = unique_topic("recreate");
+    broker.create_topic(&topic, 2, &[]).await;
+    let producer = broker.producer(&[]);
+    let values: Vec<Vec<u8>> = (0..50).map(|i| format!("old-{i}").into_bytes()).collect();
+    let records = values
+        .iter()
+        .map(|v| FutureRecord::to(&topic).partition(1).payload(v.as_slice()))
+        .collect();
+    produce_all(&broker, &producer, records).await;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = broker
+        .admin()
+        .delete_topics(&[topic.as_str()], &options)
+        .await
+        .expect("DeleteTopics");
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "DeleteTopics: {results:?}"
+    );
+    common::wait_until(
+        "deleted topic to leave metadata",
+        common::WAIT_TIMEOUT,
+        || !broker.list_topics().contains_key(&topic),
+    );
+    let partition_dir = broker.data_dir().join(format!("{topic}-1"));
+    assert!(
+        common::wait_for_absence(&partition_dir),
+        "partition directory {} of a deleted topic still present",
+        partition_dir.display()
+    );
+    broker.create_topic(&topic, 2, &[]).await;
+    assert_eq!(
+        broker.watermarks(&topic, 1),
+        (0, 0),
+        "recreated topic serves old data"
+    );
+    let fresh = producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic)
+                .partition(1)
+                .payload(&b"new"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce to recreated topic: {e}"));
+    assert_eq!(fresh.offset, 0);
+    let got = broker.read_range(&topic, 1, 0, 1);
+    assert_eq!(got[0].value.as_deref(), Some(&b"new"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_and_alter_configs() {
+    let broker = Broker::start();
+    let topic = unique_topic("admin");
+    broker
+        .create_topic(&topic, 2, &[("retention.ms", "600000")])
+        .await;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+
+    let results = broker
+        .admin()
+        .create_partitions([&NewPartitions::new(&topic, 5)], &options)
+        .await
+        .expect("CreatePartitions");
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "CreatePartitions: {results:?}"
+    );
+    broker.wait_for_topic(&topic, 5);
+    let producer = broker.producer(&[]);
+    let delivery = producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic)
+                .partition(4)
+                .payload(&b"p4"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce to new partition: {e}"));
+    assert_eq!((delivery.partition, delivery.offset), (4, 0));
+
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("retention.ms", "1200000")
+        .set("max.message.bytes", "300000");
+    let results = broker
+        .admin()
+        .alter_configs([&alter], &options)
+        .await
+        .expect("AlterConfigs");
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "AlterConfigs: {results:?}"
+    );
+    let configs = broker.topic_configs(&topic).await;
+    assert_eq!(
+        configs.get("retention.ms").cloned().flatten().as_deref(),
+        Some("1200000")
+    );
+    assert_eq!(
+        configs
+            .get("max.message.bytes")
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("300000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_create_follows_broker_config() {
+    let on = Broker::start_with(BrokerOpts::default().with("num.partitions", "3"));
+    let topic = unique_topic("auto");
+    let producer = on.producer(&[]);
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic).payload(&b"x"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce with auto-create on: {e}"));
+    on.wait_for_topic(&topic, 3);
+
+    let off = Broker::start_with(BrokerOpts::default().with("auto.create.topics.enable", "false"));
+    let producer = off.producer(&[("message.timeout.ms", "5000")]);
+    let result = producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic).payload(&b"x"[..]),
+            Duration::from_secs(10),
+        )
+        .await;
+    match result {
+        Err((e, _)) => assert!(
+            matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                    | Some(RDKafkaErrorCode::UnknownTopic)
+                    | Some(RDKafkaErrorCode::MessageTimedOut)
+            ),
+            "produce with auto-create off failed with {e}"
+        ),
+        Ok(delivery) => panic!("produce to a missing topic with auto-create off: {delivery:?}"),
+    }
+    assert!(
+        !off.list_topics().contains_key(&topic),
+        "topic created with auto.create.topics.enable=false"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_retention_deletes_old_segments() {
+    let broker =
+        Broker::start_with(BrokerOpts::default().with("log.retention.check.interval.ms", "200"));
+    let topic = unique_topic("retention");
+    broker
+        .create_topic(
+            &topic,
+            1,
+            &[("segment.bytes", "65536"), ("retention.ms", "60000")],
+        )
+        .await;
+    // Records stamped an hour ago fill several segments, all past retention; the last few
+    // records carry the current time, so the active segment is not past retention and the log
+    // start offset settles at its base offset.
+    let producer = broker.producer(&[("batch.size", "16384")]);
+    let old = now_ms() - 3_600_000;
+    let value = vec![b'r'; 500];
+    let records = (0..1_000_i64)
+        .map(|i| {
+            let timestamp = if i < 990 { old + i } else { now_ms() };
+            FutureRecord::to(&topic)
+                .partition(0)
+                .payload(value.as_slice())
+                .timestamp(timestamp)
+        })
+        .collect();
+    produce_all(&broker, &producer, records).await;
+    let active = common::active_segment(&broker.data_dir(), &topic, 0);
+    let active_base: i64 = active
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse().ok())
+        .unwrap_or_else(|| panic!("segment file name {}", active.display()));
+    assert!(active_base > 0, "no segment rolled; cannot test retention");
+    common::wait_until(
+        "retention to delete every segment before the active one",
+        common::WAIT_TIMEOUT,
+        || broker.watermarks(&topic, 0).0 == active_base,
+    );
+    assert_eq!(broker.watermarks(&topic, 0), (active_base, 1_000));
+    let served = broker.read_range(&topic, 0, active_base, 1_000);
+    assert_eq!(served.first().map(|r| r.offset), Some(active_base));
+    let segments = std::fs::read_dir(active.parent().expect("dir"))
+        .expect("read partition dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    assert_eq!(segments, 1, "expired segment files left on disk");
 }

@@ -38,6 +38,8 @@ struct Acked {
 #[derive(Clone, Default)]
 struct AckRecorder {
     acked: Arc<Mutex<Vec<Acked>>>,
+    /// Delivery errors, for failure messages (expected after a kill; a bug otherwise).
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl ClientContext for AckRecorder {}
@@ -46,12 +48,17 @@ impl ProducerContext for AckRecorder {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Ok(message) = result {
-            self.acked.lock().expect("lock").push(Acked {
+        match result {
+            Ok(message) => self.acked.lock().expect("lock").push(Acked {
                 partition: message.partition(),
                 offset: message.offset(),
                 value: message.payload().unwrap_or_default().to_vec(),
-            });
+            }),
+            Err((e, message)) => self
+                .errors
+                .lock()
+                .expect("lock")
+                .push(format!("p{}: {e}", message.partition())),
         }
     }
 }
@@ -109,6 +116,10 @@ fn crash_producer(
         )
         .set("message.timeout.ms", "10000")
         .set("queue.buffering.max.messages", "20000")
+        // Batches must fit the torn test's 64 KiB segments (Kafka: RECORD_BATCH_TOO_LARGE).
+        .set("batch.size", "16384")
+        // The idempotent variant also sends compressed batches through recovery.
+        .set("compression.type", if idempotent { "lz4" } else { "none" })
         .create_with_context::<_, ThreadedProducer<AckRecorder>>(recorder.clone())
         .expect("create producer")
 }
@@ -184,7 +195,8 @@ fn crash_rounds(idempotent: bool) {
         "crash"
     });
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(broker.create_topic(&topic, PARTITIONS, &[]));
+    // 256 KiB segments: kills land around segment rolls too, and recovery walks many segments.
+    runtime.block_on(broker.create_topic(&topic, PARTITIONS, &[("segment.bytes", "262144")]));
 
     let mut all_acked: Vec<Acked> = Vec::new();
     let mut rounds_killed_mid_stream = 0;
@@ -290,10 +302,13 @@ fn produce_acked(
     }
     producer.flush(Duration::from_secs(20)).expect("flush");
     let acked = std::mem::take(&mut *recorder.acked.lock().expect("lock"));
+    let errors = recorder.errors.lock().expect("lock");
     assert_eq!(
         acked.len() as u64,
         count,
-        "not every record acknowledged\n{}",
+        "not every record acknowledged; {} delivery errors, first: {:?}\n{}",
+        errors.len(),
+        errors.first(),
         broker.stderr_tail()
     );
     acked
@@ -322,6 +337,14 @@ fn logical_end(segment: &[u8]) -> usize {
 /// Writes `garbage` at the logical end of the active segment of `<topic>-0`.
 fn tear_segment(broker: &Broker, topic: &str, garbage: &[u8]) {
     let path = active_segment(&broker.data_dir(), topic, 0);
+    let segments = std::fs::read_dir(path.parent().expect("partition dir"))
+        .expect("read partition dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    eprintln!("{} .log segments; tearing {}", segments, path.display());
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -373,8 +396,9 @@ fn torn_and_garbage_tail_of_active_segment_is_discarded_on_recovery() {
     let mut broker = Broker::start();
     let topic = unique_topic("torn");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(broker.create_topic(&topic, 1, &[]));
-    let mut acked = produce_acked(&broker, &topic, 0, 0, 500);
+    // Small segments: recovery must cope with several closed segments and a torn active one.
+    runtime.block_on(broker.create_topic(&topic, 1, &[("segment.bytes", "65536")]));
+    let mut acked = produce_acked(&broker, &topic, 0, 0, 2_000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
 
     let cases: Vec<(&str, GarbageMaker)> = vec![

@@ -27,10 +27,9 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 8;
 
 fn broker() -> Broker {
-    let mut opts = BrokerOpts::default().with("group.initial.rebalance.delay.ms", "200");
-    // e.g. SLUICE_TEST_LOG=sluice::group=debug to see the coordinator's decisions.
-    opts.rust_log = std::env::var("SLUICE_TEST_LOG").ok();
-    Broker::start_with(opts)
+    // The broker inherits SLUICE_LOG (e.g. `SLUICE_LOG=info,sluice::group=debug`) to show
+    // the coordinator's decisions.
+    Broker::start_with(BrokerOpts::default().with("group.initial.rebalance.delay.ms", "200"))
 }
 
 #[derive(Default)]
@@ -464,10 +463,10 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
                 broker.bootstrap(),
                 "-X",
                 "broker.address.family=v4",
+                "-X",
+                "auto.offset.reset=earliest",
                 "-G",
                 &group,
-                "-o",
-                "beginning",
                 "-e",
                 "-q",
                 "-f",
@@ -484,5 +483,122 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
         run(),
         16,
         "second kcat run must resume from the committed offsets"
+    );
+}
+
+/// Kafka's placement of a group in `__consumer_offsets` (Java's `String.hashCode`).
+fn offsets_partition(group: &str, partitions: i32) -> i32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (if h == i32::MIN { 0 } else { h.abs() }) % partitions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_log_is_compacted_and_acknowledged_commits_survive_kill9() {
+    let mut broker = Broker::start_with(
+        BrokerOpts::default()
+            .with("group.initial.rebalance.delay.ms", "200")
+            .with("offsets.topic.segment.bytes", "16384"),
+    );
+    let topic = unique_topic("group-compact");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 800).await;
+    let group = unique_topic("g-compact");
+    let seen = Arc::new(Seen::default());
+    let a = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
+    wait_seen(&broker, &seen, 800);
+    a.close();
+    // 800 one-record commits are far more than 16 KiB: snapshots moved the log start.
+    let p = offsets_partition(&group, 50);
+    let probe = broker.consumer(&[("group.id", &group)]);
+    let (low, high) = probe
+        .fetch_watermarks("__consumer_offsets", p, Duration::from_secs(10))
+        .expect("watermarks of the group's offsets partition");
+    assert!(
+        low > 0 && high - low < 400,
+        "offsets log not compacted: [{low}, {high})"
+    );
+    drop(probe);
+
+    // SIGKILL: every commit the consumer saw acknowledged must be there after recovery.
+    broker.kill9();
+    broker.start_again();
+    let probe = broker.consumer(&[("group.id", &group)]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&topic, p);
+    }
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("OffsetFetch");
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            rdkafka::Offset::Offset(100),
+            "partition {}",
+            e.partition()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cooperative_sticky_members_rebalance_incrementally() {
+    let broker = broker();
+    let topic = unique_topic("group-coop");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    produce(&broker, &topic, 0, 400).await;
+    let group = unique_topic("g-coop");
+    let seen = Arc::new(Seen::default());
+    let props = [("partition.assignment.strategy", "cooperative-sticky")];
+    let a = spawn_consumer(&broker, &group, &topic, &props, seen.clone());
+    wait_until("the first member to own everything", GROUP_TIMEOUT, || {
+        a.assigned().len() == PARTITIONS as usize
+    });
+    let b = spawn_consumer(&broker, &group, &topic, &props, seen.clone());
+    let c = spawn_consumer(&broker, &group, &topic, &props, seen.clone());
+    wait_balanced(&broker, &[&a, &b, &c]);
+    wait_seen(&broker, &seen, 400);
+    b.close();
+    wait_balanced(&broker, &[&a, &c]);
+    produce(&broker, &topic, 400, 400).await;
+    wait_seen(&broker, &seen, 800);
+    a.close();
+    c.close();
+    assert!(seen.duplicates() <= seen.failed_commits.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commit_metadata_round_trips_and_unknown_partitions_are_refused() {
+    let broker = broker();
+    let topic = unique_topic("group-meta");
+    broker.create_topic(&topic, 2, &[]).await;
+    let group = unique_topic("g-meta");
+    let c = broker.consumer(&[("group.id", &group)]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(5))
+        .unwrap();
+    tpl.find_partition(&topic, 0)
+        .unwrap()
+        .set_metadata("checkpoint-0");
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    let mut ask = rdkafka::TopicPartitionList::new();
+    ask.add_partition(&topic, 0);
+    let got = c.committed_offsets(ask, Duration::from_secs(10)).unwrap();
+    let e = got.find_partition(&topic, 0).unwrap();
+    assert_eq!(e.offset(), rdkafka::Offset::Offset(5));
+    assert_eq!(e.metadata(), "checkpoint-0");
+
+    let mut bad = rdkafka::TopicPartitionList::new();
+    bad.add_partition_offset(&topic, 7, rdkafka::Offset::Offset(1))
+        .unwrap();
+    bad.add_partition_offset("no-such-topic-for-groups", 0, rdkafka::Offset::Offset(1))
+        .unwrap();
+    let err = c
+        .commit(&bad, CommitMode::Sync)
+        .expect_err("commit to unknown partitions");
+    assert!(
+        format!("{err:?}").contains("UnknownTopicOrPartition"),
+        "{err:?}"
     );
 }

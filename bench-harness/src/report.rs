@@ -110,6 +110,7 @@ pub fn write_report(
         "kind": kind,
         "label": common.label,
         "finished_at_unix": unix_seconds,
+        "client_cpu_seconds": own_cpu_seconds(),
         "host": host_facts(),
         "broker_config": broker_config,
         "parameters": parameters,
@@ -117,6 +118,19 @@ pub fn write_report(
     });
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing report {}", path.display()))
+}
+
+/// This process's utime+stime so far, from `/proc/self/stat` (in USER_HZ, 100 per second on
+/// Linux); lets a script tell the client's CPU from other work on a shared machine.
+fn own_cpu_seconds() -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall: 12 and 13 after "pid (comm)", 0-based 11, 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
 }
 
 /// Writes a latency-by-percentile SVG if `--plot` was given. Each series is a microsecond
@@ -274,6 +288,11 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("t &lt;1&gt;") && svg.contains("a&amp;b"));
         assert!(svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn own_cpu_seconds_reads_proc() {
+        assert!(own_cpu_seconds().is_some_and(|seconds| seconds >= 0.0));
     }
 
     #[test]

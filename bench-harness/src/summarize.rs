@@ -48,21 +48,39 @@ pub fn run(args: &SummarizeArgs) -> Result<()> {
     let mut host = Value::Null;
     for (stem, description) in PHASES {
         let report = read_json(&dir.join(format!("{stem}.json")));
-        let cpu_seconds = read_json(&dir.join(format!("cpu-{stem}.json")))
-            .and_then(|cpu| cpu["broker_cpu_seconds"].as_f64());
+        let cpu = read_json(&dir.join(format!("cpu-{stem}.json"))).unwrap_or(Value::Null);
+        let cpu_seconds = cpu["broker_cpu_seconds"].as_f64();
+        let client_cpu = report
+            .as_ref()
+            .and_then(|r| r["client_cpu_seconds"].as_f64());
+        // What neither the broker nor the client used: other work competing for the CPUs.
+        let other_cpu = cpu["machine_busy_cpu_seconds"]
+            .as_f64()
+            .zip(cpu_seconds)
+            .zip(client_cpu)
+            .map(|((busy, broker), client)| (busy - broker - client).max(0.0));
+        let load = [
+            cpu["loadavg_1m_before"].as_f64(),
+            cpu["loadavg_1m_after"].as_f64(),
+        ];
         if let Some(report) = &report {
             if host.is_null() {
                 host = report["host"].clone();
             }
         }
-        rows.push(phase_row(
+        let mut row = phase_row(
             stem,
             description,
             report.as_ref(),
             cpu_seconds,
             fio_mb,
             iperf_mb,
-        ));
+        );
+        row["loadavg_1m"] = json!(load);
+        row["client_cpu_seconds"] = json!(client_cpu);
+        row["other_cpu_seconds"] = json!(other_cpu);
+        row["steal_seconds"] = cpu["steal_seconds"].clone();
+        rows.push(row);
     }
 
     let machine = std::fs::read_to_string(dir.join("machine.txt")).unwrap_or_default();
@@ -179,18 +197,18 @@ fn markdown_table(rows: &[Value], fio_mb: Option<f64>, iperf_mb: Option<f64>) ->
         value.map_or("—".to_string(), |v| format!("{v:.decimals$}"))
     };
     let mut out = String::new();
-    let _ = writeln!(out, "| Measurement | MB/s | msgs/s | latency p50 / p99 / p99.9 (ms) | broker CPU s/GB | ratio to device limit |");
-    let _ = writeln!(out, "|---|---:|---:|---|---:|---:|");
-    let _ = writeln!(out, "| fio O_DIRECT sequential write, 1 MiB blocks, iodepth 8 (device limit for produce) | {} | | | | |", number(fio_mb, 1));
+    let _ = writeln!(out, "| Measurement | MB/s | msgs/s | latency p50 / p99 / p99.9 (ms) | broker CPU s/GB | ratio to device limit | CPU s: broker / client / other / steal | load avg 1m before → after |");
+    let _ = writeln!(out, "|---|---:|---:|---|---:|---:|---|---|");
+    let _ = writeln!(out, "| fio O_DIRECT sequential write, 1 MiB blocks, iodepth 8 (device limit for produce) | {} | | | | | | |", number(fio_mb, 1));
     let _ = writeln!(
         out,
-        "| iperf3 -Z loopback TCP, sendfile (device limit for fetch) | {} | | | | |",
+        "| iperf3 -Z loopback TCP, sendfile (device limit for fetch) | {} | | | | | | |",
         number(iperf_mb, 1)
     );
     for row in rows {
         let description = row["description"].as_str().unwrap_or_default();
         if row["ran"] != Value::Bool(true) {
-            let _ = writeln!(out, "| {description} | not run | | | | |");
+            let _ = writeln!(out, "| {description} | not run | | | | | | |");
             continue;
         }
         let latency = &row["latency_ms"];
@@ -216,10 +234,16 @@ fn markdown_table(rows: &[Value], fio_mb: Option<f64>, iperf_mb: Option<f64>) ->
             .map_or(String::new(), |r| format!("{r:.2}"));
         let _ = writeln!(
             out,
-            "| {description}{notes} | {} | {} | {latency_text} | {} | {ratio_text} |",
+            "| {description}{notes} | {} | {} | {latency_text} | {} | {ratio_text} | {} / {} / {} / {} | {} → {} |",
             number(row["mb_per_second"].as_f64(), 1),
             number(row["messages_per_second"].as_f64(), 0),
             number(row["broker_cpu_seconds_per_gb"].as_f64(), 2),
+            number(row["broker_cpu_seconds"].as_f64(), 2),
+            number(row["client_cpu_seconds"].as_f64(), 2),
+            number(row["other_cpu_seconds"].as_f64(), 2),
+            number(row["steal_seconds"].as_f64(), 2),
+            number(row["loadavg_1m"][0].as_f64(), 2),
+            number(row["loadavg_1m"][1].as_f64(), 2),
         );
     }
     out

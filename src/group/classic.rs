@@ -30,6 +30,13 @@ use super::records::{GroupMetadataRecord, MemberRecord};
 use super::request::ClientInfo;
 use super::GroupConfig;
 
+mod liveness;
+mod persist;
+mod responses;
+
+use responses::{build_sync, fail_waiters};
+pub use responses::{join_error, sync_error};
+
 /// The state of a classic group (Kafka's names, as DescribeGroups/ListGroups show them).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum GroupState {
@@ -105,6 +112,9 @@ pub struct ClassicGroup {
     new_member_added: bool,
     /// The metadata record must be (re)written.
     dirty: bool,
+    /// The leader's assignment waits for its metadata record to be durable before the
+    /// members get it (Kafka's order); see [`ClassicGroup::assignment_persisted`].
+    assignment_persisting: bool,
     pub offsets: GroupOffsets,
 }
 
@@ -129,6 +139,7 @@ impl ClassicGroup {
             initial_delay_remaining_ms: None,
             new_member_added: false,
             dirty: false,
+            assignment_persisting: false,
             offsets: GroupOffsets::default(),
         }
     }
@@ -316,7 +327,6 @@ impl ClassicGroup {
         if let Some((v, tx)) = member.sync_waiter.take() {
             let _ = tx.send(sync_error(v, ResponseError::FencedInstanceId));
         }
-        let protocols_changed = member.protocols != join.protocols;
         member.member_id = new_id.clone();
         member.client = join.client.clone();
         member.last_heartbeat_ms = now_ms;
@@ -331,8 +341,11 @@ impl ClassicGroup {
             self.leader = Some(new_id.clone());
         }
         self.dirty = true;
+        // Kafka's rule (KIP-345): no rebalance unless the protocol the group would select
+        // changes; subscription metadata may differ between incarnations.
+        let protocol_unchanged = self.select_protocol() == self.protocol;
         match self.state {
-            GroupState::Stable if !protocols_changed => {
+            GroupState::Stable if protocol_unchanged => {
                 let is_leader = self.leader.as_deref() == Some(new_id.as_str());
                 // v9+: the leader must not reassign (KIP-814); older leaders get the
                 // members and their SyncGroup in Stable just returns the assignment.
@@ -471,7 +484,7 @@ impl ClassicGroup {
                 };
                 m.last_heartbeat_ms = now_ms;
                 m.sync_waiter = Some((version, tx));
-                if self.leader.as_deref() == Some(member_id) {
+                if self.leader.as_deref() == Some(member_id) && !self.assignment_persisting {
                     let mut given: HashMap<&str, &Bytes> = HashMap::new();
                     for a in &req.assignments {
                         given.insert(a.member_id.as_str(), &a.assignment);
@@ -482,41 +495,34 @@ impl ClassicGroup {
                             .map(|b| (*b).clone())
                             .unwrap_or_default();
                     }
-                    self.transition(GroupState::Stable, now_ms);
-                    self.sync_deadline_ms = None;
+                    self.assignment_persisting = true;
                     self.dirty = true;
-                    self.complete_syncs();
                 }
                 Reply::Later(rx)
             }
         }
     }
 
-    /// Handles Heartbeat.
-    pub fn heartbeat(
+    /// The leader's assignment for `generation` was written (`ok`) or not: answer the
+    /// parked SyncGroups and become Stable, or start over with a new rebalance.
+    pub fn assignment_persisted(
         &mut self,
-        member_id: &str,
-        instance: Option<&str>,
         generation: i32,
+        ok: bool,
         now_ms: i64,
-    ) -> GroupResult {
-        if self.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
+        config: &GroupConfig,
+    ) {
+        let current =
+            self.state == GroupState::CompletingRebalance && self.generation == generation;
+        if !std::mem::take(&mut self.assignment_persisting) || !current {
+            return;
         }
-        self.check_member(member_id, instance)?;
-        match self.state {
-            GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => {
-                self.touch(member_id, now_ms);
-                Err(ResponseError::RebalanceInProgress)
-            }
-            GroupState::CompletingRebalance | GroupState::Stable => {
-                if generation != self.generation {
-                    return Err(ResponseError::IllegalGeneration);
-                }
-                self.touch(member_id, now_ms);
-                Ok(())
-            }
+        if ok {
+            self.transition(GroupState::Stable, now_ms);
+            self.sync_deadline_ms = None;
+            self.complete_syncs();
+        } else {
+            self.prepare_rebalance(now_ms, config);
         }
     }
 
@@ -582,157 +588,6 @@ impl ClassicGroup {
         }
         self.touch(member_id, now_ms);
         Ok(())
-    }
-
-    /// Advances timers: join/sync deadlines, session expiry, pending member expiry.
-    pub fn tick(&mut self, now_ms: i64, config: &GroupConfig) {
-        self.pending_members
-            .retain(|_, deadline| *deadline > now_ms);
-        if self.state == GroupState::PreparingRebalance
-            && self.join_deadline_ms.is_some_and(|d| d <= now_ms)
-        {
-            match self.initial_delay_remaining_ms {
-                Some(remaining) if self.new_member_added && remaining > 0 => {
-                    // Kafka's InitialDelayedJoin: keep waiting while members arrive.
-                    let delay = config.initial_rebalance_delay_ms.min(remaining);
-                    self.new_member_added = false;
-                    self.initial_delay_remaining_ms = Some((remaining - delay).max(0));
-                    self.join_deadline_ms = Some(now_ms + delay);
-                }
-                _ => self.complete_join(now_ms),
-            }
-        }
-        if self.state == GroupState::CompletingRebalance
-            && self.sync_deadline_ms.is_some_and(|d| d <= now_ms)
-        {
-            // The leader never sent its assignment: drop whoever did not sync, and retry.
-            let missing: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| m.sync_waiter.is_none() || self.leader.as_deref() == Some(&m.member_id))
-                .map(|m| m.member_id.clone())
-                .collect();
-            for id in missing {
-                self.remove_member(&id);
-            }
-            self.prepare_rebalance(now_ms, config);
-        }
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| {
-                let waiting = (m.join_waiter.is_some() && !m.is_new) || m.sync_waiter.is_some();
-                !waiting && m.last_heartbeat_ms + i64::from(m.session_timeout_ms) <= now_ms
-            })
-            .map(|m| m.member_id.clone())
-            .collect();
-        for id in expired {
-            tracing::info!(group = %self.group_id, member = %id, "session timeout; removing member");
-            self.remove_member_and_rebalance(&id, now_ms);
-        }
-    }
-
-    /// The next instant at which [`ClassicGroup::tick`] has work, if any.
-    pub fn next_deadline_ms(&self) -> Option<i64> {
-        let sessions = self
-            .members
-            .values()
-            .map(|m| m.last_heartbeat_ms + i64::from(m.session_timeout_ms));
-        let pending = self.pending_members.values().copied();
-        sessions
-            .chain(pending)
-            .chain(self.join_deadline_ms)
-            .chain(self.sync_deadline_ms)
-            .min()
-    }
-
-    /// Marks the group deleted; parked requests get COORDINATOR_NOT_AVAILABLE.
-    pub fn mark_dead(&mut self, now_ms: i64) {
-        for m in self.members.values_mut() {
-            fail_waiters(m, ResponseError::CoordinatorNotAvailable);
-        }
-        self.members.clear();
-        self.transition(GroupState::Dead, now_ms);
-    }
-
-    /// The metadata record of the current generation.
-    pub fn to_record(&self) -> GroupMetadataRecord {
-        GroupMetadataRecord {
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            generation: self.generation,
-            protocol: self.protocol.clone(),
-            leader: self.leader.clone(),
-            current_state_timestamp_ms: self.state_timestamp_ms,
-            members: self
-                .members
-                .values()
-                .map(|m| MemberRecord {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client.client_id.clone(),
-                    client_host: m.client.client_host.clone(),
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    session_timeout_ms: m.session_timeout_ms,
-                    subscription: self
-                        .protocol
-                        .as_deref()
-                        .map(|p| m.metadata_for(p))
-                        .unwrap_or_default(),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Rebuilds a group from its metadata record (replay). Members get a fresh
-    /// session, so clients that keep heartbeating stay in the generation.
-    pub fn load_record(&mut self, rec: GroupMetadataRecord, now_ms: i64) {
-        self.members.clear();
-        self.static_members.clear();
-        self.protocol_type = (!rec.protocol_type.is_empty()).then_some(rec.protocol_type);
-        self.generation = rec.generation;
-        self.protocol = rec.protocol;
-        self.leader = rec.leader;
-        for m in rec.members {
-            let protocols = match &self.protocol {
-                Some(p) => vec![(p.clone(), m.subscription.clone())],
-                None => vec![],
-            };
-            if let Some(instance) = &m.group_instance_id {
-                self.static_members
-                    .insert(instance.clone(), m.member_id.clone());
-            }
-            self.members.insert(
-                m.member_id.clone(),
-                Member {
-                    member_id: m.member_id,
-                    group_instance_id: m.group_instance_id,
-                    client: ClientInfo {
-                        client_id: m.client_id,
-                        client_host: m.client_host,
-                    },
-                    session_timeout_ms: m.session_timeout_ms,
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    protocols,
-                    assignment: m.assignment,
-                    last_heartbeat_ms: now_ms,
-                    is_new: false,
-                    join_waiter: None,
-                    sync_waiter: None,
-                },
-            );
-        }
-        let state = if self.members.is_empty() {
-            GroupState::Empty
-        } else {
-            GroupState::Stable
-        };
-        self.state = state;
-        self.state_timestamp_ms = if rec.current_state_timestamp_ms > 0 {
-            rec.current_state_timestamp_ms
-        } else {
-            now_ms
-        };
     }
 
     // ---- helpers ----
@@ -811,6 +666,7 @@ impl ClassicGroup {
     }
 
     fn prepare_rebalance(&mut self, now_ms: i64, config: &GroupConfig) {
+        self.assignment_persisting = false;
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {
                 m.assignment = Bytes::new();
@@ -957,51 +813,6 @@ impl ClassicGroup {
             GroupState::Empty | GroupState::Dead => {}
         }
     }
-
-    fn join_response(
-        &self,
-        version: i16,
-        member_id: &str,
-        skip_assignment: bool,
-    ) -> JoinGroupResponse {
-        let is_leader = self.leader.as_deref() == Some(member_id);
-        let protocol = self.protocol.clone().unwrap_or_default();
-        let members = if is_leader {
-            self.members
-                .values()
-                .map(|m| {
-                    JoinGroupResponseMember::default()
-                        .with_member_id(StrBytes::from_string(m.member_id.clone()))
-                        .with_group_instance_id(if version >= 5 {
-                            m.group_instance_id.clone().map(StrBytes::from_string)
-                        } else {
-                            None
-                        })
-                        .with_metadata(m.metadata_for(&protocol))
-                })
-                .collect()
-        } else {
-            vec![]
-        };
-        JoinGroupResponse::default()
-            .with_generation_id(self.generation)
-            .with_protocol_type(if version >= 7 {
-                self.protocol_type.clone().map(StrBytes::from_string)
-            } else {
-                None
-            })
-            .with_protocol_name(Some(StrBytes::from_string(protocol)))
-            .with_leader(StrBytes::from_string(
-                self.leader.clone().unwrap_or_default(),
-            ))
-            .with_skip_assignment(skip_assignment && version >= 9)
-            .with_member_id(StrBytes::from_string(member_id.to_owned()))
-            .with_members(members)
-    }
-
-    fn sync_response(&self, version: i16, assignment: Bytes) -> SyncGroupResponse {
-        build_sync(version, &self.protocol_type, &self.protocol, assignment)
-    }
 }
 
 struct JoinParams {
@@ -1012,47 +823,6 @@ struct JoinParams {
     protocols: Vec<(String, Bytes)>,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
-}
-
-fn fail_waiters(m: &mut Member, error: ResponseError) {
-    if let Some((v, tx)) = m.join_waiter.take() {
-        let _ = tx.send(join_error(v, &m.member_id, error));
-    }
-    if let Some((v, tx)) = m.sync_waiter.take() {
-        let _ = tx.send(sync_error(v, error));
-    }
-}
-
-fn build_sync(
-    version: i16,
-    protocol_type: &Option<String>,
-    protocol: &Option<String>,
-    assignment: Bytes,
-) -> SyncGroupResponse {
-    let mut r = SyncGroupResponse::default().with_assignment(assignment);
-    if version >= 5 {
-        r.protocol_type = protocol_type.clone().map(StrBytes::from_string);
-        r.protocol_name = protocol.clone().map(StrBytes::from_string);
-    }
-    r
-}
-
-/// A JoinGroup error answer, shaped for `version`.
-pub fn join_error(version: i16, member_id: &str, error: ResponseError) -> JoinGroupResponse {
-    JoinGroupResponse::default()
-        .with_error_code(error.code())
-        .with_generation_id(-1)
-        .with_protocol_name(if version >= 7 {
-            None
-        } else {
-            Some(StrBytes::new())
-        })
-        .with_member_id(StrBytes::from_string(member_id.to_owned()))
-}
-
-/// A SyncGroup error answer.
-pub fn sync_error(_version: i16, error: ResponseError) -> SyncGroupResponse {
-    SyncGroupResponse::default().with_error_code(error.code())
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ fn two_members_rebalance_and_sync() {
     assert_eq!(ja.leader.as_str(), a);
     assert_eq!(g.state(), GroupState::CompletingRebalance);
     let sa = later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2));
+    assert!(g.take_dirty());
+    g.assignment_persisted(1, true, 2, &config());
     assert_eq!(g.state(), GroupState::Stable);
     drop(sa);
 
@@ -117,6 +119,12 @@ fn two_members_rebalance_and_sync() {
     let mut sb = later(g.sync(5, &sync_req(&b, 2, &[]), 6));
     assert!(sb.try_recv().unwrap().is_none());
     let mut sa = later(g.sync(5, &sync_req(&a, 2, &[(&a, "A2"), (&b, "B2")]), 7));
+    assert!(
+        sb.try_recv().unwrap().is_none(),
+        "followers wait for the durable assignment"
+    );
+    assert!(g.take_dirty());
+    g.assignment_persisted(2, true, 7, &config());
     assert_eq!(sb.try_recv().unwrap().unwrap().assignment.as_ref(), b"B2");
     assert_eq!(sa.try_recv().unwrap().unwrap().assignment.as_ref(), b"A2");
     assert_eq!(
@@ -157,7 +165,9 @@ fn leave_and_commit_rules() {
         g.validate_commit(&a, None, 1, 2),
         Err(ResponseError::RebalanceInProgress)
     );
-    let _ = later(g.sync(5, &sync_req(&a, 1, &[]), 2));
+    drop(later(g.sync(5, &sync_req(&a, 1, &[]), 2)));
+    assert!(g.take_dirty());
+    g.assignment_persisted(1, true, 2, &config());
     assert_eq!(g.validate_commit(&a, None, 1, 2), Ok(()));
     assert_eq!(
         g.validate_commit(&a, None, 0, 2),
@@ -186,7 +196,9 @@ fn static_member_rejoin_without_rebalance() {
     g.tick(1, &config());
     let j = rx.try_recv().unwrap().unwrap();
     let old = j.member_id.as_str().to_owned();
-    let _ = later(g.sync(5, &sync_req(&old, 1, &[(&old, "A")]), 2));
+    drop(later(g.sync(5, &sync_req(&old, 1, &[(&old, "A")]), 2)));
+    assert!(g.take_dirty());
+    g.assignment_persisted(1, true, 2, &config());
     assert_eq!(g.state(), GroupState::Stable);
     // Restart: same instance id, no member id → same generation, no rebalance.
     let j = now(g.join(
@@ -238,8 +250,9 @@ fn metadata_record_round_trip_restores_stable_group() {
     let (a, mut rx) = handshake(&mut g, &["range"], 0);
     g.tick(1, &config());
     rx.try_recv().unwrap().unwrap();
-    let _ = later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2));
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
     assert!(g.take_dirty());
+    g.assignment_persisted(1, true, 2, &config());
     let rec = g.to_record();
     let mut h = ClassicGroup::new("g".into(), 100);
     h.load_record(rec, 100);

@@ -7,7 +7,8 @@
 //! - writes every commit and group change to that partition with acks=all *before*
 //!   applying it and answering (so an acknowledged commit survives a crash),
 //! - serialises appends per partition, so log order is apply order,
-//! - writes a compacted snapshot of the live state every `snapshot_records_max`
+//! - writes a compacted snapshot of the live state once the records appended since the
+//!   last one exceed `offsets.topic.segment.bytes` (and twice the last snapshot's size)
 //!   records and advances the log start past what it supersedes,
 //! - runs the timer task (session/rebalance deadlines, offset retention).
 //!
@@ -32,11 +33,13 @@ use super::request::{GroupRequest, GroupResponse};
 use super::{now_ms, offsets_partition_for, GroupConfig, GroupError, OFFSETS_TOPIC};
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
-use crate::model::{LeaderEpoch, Offset, ShardId, TopicPartition};
+use crate::model::{Offset, ShardId, TopicPartition};
 use crate::runtime::Shard;
 use crate::storage::{Acks, AppendOptions, LogManager};
 
-/// A group of either protocol.
+/// A group of either protocol. (Sizes differ, but groups live in one map per shard and
+/// are few; boxing would only add an indirection to every access.)
+#[allow(clippy::large_enum_variant)]
 pub enum Group {
     Classic(ClassicGroup),
     Consumer(ConsumerGroup),
@@ -62,7 +65,8 @@ struct OffsetsPartition {
     /// Held across each append+apply, and across replay and snapshots.
     write_lock: futures::lock::Mutex<()>,
     loaded: Cell<bool>,
-    records_since_snapshot: Cell<u64>,
+    bytes_since_snapshot: Cell<u64>,
+    last_snapshot_bytes: Cell<u64>,
 }
 
 /// The group coordinator of one shard. Lives on that shard's core only.
@@ -168,7 +172,8 @@ impl GroupCoordinator {
                 Rc::new(OffsetsPartition {
                     write_lock: futures::lock::Mutex::new(()),
                     loaded: Cell::new(false),
-                    records_since_snapshot: Cell::new(0),
+                    bytes_since_snapshot: Cell::new(0),
+                    last_snapshot_bytes: Cell::new(0),
                 })
             })
             .clone()
@@ -184,8 +189,8 @@ impl GroupCoordinator {
         if state.loaded.get() {
             return Ok(());
         }
-        let count = self.replay(partition).await?;
-        state.records_since_snapshot.set(count);
+        let (count, bytes) = self.replay(partition).await?;
+        state.bytes_since_snapshot.set(bytes);
         state.loaded.set(true);
         tracing::debug!(
             shard = self.shard_id.0,
@@ -196,7 +201,8 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    async fn replay(&self, partition: i32) -> Result<u64, GroupError> {
+    /// Rebuilds the partition's groups; returns (records applied, bytes read).
+    async fn replay(&self, partition: i32) -> Result<(u64, u64), GroupError> {
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let log = self
             .logs
@@ -205,6 +211,7 @@ impl GroupCoordinator {
         let mut next = log.log_start_offset();
         let end = log.log_end_offset();
         let mut count = 0u64;
+        let mut bytes = 0u64;
         let now = now_ms();
         while next < end {
             let read = log
@@ -214,6 +221,7 @@ impl GroupCoordinator {
             if read.records.is_empty() {
                 break;
             }
+            bytes += read.records.len() as u64;
             let mut buf = read.records.clone();
             let sets = RecordBatchDecoder::decode_all(&mut buf)
                 .map_err(|e| GroupError::Read(e.to_string()))?;
@@ -229,7 +237,7 @@ impl GroupCoordinator {
                     };
                     match OffsetsRecord::decode(key, r.value.as_deref()) {
                         Ok(Some(rec)) => {
-                            self.apply(rec, now);
+                            self.apply(rec, now, true);
                             count += 1;
                         }
                         Ok(None) => {}
@@ -244,11 +252,21 @@ impl GroupCoordinator {
             }
             next = last;
         }
-        Ok(count)
+        Ok((count, bytes))
     }
 
-    /// Applies one record to the in-memory state (replay, and after each append).
-    pub(crate) fn apply(&self, rec: OffsetsRecord, now: i64) {
+    /// Applies one record to the in-memory state. On replay every record rebuilds state;
+    /// after a live append only offsets and deletions apply, because a group metadata
+    /// record was derived from the live group (re-loading it would drop parked requests).
+    pub(crate) fn apply(&self, rec: OffsetsRecord, now: i64, replay: bool) {
+        let live_group_snapshot = matches!(
+            rec,
+            OffsetsRecord::Group { value: Some(_), .. }
+                | OffsetsRecord::ConsumerGroup { epoch: Some(_), .. }
+        );
+        if !replay && live_group_snapshot {
+            return;
+        }
         let mut groups = self.groups.borrow_mut();
         match rec {
             OffsetsRecord::Offset { group, tp, value } => match value {
@@ -280,7 +298,12 @@ impl GroupCoordinator {
                     }
                 }
                 None => {
-                    groups.remove(&group);
+                    // Live: a tombstone written for an empty group must not remove one
+                    // that members joined in the meantime.
+                    let in_use = matches!(groups.get(&group), Some(Group::Classic(c)) if c.member_count() > 0);
+                    if replay || !in_use {
+                        groups.remove(&group);
+                    }
                 }
             },
             OffsetsRecord::ConsumerGroup { group, epoch } => match epoch {
@@ -299,7 +322,8 @@ impl GroupCoordinator {
                     }
                 }
                 None => {
-                    if let Some(Group::Consumer(_)) = groups.get(&group) {
+                    let removable = matches!(groups.get(&group), Some(Group::Consumer(c)) if replay || c.is_empty());
+                    if removable {
                         groups.remove(&group);
                     }
                 }
@@ -318,20 +342,23 @@ impl GroupCoordinator {
             return Ok(());
         }
         let state = self.partition_state(partition);
-        let n = records.len() as u64;
         {
             let _guard = state.write_lock.lock().await;
-            self.append_locked(partition, &records).await?;
+            let (_, n) = self.append_locked(partition, &records).await?;
+            state
+                .bytes_since_snapshot
+                .set(state.bytes_since_snapshot.get() + n);
             let now = now_ms();
             for r in records {
-                self.apply(r, now);
+                self.apply(r, now, false);
             }
         }
-        state
-            .records_since_snapshot
-            .set(state.records_since_snapshot.get() + n);
-        if state.records_since_snapshot.get() >= self.config.snapshot_records_max {
-            state.records_since_snapshot.set(0);
+        let due = self
+            .config
+            .snapshot_bytes_min
+            .max(2 * state.last_snapshot_bytes.get());
+        if state.bytes_since_snapshot.get() >= due {
+            state.bytes_since_snapshot.set(0);
             if let Err(e) = self.snapshot(partition).await {
                 tracing::warn!(partition, error = %e, "group state snapshot failed");
             }
@@ -343,7 +370,7 @@ impl GroupCoordinator {
         &self,
         partition: i32,
         records: &[OffsetsRecord],
-    ) -> Result<Offset, GroupError> {
+    ) -> Result<(Offset, u64), GroupError> {
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let log = self
             .logs
@@ -351,16 +378,17 @@ impl GroupCoordinator {
             .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
         let now = now_ms();
         let batch = encode_batch(records, now)?;
+        let len = batch.len() as u64;
         let opts = AppendOptions {
             acks: Acks::All,
-            leader_epoch: LeaderEpoch(0),
+            leader_epoch: log.leader_epoch(),
             now_ms: now,
         };
         let result = log
             .append(batch, opts)
             .await
             .map_err(|e| GroupError::Append(e.to_string()))?;
-        Ok(result.base_offset)
+        Ok((result.base_offset, len))
     }
 
     /// Writes every live record of the partition as one batch, then drops what precedes it.
@@ -375,7 +403,9 @@ impl GroupCoordinator {
                 None => return Err(GroupError::OffsetsPartitionMissing(partition)),
             }
         } else {
-            self.append_locked(partition, &records).await?
+            let (base, bytes) = self.append_locked(partition, &records).await?;
+            state.last_snapshot_bytes.set(bytes);
+            base
         };
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         if let Some(log) = self.logs.get(&tp) {
@@ -582,6 +612,9 @@ pub fn config_from(broker: &BrokerConfig) -> GroupConfig {
             .max(1000),
         consumer_session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000) as i32,
         consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5000) as i32,
+        // Kafka compacts __consumer_offsets segment by segment; a snapshot per segment's
+        // worth of appends keeps the log as bounded.
+        snapshot_bytes_min: int("offsets.topic.segment.bytes", 104_857_600).max(1024) as u64,
         ..d
     }
 }

@@ -70,9 +70,10 @@ pub struct GroupConfig {
     pub consumer_heartbeat_interval_ms: i32,
     /// `group.consumer.max.size`
     pub consumer_max_group_size: usize,
-    /// Records appended to one offsets partition before a compacted snapshot is written
-    /// and the log start advanced past the older records.
-    pub snapshot_records_max: u64,
+    /// Bytes appended to one offsets partition before a compacted snapshot of its live
+    /// state is written and the log start advanced past the older records
+    /// (`offsets.topic.segment.bytes`; at least twice the last snapshot).
+    pub snapshot_bytes_min: u64,
     /// Period of the coordinator's timer task (session/rebalance deadlines).
     pub tick_interval_ms: u64,
 }
@@ -91,25 +92,15 @@ impl Default for GroupConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_max_group_size: usize::MAX,
-            snapshot_records_max: 10_000,
+            snapshot_bytes_min: 104_857_600,
             tick_interval_ms: 100,
         }
     }
 }
 
-/// Java's `String.hashCode` over UTF-16 code units (Kafka's group placement).
-pub fn java_string_hashcode(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// The `__consumer_offsets` partition that holds group `group_id` (Kafka's
-/// `Utils.abs(groupId.hashCode) % groupMetadataTopicPartitionCount`).
-pub fn offsets_partition_for(group_id: &str, partitions: i32) -> i32 {
-    let h = java_string_hashcode(group_id);
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
+/// The `__consumer_offsets` partition that holds a group: Kafka's
+/// `Utils.abs(groupId.hashCode) % offsets.topic.num.partitions` (one definition, in placement).
+pub use crate::runtime::placement::group_partition as offsets_partition_for;
 
 /// Wall clock in milliseconds since the epoch; only the coordinator reads it.
 pub(crate) fn now_ms() -> i64 {
@@ -125,11 +116,7 @@ mod tests {
 
     #[test]
     fn placement_matches_kafka() {
-        // Values checked against Java's "…".hashCode().
-        assert_eq!(java_string_hashcode(""), 0);
-        assert_eq!(java_string_hashcode("a"), 97);
-        assert_eq!(java_string_hashcode("hello"), 99162322);
-        assert_eq!(java_string_hashcode("my-group"), -1_906_497_762);
+        // "my-group".hashCode() == -1906497762 on the JVM.
         assert_eq!(offsets_partition_for("my-group", 50), 12);
     }
 }

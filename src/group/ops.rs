@@ -86,7 +86,10 @@ pub(crate) async fn handle(
                 Some(Group::Classic(g)) => g.sync(v, &r, now),
                 _ => Reply::Now(sync_error(v, ResponseError::UnknownMemberId)),
             };
-            persist_dirty(c, partition, &group_id).await;
+            let persisted = persist_dirty(c, partition, &group_id).await;
+            if let Some(Group::Classic(g)) = c.groups.borrow_mut().get_mut(&group_id) {
+                g.assignment_persisted(r.generation_id, persisted, now_ms(), &c.config);
+            }
             tracing::debug!(group = %group_id, version = v, member = %r.member_id.as_str(),
                 generation = r.generation_id, parked = matches!(reply, Reply::Later(_)), "SyncGroup");
             GroupResponse::Sync(match reply {
@@ -208,8 +211,9 @@ fn code(r: Result<(), ResponseError>) -> i16 {
     }
 }
 
-/// Writes the group's metadata record if the state machine marked it changed.
-async fn persist_dirty(c: &Rc<GroupCoordinator>, partition: i32, group_id: &str) {
+/// Writes the group's metadata record if the state machine marked it changed; false when
+/// that write failed.
+async fn persist_dirty(c: &Rc<GroupCoordinator>, partition: i32, group_id: &str) -> bool {
     let record = match c.groups.borrow_mut().get_mut(group_id) {
         Some(Group::Classic(g)) => g.take_dirty().then(|| OffsetsRecord::Group {
             group: group_id.to_owned(),
@@ -224,8 +228,10 @@ async fn persist_dirty(c: &Rc<GroupCoordinator>, partition: i32, group_id: &str)
     if let Some(r) = record {
         if let Err(e) = c.write(partition, vec![r]).await {
             tracing::warn!(group = group_id, error = %e, "persisting group metadata failed");
+            return false;
         }
     }
+    true
 }
 
 fn leave(
@@ -307,6 +313,7 @@ async fn commit(
             None => Err(ResponseError::IllegalGeneration),
         }
     };
+    tracing::debug!(group = group_id, version = v, member, generation, result = ?allowed, "OffsetCommit");
     let mut records = Vec::new();
     let mut codes: Vec<Vec<i16>> = Vec::new();
     for t in &r.topics {

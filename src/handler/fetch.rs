@@ -113,7 +113,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         let total: usize = results.values().map(|r| r.records.len()).sum();
         let errored = results.values().any(|r| r.error_code != code::NONE);
         let now = Instant::now();
-        if total >= min_bytes.max(1) || errored || now >= deadline || wanted.is_empty() {
+        if total >= min_bytes || errored || now >= deadline || wanted.is_empty() {
             break;
         }
         wait_for_data(ctx, &wanted, deadline - now).await;

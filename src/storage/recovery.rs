@@ -250,7 +250,7 @@ async fn recover_segments(
             Some(_) => 0,
             None => segment.index_position(i64::MAX),
         };
-        if rebuild {
+        if rebuild && segment.size() > 0 {
             tracing::warn!(
                 base,
                 "index files missing: rebuilding them from the segment"

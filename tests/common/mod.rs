@@ -121,7 +121,8 @@ impl Broker {
         self.root.path().join("broker-stderr.log")
     }
 
-    /// Process id of the running broker.
+    /// Process id of the running broker. Signal it only while [`Broker::is_running`] is true:
+    /// once the harness has reaped the process the pid may belong to someone else.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("broker is not running").id()
     }
@@ -154,6 +155,11 @@ impl Broker {
     /// SIGTERM, then waits (bounded) and returns the exit status whatever it is.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker is not running");
+        // Only this harness reaps the child: once try_wait says it has not exited, its pid
+        // cannot be reused until we wait, so the signal cannot reach another process.
+        if let Some(status) = child.try_wait().expect("wait for broker") {
+            return status;
+        }
         // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -556,6 +562,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         );
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Polls until `path` no longer exists (bounded); true once it is gone.
+pub fn wait_for_absence(path: &Path) -> bool {
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    while path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 /// The error code of a KafkaError from a producer or consumer, if it carries one.

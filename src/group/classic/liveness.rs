@@ -1,0 +1,106 @@
+//! Heartbeats and timers of a classic group: session expiry, the join and sync deadlines,
+//! the initial rebalance delay, and deletion.
+
+use super::*;
+
+impl ClassicGroup {
+    /// Handles Heartbeat.
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> GroupResult {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        self.check_member(member_id, instance)?;
+        match self.state {
+            GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => {
+                self.touch(member_id, now_ms);
+                Err(ResponseError::RebalanceInProgress)
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                if generation != self.generation {
+                    return Err(ResponseError::IllegalGeneration);
+                }
+                self.touch(member_id, now_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Advances timers: join/sync deadlines, session expiry, pending member expiry.
+    pub fn tick(&mut self, now_ms: i64, config: &GroupConfig) {
+        self.pending_members
+            .retain(|_, deadline| *deadline > now_ms);
+        if self.state == GroupState::PreparingRebalance
+            && self.join_deadline_ms.is_some_and(|d| d <= now_ms)
+        {
+            match self.initial_delay_remaining_ms {
+                Some(remaining) if self.new_member_added && remaining > 0 => {
+                    // Kafka's InitialDelayedJoin: keep waiting while members arrive.
+                    let delay = config.initial_rebalance_delay_ms.min(remaining);
+                    self.new_member_added = false;
+                    self.initial_delay_remaining_ms = Some((remaining - delay).max(0));
+                    self.join_deadline_ms = Some(now_ms + delay);
+                }
+                _ => self.complete_join(now_ms),
+            }
+        }
+        if self.state == GroupState::CompletingRebalance
+            && !self.assignment_persisting
+            && self.sync_deadline_ms.is_some_and(|d| d <= now_ms)
+        {
+            // The leader never sent its assignment: drop whoever did not sync, and retry.
+            let missing: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| m.sync_waiter.is_none() || self.leader.as_deref() == Some(&m.member_id))
+                .map(|m| m.member_id.clone())
+                .collect();
+            for id in missing {
+                self.remove_member(&id);
+            }
+            self.prepare_rebalance(now_ms, config);
+        }
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                let waiting = (m.join_waiter.is_some() && !m.is_new) || m.sync_waiter.is_some();
+                !waiting && m.last_heartbeat_ms + i64::from(m.session_timeout_ms) <= now_ms
+            })
+            .map(|m| m.member_id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(group = %self.group_id, member = %id, "session timeout; removing member");
+            self.remove_member_and_rebalance(&id, now_ms);
+        }
+    }
+
+    /// The next instant at which [`ClassicGroup::tick`] has work, if any.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        let sessions = self
+            .members
+            .values()
+            .map(|m| m.last_heartbeat_ms + i64::from(m.session_timeout_ms));
+        let pending = self.pending_members.values().copied();
+        sessions
+            .chain(pending)
+            .chain(self.join_deadline_ms)
+            .chain(self.sync_deadline_ms)
+            .min()
+    }
+
+    /// Marks the group deleted; parked requests get COORDINATOR_NOT_AVAILABLE.
+    pub fn mark_dead(&mut self, now_ms: i64) {
+        for m in self.members.values_mut() {
+            fail_waiters(m, ResponseError::CoordinatorNotAvailable);
+        }
+        self.members.clear();
+        self.transition(GroupState::Dead, now_ms);
+    }
+}

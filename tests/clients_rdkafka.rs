@@ -684,19 +684,28 @@ async fn time_retention_deletes_old_segments() {
             &[("segment.bytes", "65536"), ("retention.ms", "60000")],
         )
         .await;
-    // Records stamped an hour ago fill several segments, all past retention; the last few
-    // records carry the current time, so the active segment is not past retention and the log
-    // start offset settles at its base offset.
+    // Records stamped an hour ago fill several segments, all past retention. Then, once they
+    // are all acknowledged, a few records carry the current time: they land in the active
+    // segment, which is then not past retention, while every closed segment holds only old
+    // records. The log start offset must settle at the active segment's base offset.
     let producer = broker.producer(&[("batch.size", "16384")]);
     let old = now_ms() - 3_600_000;
     let value = vec![b'r'; 500];
-    let records = (0..1_000_i64)
+    let records = (0..990)
         .map(|i| {
-            let timestamp = if i < 990 { old + i } else { now_ms() };
             FutureRecord::to(&topic)
                 .partition(0)
                 .payload(value.as_slice())
-                .timestamp(timestamp)
+                .timestamp(old + i)
+        })
+        .collect();
+    produce_all(&broker, &producer, records).await;
+    let records = (0..10)
+        .map(|_| {
+            FutureRecord::to(&topic)
+                .partition(0)
+                .payload(value.as_slice())
+                .timestamp(now_ms())
         })
         .collect();
     produce_all(&broker, &producer, records).await;
@@ -707,20 +716,54 @@ async fn time_retention_deletes_old_segments() {
         .and_then(|stem| stem.parse().ok())
         .unwrap_or_else(|| panic!("segment file name {}", active.display()));
     assert!(active_base > 0, "no segment rolled; cannot test retention");
-    common::wait_until(
-        "retention to delete every segment before the active one",
-        common::WAIT_TIMEOUT,
-        || broker.watermarks(&topic, 0).0 == active_base,
-    );
+    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    loop {
+        let (low, high) = broker.watermarks(&topic, 0);
+        if low == active_base {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let files = list_dir(&active);
+            panic!(
+                "retention did not settle on the active segment's base offset {active_base} within \
+                 {:?}: watermarks ({low}, {high}); files {files:?}\n{}",
+                common::WAIT_TIMEOUT,
+                broker.stderr_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(broker.watermarks(&topic, 0), (active_base, 1_000));
     let served = broker.read_range(&topic, 0, active_base, 1_000);
     assert_eq!(served.first().map(|r| r.offset), Some(active_base));
-    let segments = std::fs::read_dir(active.parent().expect("dir"))
-        .expect("read partition dir")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
-        })
-        .count();
-    assert_eq!(segments, 1, "expired segment files left on disk");
+    // Kafka renames expired segments to `.deleted` at once and removes them later; either way
+    // no live `.log` file may stay behind for long.
+    let live_logs = || -> Vec<String> {
+        list_dir(&active)
+            .into_iter()
+            .filter(|name| name.ends_with(".log"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    while live_logs().len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired segment files still on disk {:?} after {:?}: {:?}",
+            common::WAIT_TIMEOUT,
+            live_logs(),
+            list_dir(&active)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sorted file names in the directory holding `file`.
+fn list_dir(file: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(file.parent().expect("parent dir"))
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

@@ -334,12 +334,18 @@ mod tests {
     #[test]
     fn colliding_names_and_stale_ids_are_refused() {
         let (img, _) = apply(&empty(), &create("a.b", 1)).unwrap();
-        assert!(matches!(apply(&img, &create("a_b", 1)), Err(ControllerError::InvalidTopic(_))));
+        assert!(matches!(
+            apply(&img, &create("a_b", 1)),
+            Err(ControllerError::InvalidTopic(_))
+        ));
         let stale = ControllerCommand::DeleteTopic {
             name: "a.b".into(),
             id: Some(uuid::Uuid::new_v4()),
         };
-        assert!(matches!(apply(&img, &stale), Err(ControllerError::UnknownTopicId)));
+        assert!(matches!(
+            apply(&img, &stale),
+            Err(ControllerError::UnknownTopicId)
+        ));
         let current = ControllerCommand::DeleteTopic {
             name: "a.b".into(),
             id: Some(img.topics["a.b"].id),

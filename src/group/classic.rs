@@ -358,6 +358,7 @@ impl ClassicGroup {
             }
             _ => {
                 let rx = self.set_join_waiter(&new_id, version);
+                // Not Empty (the member is here), so the initial delay setting is unused.
                 let config = GroupConfig::default();
                 self.prepare_rebalance(now_ms, &config);
                 rx

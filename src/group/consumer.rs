@@ -202,6 +202,18 @@ impl ConsumerGroup {
             }
             member_id = uuid::Uuid::new_v4().simple().to_string();
         }
+        let static_leave = epoch == -2
+            && self
+                .members
+                .get(&member_id)
+                .is_some_and(|m| m.instance_id.is_some());
+        if static_leave {
+            // KIP-848 temporary leave: the static member keeps its partitions until its
+            // next incarnation joins (taking them over) or its session times out.
+            return Ok(ConsumerGroupHeartbeatResponse::default()
+                .with_member_id(Some(StrBytes::from_string(member_id)))
+                .with_member_epoch(epoch));
+        }
         if epoch == -1 || epoch == -2 {
             if self.members.remove(&member_id).is_some() {
                 self.target.remove(&member_id);

@@ -101,3 +101,34 @@ fn session_timeout_fences_member() {
     assert!(g.is_empty());
     assert_eq!(g.state_name(), "Empty");
 }
+
+#[test]
+fn static_member_temporary_leave_keeps_partitions_for_its_successor() {
+    let cfg = GroupConfig::default();
+    let mut g = ConsumerGroup::new("g".into(), 0);
+    let mut join = hb("a1", 0, Some(&[]));
+    join.instance_id = Some(StrBytes::from_static_str("i"));
+    let r = g.heartbeat(1, ClientInfo::default(), &join, &Topics, &cfg, 0);
+    assert_eq!(parts(&r).map(|p| p.len()), Some(4));
+    let epoch = r.member_epoch;
+    let r = g.heartbeat(
+        1,
+        ClientInfo::default(),
+        &hb("a1", -2, None),
+        &Topics,
+        &cfg,
+        1,
+    );
+    assert_eq!(r.member_epoch, -2);
+    assert_eq!(
+        g.group_epoch(),
+        epoch,
+        "no rebalance on a static member's temporary leave"
+    );
+    let mut back = hb("a2", 0, Some(&[]));
+    back.instance_id = Some(StrBytes::from_static_str("i"));
+    let r = g.heartbeat(1, ClientInfo::default(), &back, &Topics, &cfg, 2);
+    assert_eq!(parts(&r).map(|p| p.len()), Some(4));
+    assert_eq!(g.group_epoch(), epoch);
+    assert!(!g.members.contains_key("a1"));
+}

@@ -52,7 +52,11 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
     };
     if !shard.config.flag("delete.topic.enable") {
         // Kafka: INVALID_REQUEST before v3, TOPIC_DELETION_DISABLED from v3.
-        let refused_code = if ctx.api_version >= 3 { code::TOPIC_DELETION_DISABLED } else { code::INVALID_REQUEST };
+        let refused_code = if ctx.api_version >= 3 {
+            code::TOPIC_DELETION_DISABLED
+        } else {
+            code::INVALID_REQUEST
+        };
         let refused = AdminError::new(refused_code, "Topic deletion is disabled.");
         let answers = targets.into_iter().map(|t| Answer {
             name: t.name,

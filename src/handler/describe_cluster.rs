@@ -117,7 +117,10 @@ mod tests {
     fn controller_endpoints_are_refused() {
         let req = DescribeClusterRequest::default().with_endpoint_type(2);
         let r = describe(&image(), 1, &req);
-        assert_eq!((r.error_code, r.endpoint_type), (code::MISMATCHED_ENDPOINT_TYPE, 1));
+        assert_eq!(
+            (r.error_code, r.endpoint_type),
+            (code::MISMATCHED_ENDPOINT_TYPE, 1)
+        );
         assert!(r.error_message.unwrap().contains("CONTROLLER"));
         assert!(r.brokers.is_empty());
         let r = describe(

@@ -77,7 +77,11 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS_ALL);
     }
     if v >= 8 && req_topic_ops {
-        for t in resp.topics.iter_mut().filter(|t| t.error_code == code::NONE) {
+        for t in resp
+            .topics
+            .iter_mut()
+            .filter(|t| t.error_code == code::NONE)
+        {
             t.topic_authorized_operations = TOPIC_OPERATIONS_ALL;
         }
     }

@@ -35,6 +35,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .unwrap_or_else(|_| "?".to_string());
     let _ = stream.set_nodelay(true);
     let socket_fd = stream.as_raw_fd();
+    let connection_id = shard.next_connection_id.get();
+    shard.next_connection_id.set(connection_id + 1);
+    shard
+        .open_sockets
+        .borrow_mut()
+        .insert(connection_id, socket_fd);
     let shared = Rc::new(RefCell::new(stream));
     let reader = Half(shared.clone());
     let mut writer = Half(shared);
@@ -101,6 +107,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer_task.await;
+    shard.open_sockets.borrow_mut().remove(&connection_id);
 }
 
 /// Writes a response made of bytes and file ranges; file ranges go by sendfile(2)

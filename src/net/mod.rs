@@ -58,8 +58,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
     }
 }
 
-/// Waits (bounded) for this shard's connections to finish their in-flight requests.
+/// Ends the reads of every open connection (their in-flight requests still get
+/// answers), then waits (bounded) for them to finish.
 pub async fn drain_connections(shard: &Rc<Shard>, limit: Duration) {
+    for fd in shard.open_sockets.borrow().values() {
+        // SAFETY: shutdown(2) on a descriptor owned by a live connection of this shard.
+        unsafe {
+            libc::shutdown(*fd, libc::SHUT_RD);
+        }
+    }
     let deadline = std::time::Instant::now() + limit;
     while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;

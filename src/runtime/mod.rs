@@ -82,13 +82,13 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         drained: Arc::new(AtomicUsize::new(0)),
         failed: Arc::new(AtomicBool::new(false)),
     };
-    let cpus = crate::config::online_cpus();
+    // Pin shard i to the i-th CPU this process may run on (taskset/cgroups respected).
+    let cpus = allowed_cpus();
     let mut handles = Vec::with_capacity(nr);
     for i in 0..nr {
-        let placement = if nr <= cpus {
-            Placement::Fixed(i)
-        } else {
-            Placement::Unbound
+        let placement = match cpus.get(i) {
+            Some(cpu) if nr <= cpus.len() => Placement::Fixed(*cpu),
+            _ => Placement::Unbound,
         };
         let mesh = mesh.clone();
         let b = Boot {
@@ -143,6 +143,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         anyhow::bail!("a shard failed");
     }
     Ok(())
+}
+
+/// CPUs in this process's affinity mask, ascending.
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|c| set.is_set(*c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..crate::config::online_cpus()).collect(),
+    }
 }
 
 /// Waits for SIGTERM/SIGINT (blocked in every thread) or a shard failure.

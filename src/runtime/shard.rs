@@ -31,6 +31,10 @@ pub struct Shard {
     /// Producer ids this shard may hand out: [next, end).
     pub producer_ids: Cell<(i64, i64)>,
     pub connections: Cell<usize>,
+    /// Sockets of open connections, so shutdown can end their reads (SHUT_RD)
+    /// without racing every read against a timer.
+    pub open_sockets: RefCell<std::collections::HashMap<u64, std::os::fd::RawFd>>,
+    pub next_connection_id: Cell<u64>,
     pub shutting_down: Cell<bool>,
     pub stats: Stats,
 }
@@ -70,6 +74,8 @@ impl Shard {
             fetch_sessions: RefCell::new(crate::handler::fetch_session::FetchSessions::new(slots)),
             producer_ids: Cell::new((0, 0)),
             connections: Cell::new(0),
+            open_sockets: RefCell::new(std::collections::HashMap::new()),
+            next_connection_id: Cell::new(0),
             shutting_down: Cell::new(false),
             stats: Stats::default(),
         }

@@ -36,6 +36,10 @@ pub struct ShardContext {
     pub(super) flusher_running: Cell<bool>,
     dirty: RefCell<Vec<Rc<PartitionLog>>>,
     flusher_wake: WakerSet,
+    /// Set by the ticker every FLUSH_TICK_MS: the flusher then also looks for relaxed-policy
+    /// fsyncs that came due and failed fsyncs to retry. Kept out of the hot path so a group
+    /// commit neither arms a timer nor scans every partition.
+    tick_due: Cell<bool>,
 }
 
 impl ShardContext {
@@ -81,6 +85,7 @@ impl LogManager {
                 flusher_running: Cell::new(false),
                 dirty: RefCell::new(Vec::new()),
                 flusher_wake: WakerSet::default(),
+                tick_due: Cell::new(false),
             }),
             partitions: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashSet::new()),
@@ -165,18 +170,28 @@ impl LogManager {
         }
         let weak = Rc::downgrade(self);
         glommio::spawn_local(flusher_loop(weak.clone(), self.context.clone())).detach();
+        glommio::spawn_local(ticker_loop(self.context.clone())).detach();
         glommio::spawn_local(maintenance_loop(weak)).detach();
     }
 
     /// One group commit: flushes every log with queued appends (all at once). The flusher task
     /// calls this; tests may too.
     pub async fn flush_dirty(&self) {
+        self.flush_round(true).await
+    }
+
+    /// A group commit over the queued logs, plus (when `include_due`) every log whose
+    /// relaxed-policy fsync came due or whose last fsync failed.
+    async fn flush_round(&self, include_due: bool) {
         let dirty = std::mem::take(&mut *self.context.dirty.borrow_mut());
-        let due: Vec<Rc<PartitionLog>> = self
-            .partitions()
-            .into_iter()
-            .filter(|p| p.fsync_due())
-            .collect();
+        let due: Vec<Rc<PartitionLog>> = if include_due {
+            self.partitions()
+                .into_iter()
+                .filter(|p| p.fsync_due())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let all = dirty.iter().chain(due.iter());
         let results = futures::future::join_all(all.map(|log| log.flush(false))).await;
         for err in results.into_iter().filter_map(Result::err) {
@@ -253,23 +268,30 @@ impl LogManager {
 
 async fn flusher_loop(manager: Weak<LogManager>, context: Rc<ShardContext>) {
     loop {
-        let woken = context
+        context
             .flusher_wake
-            .wait_until(|| context.closed.get() || !context.dirty.borrow().is_empty());
-        let tick = glommio::timer::sleep(Duration::from_millis(FLUSH_TICK_MS));
-        futures_lite::future::or(woken, async {
-            tick.await;
-        })
-        .await;
+            .wait_until(|| {
+                context.closed.get() || context.tick_due.get() || !context.dirty.borrow().is_empty()
+            })
+            .await;
         if context.closed.get() {
             break;
         }
         let Some(manager) = manager.upgrade() else {
             break;
         };
-        manager.flush_dirty().await;
+        let tick = context.tick_due.replace(false);
+        manager.flush_round(tick).await;
     }
     context.flusher_running.set(false);
+}
+
+async fn ticker_loop(context: Rc<ShardContext>) {
+    while !context.closed.get() {
+        glommio::timer::sleep(Duration::from_millis(FLUSH_TICK_MS)).await;
+        context.tick_due.set(true);
+        context.flusher_wake.wake_all();
+    }
 }
 
 async fn maintenance_loop(manager: Weak<LogManager>) {

@@ -16,6 +16,20 @@ use crate::runtime::messages::{
     ProduceBatch, ProduceItem, ProduceResult, ShardRequest, ShardResponse,
 };
 
+/// KIP-937 bounds on CreateTime timestamps. Checked on the batch's first and
+/// largest timestamps (the header's), not on every record.
+fn timestamp_out_of_range(
+    info: &records::BatchInfo,
+    before_max: Option<i64>,
+    after_max: Option<i64>,
+) -> bool {
+    let now = super::local::now_ms();
+    let too_old = before_max
+        .is_some_and(|b| info.base_timestamp >= 0 && now.saturating_sub(info.base_timestamp) > b);
+    let too_new = after_max.is_some_and(|a| info.max_timestamp.saturating_sub(now) > a);
+    too_old || too_new
+}
+
 /// Returns `None` for acks=0 (Kafka writes no response).
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let v = ctx.api_version;
@@ -33,13 +47,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let name = found
             .map(|t| t.name.clone())
             .unwrap_or_else(|| t.name.0.to_string());
-        let max_bytes = found
-            .map(|ti| topic::effective(&ctx.shard.config, &ti.configs))
-            .and_then(|eff| {
-                eff.get("max.message.bytes")
-                    .and_then(|(v, _)| v.parse::<usize>().ok())
-            })
+        let eff = found.map(|ti| topic::effective(&ctx.shard.config, &ti.configs));
+        let setting = |key: &str| {
+            eff.as_ref()
+                .and_then(|e| e.get(key))
+                .map(|(v, _)| v.clone())
+        };
+        let max_bytes = setting("max.message.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or_else(|| ctx.shard.config.message_max_bytes());
+        let create_time = setting("message.timestamp.type").as_deref() != Some("LogAppendTime");
+        let before_max =
+            setting("message.timestamp.before.max.ms").and_then(|v| v.parse::<i64>().ok());
+        let after_max =
+            setting("message.timestamp.after.max.ms").and_then(|v| v.parse::<i64>().ok());
         let mut indexes = Vec::new();
         for p in t.partition_data {
             let tp = TopicPartition::new(name.clone(), p.index);
@@ -83,6 +104,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             Some("transactional batches are not supported yet".into()),
                         ),
                     );
+                }
+                Ok(info) if create_time && timestamp_out_of_range(&info, before_max, after_max) => {
+                    let msg = format!(
+                        "Timestamp {} of a record is out of range (message.timestamp.before.max.ms / after.max.ms)",
+                        info.max_timestamp
+                    );
+                    answers.insert(tp.clone(), fail(code::INVALID_TIMESTAMP, Some(msg)));
                 }
                 Ok(info) => items.push(ProduceItem {
                     tp,

@@ -351,6 +351,22 @@ async fn run_controller(
         .broadcast(|| ShardRequest::ApplyImage(image.clone()))
         .await;
     tracing::info!(version = next.version, command = ?short(&cmd), "metadata changed");
+    if let (
+        ControllerCommand::CreateTopic { .. } | ControllerCommand::CreatePartitions { .. },
+        Outcome::Topic(t),
+    ) = (&cmd, &outcome)
+    {
+        let owners: Vec<usize> = (0..t.partitions)
+            .map(|p| {
+                placement::shard_for(
+                    &crate::model::TopicPartition::new(t.name.clone(), p),
+                    shard.nr_shards,
+                )
+                .0
+            })
+            .collect();
+        tracing::info!(topic = %t.name, id = %t.id, ?owners, "partition placement (index = partition, value = shard)");
+    }
     Ok(outcome)
 }
 

@@ -254,6 +254,15 @@ impl StorageIo for FaultyIo {
             Ok(())
         })
     }
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            let mut state = self.state.borrow_mut();
+            if let Some(file) = state.files.remove(from) {
+                state.files.insert(to.to_path_buf(), file);
+            }
+            Ok(())
+        })
+    }
     fn list_dir<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
         Box::pin(async move {
             let state = self.state.borrow();

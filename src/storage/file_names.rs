@@ -14,6 +14,9 @@ pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Suffix of temporary files written before an atomic rename.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// Appended to the files of a segment that retention removed; they are unlinked after
+/// `file.delete.delay.ms` (Kafka's `.deleted`), and at the next start at the latest.
+pub const DELETED_SUFFIX: &str = ".deleted";
 /// Present in a partition directory only while the partition is cleanly closed.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 /// Kafka's `partition.metadata` (version and topic id).

@@ -98,6 +98,8 @@ pub trait StorageIo {
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
     /// Removes a file; absent is not an error.
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+    /// Renames a file (within one directory); an absent source is not an error.
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;
     /// File names (not paths) in a directory.
     fn list_dir<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>>;
     /// Whole content of a small file; `None` if absent.
@@ -260,6 +262,21 @@ impl StorageIo for GlommioIo {
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             match glommio::io::remove(path).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    let err = io::Error::from(err);
+                    if err.kind() == io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(err)
+                    }
+                }
+            }
+        })
+    }
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            match glommio::io::rename(from, to).await {
                 Ok(()) => Ok(()),
                 Err(err) => {
                     let err = io::Error::from(err);

@@ -16,9 +16,9 @@ use super::batch::{self, BATCH_HEADER_BYTES};
 use super::config::LogConfig;
 use super::error::StorageError;
 use super::file_names::{
-    offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, INDEX_SUFFIX,
-    LOG_START_OFFSET_FILE, LOG_SUFFIX, PARTITION_METADATA_FILE, RECOVERY_POINT_FILE,
-    SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
+    offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE,
+    DELETED_SUFFIX, INDEX_SUFFIX, LOG_START_OFFSET_FILE, LOG_SUFFIX, PARTITION_METADATA_FILE,
+    RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
 use super::log::{LoadedLog, Offsets, PartitionLog};
@@ -38,7 +38,12 @@ pub(super) async fn load(
     io.create_dir_all(&dir).await?;
     check_partition_metadata(io.as_ref(), &dir, topic_id).await?;
     let names = io.list_dir(&dir).await?;
-    for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+    // Temporary files of an interrupted atomic write, and segments retention had already
+    // removed (`.deleted`) whose delayed unlink did not happen before the stop.
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(TMP_SUFFIX) || n.ends_with(DELETED_SUFFIX))
+    {
         io.remove_file(&dir.join(name)).await?;
     }
     let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);

@@ -481,7 +481,11 @@ fn pending_segment_deletions_do_not_come_back_after_restart() {
         *log.config.borrow_mut() = retained;
         assert!(log.apply_retention(0, 1 << 40).await.expect("retention") > 0);
         let (start, segments) = (log.log_start_offset(), log.segment_count());
-        assert!(io.exists(&log_path(&log, 0)), "file deletion is delayed");
+        let mut marked = log_path(&log, 0).into_os_string();
+        marked.push(super::file_names::DELETED_SUFFIX);
+        let marked = std::path::PathBuf::from(marked);
+        assert!(!io.exists(&log_path(&log, 0)), "renamed away at once");
+        assert!(io.exists(&marked), "file deletion is delayed");
         drop(log);
         let log = fake_manager(&io, &data_dir())
             .open_partition(&tp(), uuid::Uuid::nil(), cfg)
@@ -492,5 +496,9 @@ fn pending_segment_deletions_do_not_come_back_after_restart() {
             (start, segments)
         );
         assert!(!io.exists(&log_path(&log, 0)), "deleted at open");
+        assert!(
+            !io.exists(&marked),
+            "leftover .deleted files removed at open"
+        );
     });
 }

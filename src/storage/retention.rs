@@ -149,14 +149,18 @@ impl PartitionLog {
             self.set_offsets(offsets);
         }
         let delay_ms = self.config.borrow().file_delete_delay_ms;
-        for segment in doomed {
+        for segment in &doomed {
             tracing::info!(partition = %self.tp, base = segment.base_offset().0, "deleting segment");
+            segment.mark_deleted().await?;
+        }
+        self.shard.io.sync_dir(&self.dir).await?;
+        for segment in doomed {
             if delay_ms == 0 {
-                segment.delete_files().await?;
+                segment.delete_marked_files().await?;
             } else {
                 glommio::spawn_local(async move {
                     glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
-                    if let Err(err) = segment.delete_files().await {
+                    if let Err(err) = segment.delete_marked_files().await {
                         tracing::warn!(error = %err, "deleting segment files");
                     }
                 })

@@ -588,6 +588,26 @@ impl Segment {
     }
 
     /// Removes the segment's files. Readers holding the segment keep their open file.
+    /// Renames the segment's files to `<name>.deleted` (the first step of a delete, as in
+    /// Kafka: from now on no reader opens them by their live names).
+    pub async fn mark_deleted(&self) -> io::Result<()> {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let live = self.path(suffix);
+            self.io.rename(&live, &deleted_path(&live)).await?;
+        }
+        Ok(())
+    }
+
+    /// Unlinks the `.deleted` files left by `mark_deleted`.
+    pub async fn delete_marked_files(&self) -> io::Result<()> {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            self.io
+                .remove_file(&deleted_path(&self.path(suffix)))
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn delete_files(&self) -> io::Result<()> {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             self.io.remove_file(&self.path(suffix)).await?;
@@ -759,4 +779,10 @@ pub struct RollLimits {
     pub segment_ms: Option<u64>,
     pub offset_entries_max: usize,
     pub time_entries_max: usize,
+}
+
+fn deleted_path(live: &Path) -> PathBuf {
+    let mut name = live.as_os_str().to_owned();
+    name.push(super::file_names::DELETED_SUFFIX);
+    PathBuf::from(name)
 }

@@ -509,3 +509,47 @@ fn timestamp_lookups_are_per_record() {
         );
     });
 }
+
+#[test]
+fn retention_renames_to_deleted_at_once_and_a_restart_unlinks_them() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            file_delete_delay_ms: 60_000,
+            ..small_config()
+        };
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+            .await
+            .expect("open");
+        for i in 0..20 {
+            log.append(batch_at(i * 1000, 1, 400), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        assert!(log.segment_count() > 3);
+        log.delete_records_before(Offset(15))
+            .await
+            .expect("delete records");
+        let first = log_path(&log, 0);
+        let mut deleted = first.as_os_str().to_owned();
+        deleted.push(super::file_names::DELETED_SUFFIX);
+        let deleted = std::path::PathBuf::from(deleted);
+        assert!(!io.exists(&first), "the live name is gone at once");
+        assert!(
+            io.exists(&deleted),
+            "the file waits under .deleted for file.delete.delay.ms"
+        );
+        manager.shutdown().await;
+
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("reopen");
+        assert!(!io.exists(&deleted), "a restart unlinks leftovers");
+        assert!(log.log_start_offset().0 >= 15);
+    });
+}

@@ -674,14 +674,19 @@ async fn auto_create_follows_broker_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_retention_deletes_old_segments() {
-    let broker =
+    let mut broker =
         Broker::start_with(BrokerOpts::default().with("log.retention.check.interval.ms", "200"));
     let topic = unique_topic("retention");
     broker
         .create_topic(
             &topic,
             1,
-            &[("segment.bytes", "65536"), ("retention.ms", "60000")],
+            &[
+                ("segment.bytes", "65536"),
+                ("retention.ms", "60000"),
+                // Files of deleted segments go at once (Kafka's default waits 60 s).
+                ("file.delete.delay.ms", "0"),
+            ],
         )
         .await;
     // Records stamped an hour ago fill several segments, all past retention. Then, once they
@@ -736,8 +741,7 @@ async fn time_retention_deletes_old_segments() {
     assert_eq!(broker.watermarks(&topic, 0), (active_base, 1_000));
     let served = broker.read_range(&topic, 0, active_base, 1_000);
     assert_eq!(served.first().map(|r| r.offset), Some(active_base));
-    // Kafka renames expired segments to `.deleted` at once and removes them later; either way
-    // no live `.log` file may stay behind for long.
+    // With file.delete.delay.ms=0 the expired segments' files go promptly.
     let live_logs = || -> Vec<String> {
         list_dir(&active)
             .into_iter()
@@ -755,6 +759,18 @@ async fn time_retention_deletes_old_segments() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The moved log start offset survives a crash.
+    broker.kill9();
+    broker.start_again();
+    assert_eq!(
+        broker.watermarks(&topic, 0),
+        (active_base, 1_000),
+        "watermarks after kill -9 and restart"
+    );
+    assert_eq!(
+        broker.read_range(&topic, 0, active_base, 1_000).len(),
+        1_000 - active_base as usize
+    );
 }
 
 /// Sorted file names in the directory holding `file`.

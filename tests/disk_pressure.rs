@@ -21,7 +21,10 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("sluice-tmpfs-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-tmpfs-")
+            .tempdir()
+            .expect("temp dir");
         let path = dir.path().join("mnt");
         std::fs::create_dir_all(&path).expect("mount point");
         let status = Command::new("mount")
@@ -29,7 +32,10 @@ impl Tmpfs {
             .arg(&path)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
         Tmpfs { path, _dir: dir }
     }
 }
@@ -77,8 +83,14 @@ async fn produce_is_refused_below_the_free_space_floor_and_resumes_when_space_re
         }
     }
     let (at, error) = refused.expect("the broker never refused produce");
-    assert!(acknowledged > 100, "refused too early: after {acknowledged} records ({error})");
-    assert!(free_bytes(&fs.path) > 4 * 1024 * 1024, "the volume filled up before the broker refused produce");
+    assert!(
+        acknowledged > 100,
+        "refused too early: after {acknowledged} records ({error})"
+    );
+    assert!(
+        free_bytes(&fs.path) > 4 * 1024 * 1024,
+        "the volume filled up before the broker refused produce"
+    );
     let code = common::error_code(&error);
     assert_eq!(
         code,
@@ -104,9 +116,15 @@ async fn produce_is_refused_below_the_free_space_floor_and_resumes_when_space_re
     broker.create_topic(&other, 1, &[]).await;
     let fresh = broker.producer(&[("message.timeout.ms", "30000")]);
     let sent = fresh
-        .send(FutureRecord::<(), [u8]>::to(&other).payload(b"back"), Duration::from_secs(30))
+        .send(
+            FutureRecord::<(), [u8]>::to(&other).payload(b"back"),
+            Duration::from_secs(30),
+        )
         .await;
     assert!(sent.is_ok(), "produce did not resume: {:?}", sent.err());
-    assert_eq!(broker.read_range(&other, 0, 0, 1)[0].value.as_deref(), Some(&b"back"[..]));
+    assert_eq!(
+        broker.read_range(&other, 0, 0, 1)[0].value.as_deref(),
+        Some(&b"back"[..])
+    );
     broker.stop();
 }

@@ -128,3 +128,68 @@ async fn produce_is_refused_below_the_free_space_floor_and_resumes_when_space_re
     );
     broker.stop();
 }
+
+/// Bytes of the `.log` segments in a partition directory.
+fn segment_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_disk_percent_keeps_a_topic_under_its_share_of_the_volume() {
+    // A 20 MiB capacity source; the topic may use 10% of it = 2 MiB over 2 partitions.
+    let broker = Broker::start_with(
+        BrokerOpts::default()
+            .with("log.dir.capacity.bytes", "20971520")
+            .with("log.retention.check.interval.ms", "200")
+            .with("log.segment.delete.delay.ms", "0"),
+    );
+    let topic = unique_topic("share");
+    broker
+        .create_topic(
+            &topic,
+            2,
+            &[
+                ("retention.disk.percent", "10"),
+                ("segment.bytes", "262144"),
+                ("file.delete.delay.ms", "0"),
+            ],
+        )
+        .await;
+    let producer = broker.producer(&[]);
+    let value = vec![b'v'; 8 * 1024];
+    for i in 0..1024u32 {
+        let key = i.to_be_bytes();
+        let record = FutureRecord::to(&topic)
+            .partition((i % 2) as i32)
+            .key(&key[..])
+            .payload(&value[..]);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("produce");
+    }
+    // 8 MiB produced; each partition must come down to its 1 MiB share (plus at most one
+    // segment, since only whole sealed segments are deleted and the active one never is).
+    let share = 1024 * 1024u64;
+    for p in 0..2 {
+        let dir = broker.data_dir().join(format!("{topic}-{p}"));
+        wait_until("retention by disk share", Duration::from_secs(30), || {
+            segment_bytes_on_disk(&dir) <= share + 262_144
+        });
+        let (low, high) = broker.watermarks(&topic, p);
+        assert!(low > 0, "log start offset advanced");
+        assert_eq!(high, 512);
+        // What is left is still readable from the new log start offset.
+        let records = broker.read_range(&topic, p, low, high);
+        assert_eq!(records.len() as i64, high - low);
+    }
+}

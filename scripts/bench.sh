@@ -14,6 +14,7 @@
 #   BROKER_BIN=target/release/sluice  BENCH_BIN=target/release/sluice-bench
 #   DATA_PARENT=${TMPDIR:-/tmp} (the broker's data directory and fio's file go under it)
 #   CREATE_TOPIC=1 (0 leaves topics to auto-creation, for brokers without CreateTopics)
+#   SKIP_STORAGE=0 (1 leaves out the storage-engine section, sluice-bench log-*)
 #   SKIP_BUILD=0 (1 uses BROKER_BIN and BENCH_BIN as they are)
 set -euo pipefail
 export RUST_LIB_BACKTRACE=0  # an error from sluice-bench is one line, not a stack trace
@@ -204,6 +205,29 @@ if start_broker 2 0,1; then
         --record-size 1024 --throughput -1 --producer-props acks=1 $(topic_flags)
     stop_broker
 fi
+
+# ---- storage engine alone (sluice-bench log-*) ------------------------------------------------
+# The partition log as a library on one executor pinned to CPU 0: append throughput against the
+# fio figure above, start-up with 1,000 partitions, recovery of a 1 GiB unflushed tail, memory
+# per idle partition. Reports in $RESULTS/storage/. SKIP_STORAGE=1 leaves this section out.
+if [ "${SKIP_STORAGE:-0}" != 1 ]; then
+    mkdir -p "$RESULTS/storage" "$WORK/storage"
+    storage_phase() { # storage_phase NAME SUBCOMMAND ARGS...
+        local name=$1; shift
+        log "storage $name: sluice-bench $*"
+        timeout "$PHASE_TIMEOUT" "$BENCH_BIN" "$@" --cpu 0 --data-dir "$WORK/storage" \
+            --report "$RESULTS/storage/$name.json" --label "$name" 2>&1 | tee "$RESULTS/storage/$name.txt" \
+            || log "storage $name failed"
+    }
+    fio_flag=()
+    [ -s "$RESULTS/fio.json" ] && fio_flag=(--fio-json "$RESULTS/fio.json")
+    storage_phase log-append-acks-all log-append --acks all "${fio_flag[@]}"
+    storage_phase log-append-acks-1 log-append --acks 1 "${fio_flag[@]}"
+    storage_phase log-startup log-startup --partitions 1000
+    storage_phase log-recovery log-recovery --tail-bytes 1073741824
+    storage_phase log-memory log-memory --partitions 1000
+fi
+# ---- end of storage engine section -----------------------------------------------------------
 
 log "summary ($RESULTS)"
 "$BENCH_BIN" summarize --results-dir "$RESULTS"

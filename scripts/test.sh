@@ -44,6 +44,15 @@ if ! cmp -s tests/python/requirements.txt "$STAMP"; then
     cp tests/python/requirements.txt "$STAMP"
 fi
 
+# ---- Node clients ----------------------------------------------------------------------------
+# kafkajs for tests/kafkajs.rs, pinned by tests/node/package-lock.json.
+NODE_STAMP="tests/node/node_modules/.sluice-package-lock"
+if [ ! -d tests/node/node_modules ] || ! cmp -s tests/node/package-lock.json "$NODE_STAMP"; then
+    log "npm ci --prefix tests/node"
+    npm ci --prefix tests/node --no-audit --no-fund
+    cp tests/node/package-lock.json "$NODE_STAMP"
+fi
+
 # ---- Rust ------------------------------------------------------------------------------------
 # Each broker under test runs 2 shards (--cores 2) on a 2-core machine: two test threads keep
 # the machine busy without starving brokers of CPU into client timeouts.

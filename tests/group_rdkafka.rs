@@ -236,8 +236,9 @@ async fn two_then_three_consumers_split_partitions_and_survivors_take_over() {
     );
 }
 
-/// Child-process half of `killed_consumer_partitions_move_to_survivor`: consumes and prints
-/// `C <partition> <offset>` after each successful commit, until killed.
+/// Child-process half of `killed_consumer_partitions_move_to_survivor`: consumes, printing
+/// `R <partition> <offset>` when a record arrives (before its commit is sent) and
+/// `C <partition> <offset>` once its commit is acknowledged, until killed.
 #[test]
 #[ignore = "run only as a child of killed_consumer_partitions_move_to_survivor"]
 fn child_consumer() {
@@ -262,6 +263,9 @@ fn child_consumer() {
     consumer.subscribe(&[&topic]).expect("subscribe");
     loop {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            // Printed (one write per line) before the commit goes out: a kill between the
+            // broker applying the commit and the child printing `C` cannot hide a record.
+            println!("R {} {}", m.partition(), m.offset());
             if consumer.commit_message(&m, CommitMode::Sync).is_ok() {
                 println!("C {} {}", m.partition(), m.offset());
             }
@@ -274,6 +278,17 @@ fn child_consumer() {
     }
 }
 
+/// What the child consumer reported on stdout.
+#[derive(Default)]
+struct ChildReport {
+    /// Records the child received (`R`); some may be committed without a `C` line.
+    received: HashSet<(i32, i64)>,
+    /// Records whose commit the broker acknowledged (`C`).
+    committed: HashSet<(i32, i64)>,
+    /// Size of the child's latest assignment (`A`).
+    assigned: usize,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_consumer_partitions_move_to_survivor() {
     let broker = broker();
@@ -281,7 +296,9 @@ async fn killed_consumer_partitions_move_to_survivor() {
     broker.create_topic(&topic, PARTITIONS, &[]).await;
     produce(&broker, &topic, 0, 800).await;
     let group = unique_topic("g-kill");
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    // /proc/self/exe, not current_exe(): the path still runs this binary when a concurrent
+    // `cargo build` has replaced the file on disk (current_exe() then names a deleted file).
+    let mut child = Command::new("/proc/self/exe")
         .args([
             "--ignored",
             "--exact",
@@ -296,19 +313,22 @@ async fn killed_consumer_partitions_move_to_survivor() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child consumer");
-    let child_committed: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
-    let child_assigned = Arc::new(AtomicUsize::new(0));
+    let report: Arc<Mutex<ChildReport>> = Arc::default();
     let stdout = child.stdout.take().unwrap();
-    let (cc, ca) = (child_committed.clone(), child_assigned.clone());
+    let from_child = report.clone();
     let reader = thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let parts: Vec<&str> = line.split_whitespace().collect();
+            let record = |p: &str, o: &str| (p.parse().unwrap(), o.parse().unwrap());
+            let mut r = from_child.lock().unwrap();
             match parts.as_slice() {
-                ["C", p, o] => cc
-                    .lock()
-                    .unwrap()
-                    .push((p.parse().unwrap(), o.parse().unwrap())),
-                ["A", n] => ca.store(n.parse().unwrap(), Ordering::SeqCst),
+                ["R", p, o] => {
+                    r.received.insert(record(p, o));
+                }
+                ["C", p, o] => {
+                    r.committed.insert(record(p, o));
+                }
+                ["A", n] => r.assigned = n.parse().unwrap(),
                 _ => {}
             }
         }
@@ -317,10 +337,10 @@ async fn killed_consumer_partitions_move_to_survivor() {
     let survivor = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
     wait_until("both consumers to own partitions", GROUP_TIMEOUT, || {
         let mine = survivor.assigned().len();
-        mine > 0 && mine < PARTITIONS as usize && child_assigned.load(Ordering::SeqCst) > 0
+        mine > 0 && mine < PARTITIONS as usize && report.lock().unwrap().assigned > 0
     });
     wait_until("the child to commit some records", GROUP_TIMEOUT, || {
-        child_committed.lock().unwrap().len() >= 20
+        report.lock().unwrap().committed.len() >= 20
     });
     child.kill().expect("kill -9 the child");
     let _ = child.wait();
@@ -329,17 +349,30 @@ async fn killed_consumer_partitions_move_to_survivor() {
     wait_until("the survivor to own every partition", GROUP_TIMEOUT, || {
         survivor.assigned().len() == PARTITIONS as usize
     });
-    let committed: HashSet<(i32, i64)> = child_committed.lock().unwrap().iter().copied().collect();
+    let report = std::mem::take(&mut *report.lock().unwrap());
+    assert!(report.committed.is_subset(&report.received));
+    // No record lost: what the child received and what the survivor consumed cover the
+    // topic. (A record the child received may have been committed by a request the kill
+    // cut short, so the survivor need not see it.)
     wait_until("every record consumed by someone", GROUP_TIMEOUT, || {
         let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
-        mine.union(&committed).count() >= 800
+        mine.union(&report.received).count() >= 800
     });
     survivor.close();
     let mine: HashSet<(i32, i64)> = seen.records.lock().unwrap().iter().copied().collect();
-    let twice: Vec<_> = mine.intersection(&committed).collect();
+    assert_eq!(mine.union(&report.received).count(), 800);
+    let twice: Vec<_> = mine.intersection(&report.committed).collect();
     assert!(
         twice.is_empty(),
         "records the dead member had committed were consumed again: {twice:?}"
+    );
+    // Records the child received whose commit was applied but not acknowledged before the
+    // kill (0 or 1 per partition); shown with --nocapture.
+    let cut_short = report.received.difference(&mine).count() - report.committed.len();
+    eprintln!(
+        "child: {} received, {} acknowledged commits, {cut_short} committed unacknowledged",
+        report.received.len(),
+        report.committed.len()
     );
 }
 
@@ -456,6 +489,7 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
     broker.create_topic(&topic, PARTITIONS, &[]).await;
     produce(&broker, &topic, 0, 64).await;
     let group = unique_topic("g-kcat");
+    // Each run: (records printed, kcat's stderr with librdkafka's group debug log).
     let run = || {
         let out = Command::new("kcat")
             .args([
@@ -465,6 +499,8 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
                 "broker.address.family=v4",
                 "-X",
                 "auto.offset.reset=earliest",
+                "-d",
+                "cgrp",
                 "-G",
                 &group,
                 "-e",
@@ -475,14 +511,19 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
             ])
             .output()
             .expect("run kcat (apt-get install kcat)");
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        (
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    assert_eq!(run(), 64);
+    let (first, first_log) = run();
+    assert_eq!(first, 64, "first kcat run\n{first_log}");
     produce(&broker, &topic, 64, 16).await;
+    let (second, second_log) = run();
     assert_eq!(
-        run(),
-        16,
-        "second kcat run must resume from the committed offsets"
+        second, 16,
+        "second kcat run must resume from the committed offsets\n\
+         ---- first run ----\n{first_log}\n---- second run ----\n{second_log}"
     );
 }
 

@@ -27,6 +27,20 @@ pub enum Command {
     E2eLatency(E2eLatencyArgs),
     /// Tabulate a scripts/bench.sh results directory (summary.md and summary.json).
     Summarize(SummarizeArgs),
+    /// Storage engine alone: append throughput of pre-encoded batches into a LogManager.
+    LogAppend(crate::log_bench::LogAppendArgs),
+    /// Storage engine alone: time to open many partitions after a clean stop.
+    LogStartup(crate::log_bench::LogStartupArgs),
+    /// Storage engine alone: time to open a partition whose unflushed tail must be scanned.
+    LogRecovery(crate::log_bench::LogRecoveryArgs),
+    /// Storage engine alone: resident memory per idle open partition.
+    LogMemory(crate::log_bench::LogMemoryArgs),
+    /// Child process of log-startup and log-memory: writes the partitions, stops cleanly.
+    #[command(hide = true)]
+    LogPopulate(crate::log_bench::LogPopulateArgs),
+    /// Child process of log-recovery: writes the tail, then waits to be killed.
+    #[command(hide = true)]
+    LogRecoveryWrite(crate::log_bench::LogRecoveryWriteArgs),
 }
 
 /// Flags every subcommand shares: where the broker is, topic creation and the report.

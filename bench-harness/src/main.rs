@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod consumer_perf;
 mod e2e_latency;
+mod log_bench;
 mod producer_perf;
 mod props;
 mod report;
@@ -25,5 +26,11 @@ fn main() -> Result<()> {
         cli::Command::ConsumerPerf(args) => consumer_perf::run(&args),
         cli::Command::E2eLatency(args) => e2e_latency::run(&args),
         cli::Command::Summarize(args) => summarize::run(&args),
+        cli::Command::LogAppend(args) => log_bench::append::run(&args),
+        cli::Command::LogStartup(args) => log_bench::startup::run(&args),
+        cli::Command::LogRecovery(args) => log_bench::recovery::run(&args),
+        cli::Command::LogMemory(args) => log_bench::memory::run(&args),
+        cli::Command::LogPopulate(args) => log_bench::populate::run(&args),
+        cli::Command::LogRecoveryWrite(args) => log_bench::recovery::write_tail(&args),
     }
 }

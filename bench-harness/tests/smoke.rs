@@ -250,3 +250,75 @@ fn wait_bounded(child: Child, timeout: Duration) -> Output {
         }
     }
 }
+
+/// The storage-engine subcommands (`log-*`) with tiny sizes: each runs, prints its line and
+/// writes a JSON report with the figures named. No broker, no timings asserted.
+#[test]
+fn log_subcommands_run_with_tiny_sizes() {
+    let report_dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data = data_dir.path().to_str().expect("utf-8 path").to_string();
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "log-append",
+            &[
+                "--partitions",
+                "2",
+                "--batch-bytes",
+                "65536",
+                "--total-bytes",
+                "1048576",
+            ],
+            "mb_per_sec",
+        ),
+        (
+            "log-recovery",
+            &["--tail-bytes", "1048576"],
+            "scanned_bytes",
+        ),
+        ("log-startup", &["--partitions", "5"], "open_sequential_ms"),
+        (
+            "log-memory",
+            &["--partitions", "5"],
+            "idle_kib_per_partition",
+        ),
+    ];
+    for (command, flags, figure) in cases {
+        let report = report_dir.path().join(format!("{command}.json"));
+        let mut args: Vec<String> = vec![command.to_string()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.extend([
+            "--data-dir".to_string(),
+            data.clone(),
+            "--report".to_string(),
+            report.to_str().expect("utf-8 path").to_string(),
+        ]);
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting sluice-bench");
+        let output = wait_bounded(child, RUN_TIMEOUT);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "sluice-bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(&format!("{command}: ")), "{stdout}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+                .expect("report is JSON");
+        assert_eq!(json["kind"], command);
+        assert!(
+            !json["figures"][figure].is_null(),
+            "{command}: no {figure} in {json}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(data_dir.path())
+        .expect("data dir")
+        .collect();
+    assert!(left.is_empty(), "log-* left files behind: {left:?}");
+}

@@ -9,9 +9,21 @@ use crate::cluster::controller::Outcome;
 use crate::cluster::{ControllerCommand, ControllerError, MetadataImage};
 use crate::model::{Offset, TopicPartition};
 
-pub struct Envelope {
-    pub request: ShardRequest,
-    pub reply: futures::channel::oneshot::Sender<ShardResponse>,
+/// What travels on the mesh. Replies travel on the mesh too (not on a
+/// cross-thread oneshot): glommio 0.9 can miss a wake-up sent from another thread
+/// while the executor is going to sleep (it re-checks its shared channels after
+/// announcing sleep, but not its foreign-waker queue), which stalled calls for
+/// seconds. The caller matches the reply to its call by `id`.
+pub enum Envelope {
+    Request {
+        id: u64,
+        from: usize,
+        request: ShardRequest,
+    },
+    Response {
+        id: u64,
+        response: ShardResponse,
+    },
 }
 
 pub enum ShardRequest {

@@ -286,12 +286,7 @@ fn spawn_mesh_receivers(
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(envelope) = stream.next().await {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    let response = dispatch_local(shard, envelope.request).await;
-                    let _ = envelope.reply.send(response);
-                })
-                .detach();
+                shard.receive(envelope);
             }
         })
         .detach();

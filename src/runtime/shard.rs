@@ -25,6 +25,10 @@ pub struct Shard {
     pub groups: Rc<crate::group::GroupCoordinator>,
     image: RefCell<Arc<MetadataImage>>,
     senders: Senders<Envelope>,
+    /// Calls to other shards waiting for their reply, by call id (this shard only).
+    pending_calls:
+        RefCell<std::collections::HashMap<u64, futures::channel::oneshot::Sender<ShardResponse>>>,
+    next_call_id: Cell<u64>,
     /// Serialises controller commands (used on shard 0 only).
     pub controller_lock: glommio::sync::Semaphore,
     pub fetch_sessions: RefCell<crate::handler::fetch_session::FetchSessions>,
@@ -70,6 +74,8 @@ impl Shard {
             groups,
             image: RefCell::new(image),
             senders,
+            pending_calls: RefCell::new(std::collections::HashMap::new()),
+            next_call_id: Cell::new(0),
             controller_lock: glommio::sync::Semaphore::new(1),
             fetch_sessions: RefCell::new(crate::handler::fetch_session::FetchSessions::new(slots)),
             producer_ids: Cell::new((0, 0)),
@@ -96,12 +102,44 @@ impl Shard {
         if target == self.id {
             return super::dispatch_local(self.clone(), request).await;
         }
+        let id = self.next_call_id.get();
+        self.next_call_id.set(id.wrapping_add(1));
         let (tx, rx) = futures::channel::oneshot::channel();
-        let envelope = Envelope { request, reply: tx };
+        self.pending_calls.borrow_mut().insert(id, tx);
+        let envelope = Envelope::Request {
+            id,
+            from: self.id.0,
+            request,
+        };
         if self.senders.send_to(target.0, envelope).await.is_err() {
+            self.pending_calls.borrow_mut().remove(&id);
             return ShardResponse::Unavailable;
         }
         rx.await.unwrap_or(ShardResponse::Unavailable)
+    }
+
+    /// Handles one message from the mesh: runs a request (replying on the mesh), or
+    /// completes the local call a reply belongs to.
+    pub fn receive(self: &Rc<Self>, envelope: Envelope) {
+        match envelope {
+            Envelope::Request { id, from, request } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let response = super::dispatch_local(shard.clone(), request).await;
+                    let reply = Envelope::Response { id, response };
+                    if shard.senders.send_to(from, reply).await.is_err() {
+                        tracing::debug!(shard = shard.id.0, to = from, "reply dropped: peer gone");
+                    }
+                })
+                .detach();
+            }
+            Envelope::Response { id, response } => {
+                if let Some(tx) = self.pending_calls.borrow_mut().remove(&id) {
+                    // The caller may have stopped waiting (a long poll that lost a race).
+                    let _ = tx.send(response);
+                }
+            }
+        }
     }
 
     /// Sends the same kind of request to every shard and collects the answers in shard order.
@@ -138,6 +176,7 @@ impl Shard {
                 }
             }
         }
+        let mut to_open = Vec::new();
         for t in image.topics.values() {
             let changed = old.topic(&t.name) != Some(t);
             let cfg = log_config(&self.config, t);
@@ -152,15 +191,20 @@ impl Shard {
                     }
                     continue;
                 }
-                match self.logs.open_partition(&tp, t.id, cfg.clone()).await {
-                    Ok(_) => {
-                        tracing::debug!(shard = self.id.0, partition = %tp, "partition opened")
-                    }
+                to_open.push((tp, t.id, cfg.clone()));
+            }
+        }
+        // Opens (recovery included) run concurrently, a bounded number at a time.
+        for chunk in to_open.chunks(crate::storage::manager::PARALLEL_FILE_OPS_MAX) {
+            let opens = chunk.iter().map(|(tp, id, cfg)| async move {
+                match self.logs.open_partition(tp, *id, cfg.clone()).await {
+                    Ok(_) => tracing::debug!(shard = self.id.0, partition = %tp, "partition opened"),
                     Err(e) => {
                         tracing::error!(shard = self.id.0, partition = %tp, error = %e, "opening partition failed")
                     }
                 }
-            }
+            });
+            futures::future::join_all(opens).await;
         }
     }
 

@@ -85,6 +85,11 @@ impl Appender {
     }
 
     /// The next write, or `None` when everything queued was already handed out.
+    /// Whether `take_write` would return a write.
+    pub fn has_queued_write(&self) -> bool {
+        self.end() != self.dispatched_end
+    }
+
     pub fn take_write(&mut self) -> Option<PendingWrite> {
         let end = self.end();
         if end == self.dispatched_end {
@@ -99,6 +104,8 @@ impl Appender {
             panic!("queued bytes without a buffer");
         };
         full.trim_to(write_len);
+        // Buffers are not zeroed when allocated: pad the last block with zeros here.
+        full.as_bytes_mut()[self.buf_len..write_len].fill(0);
         let tail_pos = align_down(end, self.alignment);
         let tail_in_buf = (tail_pos - self.buf_file_pos) as usize;
         let tail = full.as_bytes()[tail_in_buf..self.buf_len].to_vec();

@@ -59,6 +59,11 @@ impl PartitionLog {
 
     async fn write_queued(&self) -> Result<(), StorageError> {
         let active = self.active_segment();
+        if self.marker_sync_pending.get() && active.has_queued_write() {
+            // The clean-shutdown marker's removal must be durable before the log changes.
+            self.shard.io.sync_dir(&self.dir).await?;
+            self.marker_sync_pending.set(false);
+        }
         let Some((file, write, mark)) = active.take_write() else {
             return Ok(());
         };

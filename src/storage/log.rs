@@ -84,6 +84,9 @@ pub struct PartitionLog {
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
     pub(super) recovered_bytes: Cell<u64>,
+    /// Set while the removal of the clean-shutdown marker is not yet durable; the first
+    /// write fsyncs the directory before touching the log (see recovery).
+    pub(super) marker_sync_pending: Cell<bool>,
     pub(super) closed: Cell<bool>,
 }
 
@@ -95,6 +98,8 @@ pub(super) struct LoadedLog {
     pub producers: ProducerStateManager,
     pub recovery_point: i64,
     pub recovered_bytes: u64,
+    /// The clean-shutdown marker was removed at open and the directory not yet fsynced.
+    pub marker_sync_pending: bool,
 }
 
 impl PartitionLog {
@@ -124,6 +129,7 @@ impl PartitionLog {
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
             recovered_bytes: Cell::new(loaded.recovered_bytes),
+            marker_sync_pending: Cell::new(loaded.marker_sync_pending),
             closed: Cell::new(false),
         })
     }

@@ -21,6 +21,8 @@ use super::waiters::WakerSet;
 
 /// How often the flusher wakes without appends (relaxed flush.ms policies).
 pub const FLUSH_TICK_MS: u64 = 100;
+/// Partitions opened or closed at the same time by one shard (bounded by the ring depth).
+pub const PARALLEL_FILE_OPS_MAX: usize = 32;
 /// Longest time between free-space checks (read-only mode enters and leaves at this pace even
 /// when log.retention.check.interval.ms is longer).
 pub const DISK_CHECK_INTERVAL_MS_MAX: u64 = 5_000;
@@ -256,10 +258,14 @@ impl LogManager {
     /// Clean shutdown: flush and fdatasync everything, truncate active segments, write
     /// snapshots, checkpoints and clean-shutdown markers; stops the background tasks.
     pub async fn shutdown(&self) {
-        for log in self.partitions() {
-            if let Err(err) = log.close().await {
-                tracing::warn!(partition = %log.topic_partition(), error = %err, "unclean close");
-            }
+        // Closes run concurrently, a bounded number at a time (each is a few I/Os and fsyncs).
+        for chunk in self.partitions().chunks(PARALLEL_FILE_OPS_MAX) {
+            let closes = chunk.iter().map(|log| async move {
+                if let Err(err) = log.close().await {
+                    tracing::warn!(partition = %log.topic_partition(), error = %err, "unclean close");
+                }
+            });
+            futures::future::join_all(closes).await;
         }
         self.context.closed.set(true);
         self.context.flusher_wake.wake_all();

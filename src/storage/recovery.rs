@@ -123,9 +123,12 @@ pub(super) async fn load(
         leader_epoch,
     };
     offsets.check();
+    // The marker goes now; its removal is made durable (directory fsync) before the first
+    // write to this partition, not here: an idle partition never pays for it, and start-up
+    // is not one fsync per partition. Until that fsync no byte of the log has changed, so a
+    // crash that brings the marker back leaves a log that was, indeed, cleanly closed.
     if clean {
         io.remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
-        io.sync_dir(&dir).await?;
     }
     if recovered > 0 {
         tracing::info!(partition = %tp, clean, log_start, log_end, recovered, "partition log recovered");
@@ -144,6 +147,7 @@ pub(super) async fn load(
         producers,
         recovery_point,
         recovered_bytes: recovered,
+        marker_sync_pending: clean,
     };
     Ok(PartitionLog::from_loaded(
         shard, tp, topic_id, config, parts,

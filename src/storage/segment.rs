@@ -368,6 +368,15 @@ impl Segment {
     }
 
     /// The next write of queued bytes, if any.
+    /// Whether appended bytes wait to be written.
+    pub fn has_queued_write(&self) -> bool {
+        self.state
+            .borrow()
+            .appender
+            .as_ref()
+            .is_some_and(|a| a.has_queued_write())
+    }
+
     pub fn take_write(&self) -> Option<(Rc<dyn IoFile>, PendingWrite, SegmentMark)> {
         let file = self.log.borrow().clone()?;
         let mut state = self.state.borrow_mut();
@@ -742,10 +751,13 @@ impl Segment {
         let file = self.log_file().await?;
         let size = self.size();
         let tail_start = align_down(size, file.alignment());
-        let tail = file
-            .read_at(tail_start, (size - tail_start) as usize)
-            .await?
-            .to_vec();
+        let tail = if size > tail_start {
+            file.read_at(tail_start, (size - tail_start) as usize)
+                .await?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let mut state = self.state.borrow_mut();
         state.appender = Some(Appender::new(file.alignment(), size, tail));
         if rolling_timestamp.is_some() {

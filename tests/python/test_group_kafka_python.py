@@ -1,15 +1,22 @@
 """Consumer groups with kafka-python (its own, pure-Python group protocol implementation):
 two members split the partitions, commits survive the members, and the admin client's
-group APIs (ListGroups, DescribeGroups, OffsetFetch, DeleteGroups) see the group."""
+group APIs (ListGroups, DescribeGroups, OffsetFetch, DeleteGroups) see the group.
+
+Nothing here assumes how long a rebalance takes: the members may join in one generation or
+in two (the second member arriving after the first's initial rebalance delay), and a commit
+that races a rebalance fails the way Kafka's does (CommitFailedError, RebalanceInProgressError);
+the loop polls on and commits again, within one generous bound."""
 
 import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
-TIMEOUT_S = 60
+TIMEOUT_S = 90
 PARTITIONS = 4
+RECORDS = 200
 
 
 def _topic(broker, name):
@@ -20,7 +27,7 @@ def _topic(broker, name):
     finally:
         a.close()
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    for i in range(200):
+    for i in range(RECORDS):
         p.send(name, value=f"v{i}".encode(), partition=i % PARTITIONS)
     p.flush(TIMEOUT_S)
     p.close()
@@ -34,40 +41,69 @@ def _member(broker, group, topic):
     return c
 
 
+def _poll_and_commit(c, seen):
+    """One poll; records go into `seen`, then their offsets are committed. Returns False when
+    the commit lost a race with a rebalance (those records may come again: allowed, since
+    they were never committed)."""
+    records = c.poll(timeout_ms=100)
+    for msgs in records.values():
+        for m in msgs:
+            seen.add((m.partition, m.offset))
+    if not records:
+        return True
+    try:
+        c.commit()
+        return True
+    except (CommitFailedError, RebalanceInProgressError):
+        return False
+
+
+def _group_view(admin, group, topic):
+    """(state, [(member_id, partitions)], {partition: committed offset}) as the admin sees it."""
+    desc = admin.describe_groups([group])[group]
+    members = [(m["member_id"],
+                sorted(p for t in m["member_assignment"]["assigned_partitions"]
+                       if t["topic"] == topic for p in t["partitions"]))
+               for m in desc["members"]] if desc["group_state"] == "Stable" else []
+    offsets = admin.list_group_offsets({group: None})[group]
+    return desc["group_state"], members, {tp.partition: o.offset for tp, o in offsets.items()}
+
+
 def test_two_members_split_commit_and_admin_view(broker, topic_name):
     _topic(broker, topic_name)
     group = f"kp-{uuid.uuid4().hex[:8]}"
     a, b = _member(broker, group, topic_name), _member(broker, group, topic_name)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
     seen = set()
+    failed_commits = 0
+    everything = {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
     deadline = time.monotonic() + TIMEOUT_S
+    view = None
     try:
-        while len(seen) < 200 or not (a.assignment() and b.assignment()):
-            assert time.monotonic() < deadline, f"saw {len(seen)} records; " \
-                f"assignments {a.assignment()} / {b.assignment()}"
+        # Poll both members until every record was seen, both own partitions, and the broker
+        # shows a Stable group of two whose commits reached the end of every partition.
+        while True:
             for c in (a, b):
-                for tp, msgs in c.poll(timeout_ms=100).items():
-                    for m in msgs:
-                        seen.add((m.partition, m.offset))
-                    c.commit()
-        assert len(a.assignment()) + len(b.assignment()) == PARTITIONS
-        assert not (a.assignment() & b.assignment())
+                failed_commits += not _poll_and_commit(c, seen)
+            mine = (a.assignment() or set(), b.assignment() or set())
+            if len(seen) == RECORDS and all(mine) and not (mine[0] & mine[1]) \
+                    and len(mine[0]) + len(mine[1]) == PARTITIONS:
+                view = _group_view(admin, group, topic_name)
+                if view[0] == "Stable" and len(view[1]) == 2 and view[2] == everything:
+                    break
+            assert time.monotonic() < deadline, \
+                f"saw {len(seen)} records; assignments {mine[0]} / {mine[1]}; " \
+                f"{failed_commits} failed commits; admin view {view}"
 
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
-        try:
-            listed = {g["group_id"]: g for g in admin.list_groups()}
-            assert listed[group]["group_state"] == "Stable", listed
-            assert listed[group]["group_type"] == "classic"
-            desc = admin.describe_groups([group])[group]
-            assert desc["group_state"] == "Stable", desc
-            assert len(desc["members"]) == 2
-            owned = [p for m in desc["members"]
-                     for t in m["member_assignment"]["assigned_partitions"] for p in t["partitions"]]
-            assert sorted(owned) == list(range(PARTITIONS))
-            offsets = admin.list_group_offsets({group: None})[group]
-            assert {tp.partition: o.offset for tp, o in offsets.items()} == \
-                {p: 200 // PARTITIONS for p in range(PARTITIONS)}
-        finally:
-            admin.close()
+        state, members, committed = view
+        owned = sorted(p for _, ps in members for p in ps)
+        assert owned == list(range(PARTITIONS)), members
+        assert all(ps for _, ps in members), members
+        assert committed == everything
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        assert listed[group]["group_type"] == "classic", listed
+        # Both members keep polling (heartbeating) until here, so nothing moves the group on.
+        assert listed[group]["group_state"] == "Stable", listed
     finally:
         a.close()
         b.close()
@@ -75,13 +111,21 @@ def test_two_members_split_commit_and_admin_view(broker, topic_name):
     # The group is empty now: a new member resumes at the commits, and the group can go.
     c = _member(broker, group, topic_name)
     try:
-        polled = c.poll(timeout_ms=3000)
-        assert not any(polled.values()), "records consumed again after commit"
-        tp = TopicPartition(topic_name, 0)
-        assert c.committed(tp) == 200 // PARTITIONS
+        deadline = time.monotonic() + TIMEOUT_S
+        again = set()
+        while len(c.assignment() or ()) < PARTITIONS:
+            assert time.monotonic() < deadline, f"lone member assigned {c.assignment()}"
+            for msgs in c.poll(timeout_ms=100).values():
+                again.update((m.partition, m.offset) for m in msgs)
+        for p in range(PARTITIONS):
+            tp = TopicPartition(topic_name, p)
+            assert c.committed(tp) == RECORDS // PARTITIONS
+            assert c.position(tp) == RECORDS // PARTITIONS
+        for msgs in c.poll(timeout_ms=500).values():
+            again.update((m.partition, m.offset) for m in msgs)
+        assert not again, f"records consumed again after commit: {sorted(again)}"
     finally:
         c.close()
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
     try:
         deadline = time.monotonic() + TIMEOUT_S
         # The last member's LeaveGroup empties the group; deletion then succeeds.

@@ -1,12 +1,11 @@
 //! `log-startup`: a child process writes `--partitions` partitions of `--segments` small
 //! segments and stops cleanly; then this process, on a fresh executor, times opening all of
 //! them with `LogManager::open_partition`:
-//! - sequentially, one after another, as the broker does at start-up (src/runtime/shard.rs
-//!   awaits each `open_partition` in turn on its shard);
+//! - one at a time;
 //! - then, after a clean shutdown of those logs (timed too) and on another fresh executor,
-//!   concurrently (every open spawned at once; `open_partition` allows that for distinct
-//!   partitions, but the broker does not do it today). Its page cache is warmer: the first pass
-//!   read the same files.
+//!   concurrently, `PARALLEL_FILE_OPS_MAX` (32) at a time, as the broker does at start-up
+//!   (src/runtime/shard.rs `apply_image`). Its page cache is warmer: the first pass read the
+//!   same files.
 
 use super::populate::{log_config, populate_in_child, LogPopulateArgs, TOPIC};
 use super::{on_executor, LogCommonArgs, RunDir};
@@ -65,8 +64,8 @@ pub fn run(args: &LogStartupArgs) -> Result<()> {
         populate_shutdown_ms / n,
     );
     for (name, pass) in [
-        ("sequential (as the broker)", &sequential),
-        ("concurrent", &concurrent),
+        ("one at a time", &sequential),
+        ("concurrently, 32 at a time (as the broker)", &concurrent),
     ] {
         println!(
             "log-startup: open {} partitions {name}: {:.1} ms ({:.3} ms/partition; target < 200 ms); \
@@ -107,17 +106,18 @@ fn open_pass(populate: &LogPopulateArgs, concurrent: bool) -> Result<OpenPass> {
         let config = log_config(p.segment_bytes);
         let started = Instant::now();
         if concurrent {
-            let tasks: Vec<_> = (0..p.partitions)
-                .map(|i| {
-                    let (manager, config) = (manager.clone(), config.clone());
-                    glommio::spawn_local(async move {
-                        let tp = TopicPartition::new(TOPIC, i as i32);
-                        manager.open_partition(&tp, super::topic_id(), config).await
-                    })
-                })
+            // As the broker does (src/runtime/shard.rs `apply_image`): concurrent opens,
+            // PARALLEL_FILE_OPS_MAX at a time.
+            let tps: Vec<TopicPartition> = (0..p.partitions)
+                .map(|i| TopicPartition::new(TOPIC, i as i32))
                 .collect();
-            for task in tasks {
-                task.await.map_err(|e| anyhow::anyhow!("open: {e}"))?;
+            for chunk in tps.chunks(sluice::storage::manager::PARALLEL_FILE_OPS_MAX) {
+                let opens = chunk
+                    .iter()
+                    .map(|tp| manager.open_partition(tp, super::topic_id(), config.clone()));
+                for opened in futures::future::join_all(opens).await {
+                    opened.map_err(|e| anyhow::anyhow!("open: {e}"))?;
+                }
             }
         } else {
             for i in 0..p.partitions {

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -482,6 +482,59 @@ async fn kip848_consumer_protocol_splits_and_takes_over() {
     assert!(seen.duplicates() <= seen.failed_commits.load(Ordering::SeqCst));
 }
 
+/// Bound on one kcat run (it exits at the end of every assigned partition, `-e`).
+const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs kcat as a balanced consumer of `topic` in `group` until the end of every assigned
+/// partition; returns (records printed, librdkafka's group/offset debug lines).
+fn kcat_consume(broker: &Broker, group: &str, topic: &str) -> (usize, String) {
+    let mut child = Command::new("kcat")
+        .args(["-b", broker.bootstrap(), "-X", "broker.address.family=v4"])
+        .args(["-X", "auto.offset.reset=earliest", "-d", "cgrp,topic"])
+        .args(["-G", group, "-e", "-q", "-f", "%p %o\n", topic])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat (apt-get install kcat)");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let records = thread::spawn(move || BufReader::new(stdout).lines().count());
+    let log = thread::spawn(move || {
+        let keep = [
+            "COMMIT",
+            "OFFSET",
+            "JOIN",
+            "SYNC",
+            "LEAVE",
+            "HEARTBEAT",
+            "ASSIGN",
+            "REBALANCE",
+            "ERROR",
+            "FAIL",
+            "LOST",
+        ];
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| keep.iter().any(|k| l.to_uppercase().contains(k)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let deadline = Instant::now() + KCAT_TIMEOUT;
+    while child.try_wait().expect("wait for kcat").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kcat did not finish within {KCAT_TIMEOUT:?}\n{}",
+                log.join().unwrap()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    (records.join().unwrap(), log.join().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kcat_balanced_consumer_commits_and_resumes() {
     let broker = broker();
@@ -489,37 +542,11 @@ async fn kcat_balanced_consumer_commits_and_resumes() {
     broker.create_topic(&topic, PARTITIONS, &[]).await;
     produce(&broker, &topic, 0, 64).await;
     let group = unique_topic("g-kcat");
-    // Each run: (records printed, kcat's stderr with librdkafka's group debug log).
-    let run = || {
-        let out = Command::new("kcat")
-            .args([
-                "-b",
-                broker.bootstrap(),
-                "-X",
-                "broker.address.family=v4",
-                "-X",
-                "auto.offset.reset=earliest",
-                "-d",
-                "cgrp",
-                "-G",
-                &group,
-                "-e",
-                "-q",
-                "-f",
-                "%p %o\n",
-                &topic,
-            ])
-            .output()
-            .expect("run kcat (apt-get install kcat)");
-        (
-            String::from_utf8_lossy(&out.stdout).lines().count(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (first, first_log) = run();
+    // kcat commits what it consumed when it closes (enable.auto.commit, commit on unassign).
+    let (first, first_log) = kcat_consume(&broker, &group, &topic);
     assert_eq!(first, 64, "first kcat run\n{first_log}");
     produce(&broker, &topic, 64, 16).await;
-    let (second, second_log) = run();
+    let (second, second_log) = kcat_consume(&broker, &group, &topic);
     assert_eq!(
         second, 16,
         "second kcat run must resume from the committed offsets\n\

@@ -6,28 +6,6 @@
 
 use bytes::Bytes;
 
-/// Size of a v2 batch header; records follow it.
-pub const BATCH_HEADER_BYTES: usize = 61;
-/// Bytes before `batchLength`'s coverage starts (baseOffset + batchLength).
-pub const LOG_OVERHEAD: usize = 12;
-
-/// Offsets of header fields.
-pub mod field {
-    pub const BASE_OFFSET: usize = 0;
-    pub const BATCH_LENGTH: usize = 8;
-    pub const PARTITION_LEADER_EPOCH: usize = 12;
-    pub const MAGIC: usize = 16;
-    pub const CRC: usize = 17;
-    pub const ATTRIBUTES: usize = 21;
-    pub const LAST_OFFSET_DELTA: usize = 23;
-    pub const BASE_TIMESTAMP: usize = 27;
-    pub const MAX_TIMESTAMP: usize = 35;
-    pub const PRODUCER_ID: usize = 43;
-    pub const PRODUCER_EPOCH: usize = 51;
-    pub const BASE_SEQUENCE: usize = 53;
-    pub const RECORD_COUNT: usize = 57;
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
     /// CORRUPT_MESSAGE (2)
@@ -63,85 +41,53 @@ pub struct BatchInfo {
     pub control: bool,
 }
 
-fn be_i16(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
-}
-
-/// Reads and checks the header of the batch at the start of `b` (which may hold
-/// more bytes after it). Shared by Produce validation and storage recovery.
+/// Reads and checks the batch at the start of `b` (which may hold more bytes after
+/// it). The v2 format itself is checked by `storage::batch::verify_batch`, the same
+/// code that checks batches again before they are written and when they are
+/// recovered; this adds the rules Kafka applies to produced batches.
 pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
-    if b.len() < BATCH_HEADER_BYTES {
-        return Err(RecordsError::Corrupt(format!(
-            "{} bytes is shorter than a batch header",
-            b.len()
-        )));
-    }
-    let magic = b[field::MAGIC] as i8;
-    if magic != 2 {
-        return Err(RecordsError::Magic(magic));
-    }
-    let batch_length = be_i32(b, field::BATCH_LENGTH);
-    if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32 {
-        return Err(RecordsError::Corrupt(format!(
-            "batch length {batch_length} too small"
-        )));
-    }
-    let size = LOG_OVERHEAD + batch_length as usize;
-    if size > b.len() {
-        return Err(RecordsError::Corrupt(format!(
-            "batch of {size} bytes truncated to {}",
-            b.len()
-        )));
-    }
-    let stored = u32::from_be_bytes([
-        b[field::CRC],
-        b[field::CRC + 1],
-        b[field::CRC + 2],
-        b[field::CRC + 3],
-    ]);
-    let computed = crc32c::crc32c(&b[field::ATTRIBUTES..size]);
-    if stored != computed {
-        return Err(RecordsError::Corrupt(format!(
-            "crc {stored:#x} != computed {computed:#x}"
-        )));
-    }
-    let attributes = be_i16(b, field::ATTRIBUTES);
-    let compression = (attributes & 0x07) as u8;
+    use crate::storage::batch::{verify_batch, BatchDefect};
+    let h = verify_batch(b).map_err(|defect| match defect {
+        BatchDefect::BadMagic(m) => RecordsError::Magic(m),
+        BatchDefect::Truncated => {
+            RecordsError::Corrupt(format!("batch truncated to {} bytes", b.len()))
+        }
+        BatchDefect::BadLength(l) => {
+            RecordsError::Corrupt(format!("batch length {l} out of range"))
+        }
+        BatchDefect::BadCrc => RecordsError::Corrupt("CRC-32C mismatch".into()),
+        BatchDefect::BadCounts => {
+            RecordsError::Invalid("negative record count or offset delta".into())
+        }
+    })?;
+    let compression = (h.attributes & 0x07) as u8;
     if compression > 4 {
         return Err(RecordsError::Compression(compression));
     }
-    let record_count = be_i32(b, field::RECORD_COUNT);
-    let last_offset_delta = be_i32(b, field::LAST_OFFSET_DELTA);
-    if record_count <= 0 {
+    if h.record_count <= 0 {
         return Err(RecordsError::Invalid(format!(
-            "record count {record_count}"
+            "record count {}",
+            h.record_count
         )));
     }
-    if last_offset_delta != record_count - 1 {
+    if h.last_offset_delta != h.record_count - 1 {
         return Err(RecordsError::Invalid(format!(
-            "last offset delta {last_offset_delta} does not match record count {record_count}"
+            "last offset delta {} does not match record count {}",
+            h.last_offset_delta, h.record_count
         )));
     }
     Ok(BatchInfo {
-        size,
-        record_count,
-        last_offset_delta,
-        base_timestamp: be_i64(b, field::BASE_TIMESTAMP),
-        max_timestamp: be_i64(b, field::MAX_TIMESTAMP),
-        producer_id: be_i64(b, field::PRODUCER_ID),
-        producer_epoch: be_i16(b, field::PRODUCER_EPOCH),
-        base_sequence: be_i32(b, field::BASE_SEQUENCE),
+        size: h.size_bytes(),
+        record_count: h.record_count,
+        last_offset_delta: h.last_offset_delta,
+        base_timestamp: h.base_timestamp,
+        max_timestamp: h.max_timestamp,
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        base_sequence: h.base_sequence,
         compression,
-        transactional: attributes & 0x10 != 0,
-        control: attributes & 0x20 != 0,
+        transactional: h.is_transactional(),
+        control: h.is_control(),
     })
 }
 

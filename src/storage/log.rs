@@ -442,6 +442,37 @@ impl PartitionLog {
         min_one_batch: bool,
         offsets: &Offsets,
     ) -> Result<Bytes, StorageError> {
+        let Some((segment, position, want)) = self
+            .locate(offset, max_bytes, min_one_batch, offsets)
+            .await?
+        else {
+            return Ok(Bytes::new());
+        };
+        let bytes = segment.read(position, want).await?;
+        // Verified again on the way out (TigerBeetle: both sides of the disk).
+        let whole = verified_batches_len(&bytes);
+        if whole == 0 {
+            tracing::warn!(partition = %self.tp, base = segment.base_offset().0, position,
+                "corrupt batch below the high watermark");
+            return Err(StorageError::CorruptRecord(format!(
+                "segment {} position {position}",
+                segment.base_offset()
+            )));
+        }
+        Ok(bytes.slice(..whole))
+    }
+
+    /// Where a read at `offset` starts and how many bytes it takes: from the batch holding
+    /// `offset`, up to `max_bytes` (at least that batch if `min_one_batch`), never beyond the
+    /// high watermark in `offsets`. `None` when there is nothing to read. Shared by `read`
+    /// and the zero-copy `read_slice`.
+    pub(super) async fn locate(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+        offsets: &Offsets,
+    ) -> Result<Option<(Rc<Segment>, u64, usize)>, StorageError> {
         for segment in self.segments_from(offset.0) {
             let limit = Self::visible_limit(&segment, offsets);
             let Some((position, header)) = segment.find_batch(offset.0, limit).await? else {
@@ -451,24 +482,13 @@ impl PartitionLog {
             let mut want = available.min(max_bytes);
             if want < header.size_bytes() {
                 if !min_one_batch {
-                    return Ok(Bytes::new());
+                    return Ok(None);
                 }
                 want = header.size_bytes().min(available);
             }
-            let bytes = segment.read(position, want).await?;
-            // Verified again on the way out (TigerBeetle: both sides of the disk).
-            let whole = verified_batches_len(&bytes);
-            if whole == 0 {
-                tracing::warn!(partition = %self.tp, base = segment.base_offset().0, position,
-                    "corrupt batch below the high watermark");
-                return Err(StorageError::CorruptRecord(format!(
-                    "segment {} position {position}",
-                    segment.base_offset()
-                )));
-            }
-            return Ok(bytes.slice(..whole));
+            return Ok(Some((segment, position, want)));
         }
-        Ok(Bytes::new())
+        Ok(None)
     }
 
     pub(super) fn out_of_range(&self, offset: Offset) -> StorageError {

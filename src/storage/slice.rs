@@ -67,23 +67,13 @@ impl PartitionLog {
             return Ok(result);
         }
         let offsets = self.offsets.get();
-        for segment in self.segments_from(offset.0) {
-            let limit = Self::visible_limit(&segment, &offsets);
-            let Some((position, header)) = segment.find_batch(offset.0, limit).await? else {
-                continue;
-            };
-            let available = (limit - position) as usize;
-            let mut want = available.min(max_bytes);
-            if want < header.size_bytes() {
-                if !min_one_batch {
-                    return Ok(result);
-                }
-                want = header.size_bytes().min(available);
-            }
+        if let Some((segment, position, len)) = self
+            .locate(offset, max_bytes, min_one_batch, &offsets)
+            .await?
+        {
             result.path = Some(segment.path(LOG_SUFFIX));
             result.position = position;
-            result.len = want;
-            return Ok(result);
+            result.len = len;
         }
         Ok(result)
     }

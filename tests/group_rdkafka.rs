@@ -423,26 +423,20 @@ async fn static_member_restart_within_session_timeout_does_not_rebalance() {
     broker.create_topic(&topic, PARTITIONS, &[]).await;
     let group = unique_topic("g-static");
     let seen = Arc::new(Seen::default());
+    // The restart must land within the static member's session timeout; 30 s leaves a
+    // loaded machine room to close one consumer and start the next.
+    let static_1 = [
+        ("group.instance.id", "static-1"),
+        ("session.timeout.ms", "30000"),
+    ];
     let dynamic = spawn_consumer(&broker, &group, &topic, &[], seen.clone());
-    let s1 = spawn_consumer(
-        &broker,
-        &group,
-        &topic,
-        &[("group.instance.id", "static-1")],
-        seen.clone(),
-    );
+    let s1 = spawn_consumer(&broker, &group, &topic, &static_1, seen.clone());
     wait_balanced(&broker, &[&dynamic, &s1]);
     let before = dynamic.context_rebalances.load(Ordering::SeqCst);
     let static_partitions = s1.assigned();
     // A static member's close sends no LeaveGroup (KIP-345); its seat is kept.
     s1.close();
-    let s2 = spawn_consumer(
-        &broker,
-        &group,
-        &topic,
-        &[("group.instance.id", "static-1")],
-        seen.clone(),
-    );
+    let s2 = spawn_consumer(&broker, &group, &topic, &static_1, seen.clone());
     wait_until(
         "the restarted static member to get its partitions back",
         GROUP_TIMEOUT,

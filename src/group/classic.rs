@@ -118,6 +118,10 @@ pub struct ClassicGroup {
     pub offsets: GroupOffsets,
 }
 
+/// How long a new member's first parked JoinGroup keeps it in the group while the join
+/// phase waits for others (Kafka's `GroupCoordinator.NewMemberJoinTimeoutMs`, KIP-394).
+pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 5 * 60 * 1000;
+
 /// Answers that do not long-poll.
 pub type GroupResult = Result<(), ResponseError>;
 
@@ -297,6 +301,8 @@ impl ClassicGroup {
                 } else {
                     let rx = self.update_member(&member_id, join, now_ms);
                     self.prepare_rebalance(now_ms, config);
+                    // Kafka tries the join at once: a lone leader's rejoin completes it.
+                    self.try_complete_join(now_ms);
                     rx
                 }
             }
@@ -361,6 +367,7 @@ impl ClassicGroup {
                 // Not Empty (the member is here), so the initial delay setting is unused.
                 let config = GroupConfig::default();
                 self.prepare_rebalance(now_ms, &config);
+                self.try_complete_join(now_ms);
                 rx
             }
         }
@@ -402,11 +409,12 @@ impl ClassicGroup {
             self.new_member_added = true;
         }
         let rx = self.set_join_waiter(&member_id, join.version);
-        if self.state == GroupState::PreparingRebalance {
-            self.try_complete_join(now_ms);
-        } else {
+        if self.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(now_ms, config);
         }
+        // Waits out the initial delay of a group that was Empty; otherwise completes as
+        // soon as every member has joined (Kafka's DelayedJoin, tried at once).
+        self.try_complete_join(now_ms);
         rx
     }
 

@@ -155,6 +155,59 @@ fn two_members_rebalance_and_sync() {
 }
 
 #[test]
+fn new_member_waiting_in_join_outlives_its_session_timeout() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let (a, _rx_a) = handshake(&mut g, &["range"], 0);
+    g.tick(1, &config());
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
+    g.assignment_persisted(1, true, 2, &config());
+    // b joins; a is slow to notice (its heartbeats say REBALANCE_IN_PROGRESS) and rejoins
+    // only after b's 10 s session timeout: b's parked JoinGroup keeps it in (KIP-394).
+    let (b, mut rx_b) = handshake(&mut g, &["range"], 3);
+    for t in [5_000, 10_000, 15_000] {
+        assert_eq!(
+            g.heartbeat(&a, None, 1, t),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        g.tick(t, &config());
+    }
+    assert_eq!(g.member_count(), 2);
+    assert!(rx_b.try_recv().unwrap().is_none());
+    // A stale generation is ILLEGAL_GENERATION even while the group rebalances.
+    assert_eq!(
+        g.heartbeat(&a, None, 0, 15_000),
+        Err(ResponseError::IllegalGeneration)
+    );
+    let mut rx_a = later(g.join(
+        5,
+        client(),
+        &join_req(&a, None, &["range"]),
+        &config(),
+        15_001,
+    ));
+    let ja = rx_a.try_recv().unwrap().unwrap();
+    let jb = rx_b.try_recv().unwrap().unwrap();
+    assert_eq!((ja.generation_id, jb.generation_id), (2, 2));
+    assert_eq!(jb.member_id.as_str(), b);
+    assert_eq!(ja.members.len(), 2);
+}
+
+#[test]
+fn lone_leader_rejoining_a_stable_group_completes_at_once() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let (a, _rx_a) = handshake(&mut g, &["range"], 0);
+    g.tick(1, &config());
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
+    g.assignment_persisted(1, true, 2, &config());
+    assert_eq!(g.state(), GroupState::Stable);
+    // Every member has joined: no waiting for the 30 s rebalance timeout.
+    let mut rx = later(g.join(5, client(), &join_req(&a, None, &["range"]), &config(), 3));
+    let j = rx.try_recv().unwrap().unwrap();
+    assert_eq!(j.generation_id, 2);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+}
+
+#[test]
 fn leave_and_commit_rules() {
     let mut g = ClassicGroup::new("g".into(), 0);
     assert_eq!(g.validate_commit("", None, -1, 0), Ok(()));

@@ -16,20 +16,18 @@ impl ClassicGroup {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         self.check_member(member_id, instance)?;
-        match self.state {
-            GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => {
-                self.touch(member_id, now_ms);
-                Err(ResponseError::RebalanceInProgress)
-            }
-            GroupState::CompletingRebalance | GroupState::Stable => {
-                if generation != self.generation {
-                    return Err(ResponseError::IllegalGeneration);
-                }
-                self.touch(member_id, now_ms);
-                Ok(())
-            }
+        // Kafka's order: membership, then generation, then state.
+        if matches!(self.state, GroupState::Empty | GroupState::Dead) {
+            return Err(ResponseError::UnknownMemberId);
         }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        self.touch(member_id, now_ms);
+        if self.state == GroupState::PreparingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
     }
 
     /// Advances timers: join/sync deadlines, session expiry, pending member expiry.
@@ -69,10 +67,7 @@ impl ClassicGroup {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| {
-                let waiting = (m.join_waiter.is_some() && !m.is_new) || m.sync_waiter.is_some();
-                !waiting && m.last_heartbeat_ms + i64::from(m.session_timeout_ms) <= now_ms
-            })
+            .filter(|m| m.liveness_deadline_ms().is_some_and(|d| d <= now_ms))
             .map(|m| m.member_id.clone())
             .collect();
         for id in expired {
@@ -86,7 +81,7 @@ impl ClassicGroup {
         let sessions = self
             .members
             .values()
-            .map(|m| m.last_heartbeat_ms + i64::from(m.session_timeout_ms));
+            .filter_map(Member::liveness_deadline_ms);
         let pending = self.pending_members.values().copied();
         sessions
             .chain(pending)
@@ -102,5 +97,23 @@ impl ClassicGroup {
         }
         self.members.clear();
         self.transition(GroupState::Dead, now_ms);
+    }
+}
+
+impl Member {
+    /// When the member is expired, after Kafka's `MemberMetadata.shouldKeepAlive`: never
+    /// while its SyncGroup or (rejoining) JoinGroup is parked; a new member's parked first
+    /// JoinGroup keeps it for [`NEW_MEMBER_JOIN_TIMEOUT_MS`], however long the join phase
+    /// waits for slow members; otherwise its session timeout after the last heartbeat.
+    fn liveness_deadline_ms(&self) -> Option<i64> {
+        if self.sync_waiter.is_some() || (self.join_waiter.is_some() && !self.is_new) {
+            return None;
+        }
+        let timeout = if self.join_waiter.is_some() {
+            NEW_MEMBER_JOIN_TIMEOUT_MS
+        } else {
+            i64::from(self.session_timeout_ms)
+        };
+        Some(self.last_heartbeat_ms + timeout)
     }
 }

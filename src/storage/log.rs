@@ -600,7 +600,7 @@ impl PartitionLog {
 }
 
 /// Length of the longest prefix of `bytes` made of whole, valid batches (CRC checked).
-fn verified_batches_len(bytes: &[u8]) -> usize {
+pub(super) fn verified_batches_len(bytes: &[u8]) -> usize {
     let mut at = 0;
     while at < bytes.len() {
         match batch::verify_batch(&bytes[at..]) {

@@ -144,5 +144,14 @@ pub async fn read_cold(path: &PathBuf, position: u64, len: usize) -> std::io::Re
             "segment shorter than its index",
         ));
     }
-    Ok(Bytes::copy_from_slice(&read))
+    // Bytes read into user space are verified on the way out (both sides of the disk);
+    // a cut-short last batch is dropped here rather than left to the client.
+    let whole = super::log::verified_batches_len(&read);
+    if whole == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "corrupt batch below the high watermark",
+        ));
+    }
+    Ok(Bytes::copy_from_slice(&read[..whole]))
 }

@@ -229,5 +229,43 @@ if [ "${SKIP_STORAGE:-0}" != 1 ]; then
 fi
 # ---- end of storage engine section -----------------------------------------------------------
 
+# ---- consumer groups (sluice-bench group-*) ----------------------------------------------------
+# On by default (~40 s once built); SKIP_GROUPS=1 leaves it out. A fresh broker, --cores 1 on
+# CPU 0, with its own log (broker-groups-1shard.log); reports in $RESULTS/group-*.json.
+#   group-rebalance: 10 members, 100 partitions, GROUP_ROUNDS=3 leave-then-join rounds; time back
+#     to Stable after a member leaves and after one joins (bounded by heartbeat.interval.ms=1000).
+#   group-commits: GROUP_COMMITTERS=8 synchronous committers, one group each, GROUP_COMMIT_SECS=10;
+#     commits/s and latency through the coordinator's acks=all + fsync path.
+# The broker keeps group.initial.rebalance.delay.ms at its default (3000), which only lengthens
+# the first join; GROUP_BROKER_FLAGS (word-split) adds serve flags, e.g.
+# GROUP_BROKER_FLAGS="--override group.initial.rebalance.delay.ms=0".
+if [ "${SKIP_GROUPS:-0}" != 1 ]; then
+    group_log="$RESULTS/broker-groups-1shard.log"
+    rm -rf "$WORK/data"; mkdir -p "$WORK/data"
+    # shellcheck disable=SC2086 # GROUP_BROKER_FLAGS is deliberately word-split
+    taskset -c 0 "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --cores 1 \
+        ${GROUP_BROKER_FLAGS:-} >"$group_log" 2>&1 &
+    BROKER_PID=$!
+    BOOTSTRAP=""
+    for _ in $(seq 300); do
+        BOOTSTRAP=$(sed -n 's/^LISTENING //p' "$group_log" | head -1)
+        [ -n "$BOOTSTRAP" ] && break
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -n "$BOOTSTRAP" ]; then
+        log "groups: broker pid $BROKER_PID, --cores 1 on CPU 0, listening on $BOOTSTRAP"
+        BROKER_CONFIG="cores=1 ${GROUP_BROKER_FLAGS:-}"
+        run_phase group-rebalance group-rebalance --members 10 --partitions 100 \
+            --rounds "${GROUP_ROUNDS:-3}"
+        run_phase group-commits group-commits --committers "${GROUP_COMMITTERS:-8}" --partitions 1 \
+            --duration-secs "${GROUP_COMMIT_SECS:-10}"
+    else
+        log "groups skipped: broker did not print LISTENING within 30 s"; tail -20 "$group_log" >&2
+    fi
+    stop_broker
+fi
+# ---- end of consumer groups section ------------------------------------------------------------
+
 log "summary ($RESULTS)"
 "$BENCH_BIN" summarize --results-dir "$RESULTS"

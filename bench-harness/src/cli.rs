@@ -41,6 +41,10 @@ pub enum Command {
     /// Child process of log-recovery: writes the tail, then waits to be killed.
     #[command(hide = true)]
     LogRecoveryWrite(crate::log_bench::LogRecoveryWriteArgs),
+    /// Consumer group: time back to Stable after a member leaves and after one joins.
+    GroupRebalance(crate::group_bench::GroupRebalanceArgs),
+    /// Consumer group: synchronous OffsetCommits per second and their latency.
+    GroupCommits(crate::group_bench::GroupCommitsArgs),
 }
 
 /// Flags every subcommand shares: where the broker is, topic creation and the report.

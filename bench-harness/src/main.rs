@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod consumer_perf;
 mod e2e_latency;
+mod group_bench;
 mod log_bench;
 mod producer_perf;
 mod props;
@@ -32,5 +33,7 @@ fn main() -> Result<()> {
         cli::Command::LogMemory(args) => log_bench::memory::run(&args),
         cli::Command::LogPopulate(args) => log_bench::populate::run(&args),
         cli::Command::LogRecoveryWrite(args) => log_bench::recovery::write_tail(&args),
+        cli::Command::GroupRebalance(args) => group_bench::rebalance::run(&args),
+        cli::Command::GroupCommits(args) => group_bench::commits::run(&args),
     }
 }

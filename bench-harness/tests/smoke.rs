@@ -322,3 +322,89 @@ fn log_subcommands_run_with_tiny_sizes() {
         .collect();
     assert!(left.is_empty(), "log-* left files behind: {left:?}");
 }
+
+/// The consumer-group subcommands (`group-*`) with tiny sizes against the real broker: each runs,
+/// prints its lines and writes a JSON report with the figures named. No timings asserted.
+///
+/// Both create their topic through CreateTopics, so with `SLUICE_SMOKE_BROKER_BIN` set this test
+/// is skipped unless `SLUICE_SMOKE_GROUPS=1` says that broker answers CreateTopics and groups.
+#[test]
+fn group_subcommands_run_with_tiny_sizes() {
+    let custom_broker = std::env::var_os("SLUICE_SMOKE_BROKER_BIN").map(PathBuf::from);
+    if custom_broker.is_some() && std::env::var("SLUICE_SMOKE_GROUPS").as_deref() != Ok("1") {
+        eprintln!("skipped: SLUICE_SMOKE_BROKER_BIN is set and SLUICE_SMOKE_GROUPS is not 1");
+        return;
+    }
+    let broker_bin = custom_broker.unwrap_or_else(build_broker);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut broker = Broker::start(&broker_bin, data_dir.path());
+    let bootstrap = broker.bootstrap.clone();
+    let report_dir = tempfile::tempdir().expect("temp dir");
+
+    let rebalance_report = report_dir.path().join("group-rebalance.json");
+    let args: Vec<String> = [
+        "group-rebalance",
+        "--members",
+        "2",
+        "--partitions",
+        "4",
+        "--rounds",
+        "1",
+        "--bootstrap-server",
+        &bootstrap,
+        "--report",
+        rebalance_report.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let stdout = run_bench(&args, &mut broker);
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("round 1: leave ")),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rebalance_report).expect("report written"))
+            .expect("report is JSON");
+    assert_eq!(report["kind"], "group-rebalance");
+    assert_eq!(report["parameters"]["partitions"], 4);
+    for figure in ["leave", "join"] {
+        assert!(report["figures"][figure]["median_ms"].is_f64(), "{report}");
+    }
+    assert_eq!(report["figures"]["leave_rounds"][0]["members"], 1);
+    assert_eq!(report["figures"]["join_rounds"][0]["members"], 2);
+
+    let commits_report = report_dir.path().join("group-commits.json");
+    let args: Vec<String> = [
+        "group-commits",
+        "--committers",
+        "2",
+        "--partitions",
+        "2",
+        "--duration-secs",
+        "1",
+        "--bootstrap-server",
+        &bootstrap,
+        "--report",
+        commits_report.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let stdout = run_bench(&args, &mut broker);
+    assert!(stdout.contains(" commits/s "), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&commits_report).expect("report written"))
+            .expect("report is JSON");
+    let figures = &report["figures"];
+    assert!(
+        figures["commits"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    assert_eq!(figures["errors"], 0, "{report}");
+    assert_eq!(figures["read_back_failures"], 0, "{report}");
+    assert!(figures["latency_ms"]["p99"].is_f64(), "{report}");
+    broker.stop();
+}

@@ -255,7 +255,9 @@ if [ "${SKIP_GROUPS:-0}" != 1 ]; then
     done
     if [ -n "$BOOTSTRAP" ]; then
         log "groups: broker pid $BROKER_PID, --cores 1 on CPU 0, listening on $BOOTSTRAP"
-        BROKER_CONFIG="cores=1 ${GROUP_BROKER_FLAGS:-}"
+        BROKER_CONFIG="cores=1"
+        # One k=v pair for the report: the extra serve flags as given.
+        [ -n "${GROUP_BROKER_FLAGS:-}" ] && BROKER_CONFIG="serve_flags=--cores 1 $GROUP_BROKER_FLAGS"
         run_phase group-rebalance group-rebalance --members 10 --partitions 100 \
             --rounds "${GROUP_ROUNDS:-3}"
         run_phase group-commits group-commits --committers "${GROUP_COMMITTERS:-8}" --partitions 1 \

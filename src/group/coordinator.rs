@@ -63,7 +63,11 @@ impl Group {
 /// Load and write state of one `__consumer_offsets` partition owned by this shard.
 struct OffsetsPartition {
     /// Held across each append+apply, and across replay and snapshots.
-    write_lock: futures::lock::Mutex<()>,
+    /// Serialises appends to this `__consumer_offsets` partition. A glommio semaphore of one
+    /// permit, because it is fair (FIFO, no barging): with `futures::lock::Mutex` a committer
+    /// could be overtaken by newer ones for as long as they kept coming (seen: commits starved
+    /// for the whole length of a benchmark run, and kafkajs members expired meanwhile).
+    write_lock: glommio::sync::Semaphore,
     loaded: Cell<bool>,
     bytes_since_snapshot: Cell<u64>,
     last_snapshot_bytes: Cell<u64>,
@@ -170,7 +174,7 @@ impl GroupCoordinator {
             .entry(partition)
             .or_insert_with(|| {
                 Rc::new(OffsetsPartition {
-                    write_lock: futures::lock::Mutex::new(()),
+                    write_lock: glommio::sync::Semaphore::new(1),
                     loaded: Cell::new(false),
                     bytes_since_snapshot: Cell::new(0),
                     last_snapshot_bytes: Cell::new(0),
@@ -185,7 +189,11 @@ impl GroupCoordinator {
         if state.loaded.get() {
             return Ok(());
         }
-        let _guard = state.write_lock.lock().await;
+        let _guard = state
+            .write_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| GroupError::Append(e.to_string()))?;
         if state.loaded.get() {
             return Ok(());
         }
@@ -343,7 +351,11 @@ impl GroupCoordinator {
         }
         let state = self.partition_state(partition);
         {
-            let _guard = state.write_lock.lock().await;
+            let _guard = state
+                .write_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|e| GroupError::Append(e.to_string()))?;
             let (_, n) = self.append_locked(partition, &records).await?;
             state
                 .bytes_since_snapshot
@@ -394,7 +406,11 @@ impl GroupCoordinator {
     /// Writes every live record of the partition as one batch, then drops what precedes it.
     async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
         let state = self.partition_state(partition);
-        let _guard = state.write_lock.lock().await;
+        let _guard = state
+            .write_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| GroupError::Append(e.to_string()))?;
         let records = self.live_records(partition);
         let base = if records.is_empty() {
             let tp = TopicPartition::new(OFFSETS_TOPIC, partition);

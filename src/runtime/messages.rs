@@ -10,10 +10,9 @@ use crate::cluster::{ControllerCommand, ControllerError, MetadataImage};
 use crate::model::{Offset, TopicPartition};
 
 /// What travels on the mesh. Replies travel on the mesh too (not on a
-/// cross-thread oneshot): glommio 0.9 can miss a wake-up sent from another thread
-/// while the executor is going to sleep (it re-checks its shared channels after
-/// announcing sleep, but not its foreign-waker queue), which stalled calls for
-/// seconds. The caller matches the reply to its call by `id`.
+/// cross-thread oneshot), so every cross-core wake-up goes through glommio's
+/// bounded shared channels and no waker crosses threads. The caller matches the
+/// reply to its call by `id`.
 pub enum Envelope {
     Request {
         id: u64,

@@ -3,7 +3,9 @@ use sluice::cli::{Cli, Command};
 use sluice::config::BrokerConfig;
 
 fn main() -> std::process::ExitCode {
+    // SLUICE_LOG, else RUST_LOG, else info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

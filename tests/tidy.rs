@@ -22,7 +22,14 @@ fn protocol_does_no_io() {
     sources_under(&root, &mut files);
     assert!(!files.is_empty());
     for (path, text) in files {
-        for forbidden in ["glommio", "std::fs", "std::net", "tokio", "crate::runtime", "crate::net"] {
+        for forbidden in [
+            "glommio",
+            "std::fs",
+            "std::net",
+            "tokio",
+            "crate::runtime",
+            "crate::net",
+        ] {
             assert!(!text.contains(forbidden), "{path} uses {forbidden}");
         }
     }
@@ -36,6 +43,9 @@ fn storage_and_protocol_do_not_pick_kafka_error_codes() {
         sources_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut files);
     }
     for (path, text) in files {
-        assert!(!text.contains("errors::code"), "{path} picks a Kafka error code");
+        assert!(
+            !text.contains("errors::code"),
+            "{path} picks a Kafka error code"
+        );
     }
 }

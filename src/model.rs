@@ -49,6 +49,25 @@ pub struct ProducerEpoch(pub i16);
 /// Kafka topic id (a UUID).
 pub type TopicId = uuid::Uuid;
 
+/// Kafka's `Uuid.toString()`: URL-safe base64 of the 16 bytes without padding (22 characters).
+/// Used for topic ids in `partition.metadata` and for cluster ids.
+pub fn kafka_uuid_string(id: &uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in id.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// A topic name and partition index.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {

@@ -65,6 +65,12 @@ impl MetadataImage {
         self.topics.get(name)
     }
 
+    /// Whether the partition exists in this image.
+    pub fn has_partition(&self, tp: &TopicPartition) -> bool {
+        self.topic(&tp.topic)
+            .is_some_and(|t| t.partition(tp.partition).is_some())
+    }
+
     pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicImage> {
         self.topics.values().find(|t| &t.id == id)
     }
@@ -122,26 +128,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
 pub fn new_cluster_id() -> String {
-    base64_url(uuid::Uuid::new_v4().as_bytes())
-}
-
-/// URL-safe base64 without padding, as Kafka prints Uuids.
-pub fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    crate::model::kafka_uuid_string(&uuid::Uuid::new_v4())
 }
 
 #[cfg(test)]
@@ -150,8 +137,11 @@ mod tests {
 
     #[test]
     fn base64_matches_kafka_uuid_style() {
-        assert_eq!(base64_url(&[0u8; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
-        assert_eq!(base64_url(b"\xff\xff\xff"), "____");
+        assert_eq!(
+            crate::model::kafka_uuid_string(&uuid::Uuid::nil()),
+            "AAAAAAAAAAAAAAAAAAAAAA"
+        );
+        assert_eq!(new_cluster_id().len(), 22);
     }
 
     #[test]

@@ -200,6 +200,18 @@ pub fn effective(
     out
 }
 
+/// The effective value of one topic key (its override, else the broker's default).
+pub fn value(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+    key: &str,
+) -> Option<String> {
+    match overrides.get(key) {
+        Some(v) => Some(v.clone()),
+        None => find(key).map(|k| broker_default(broker, k).0),
+    }
+}
+
 /// Validates one topic override as Kafka would (INVALID_CONFIG on failure).
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let key = find(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;

@@ -19,11 +19,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            if image
-                .topic(&tp.topic)
-                .and_then(|ti| ti.partition(tp.partition))
-                .is_some()
-            {
+            if image.has_partition(&tp) {
                 items.push((tp, p.offset));
             }
         }

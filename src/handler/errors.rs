@@ -52,6 +52,16 @@ pub mod code {
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
 }
 
+/// KIP-320: a client's `current_leader_epoch` against ours; -1 means "not given".
+pub fn leader_epoch(client: i32, ours: i32) -> Option<i16> {
+    match client {
+        c if c < 0 => None,
+        c if c < ours => Some(code::FENCED_LEADER_EPOCH),
+        c if c > ours => Some(code::UNKNOWN_LEADER_EPOCH),
+        _ => None,
+    }
+}
+
 pub fn storage(e: &StorageError) -> i16 {
     match e {
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,

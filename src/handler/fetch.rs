@@ -293,22 +293,18 @@ fn build_response(
                     .with_log_start_offset(-1)
             }
             (None, Some(r)) => {
-                if incremental {
-                    let stored = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp));
-                    if let Some(p) = stored {
-                        let unchanged = r.error_code == code::NONE
-                            && r.records.is_empty()
-                            && p.last_high_watermark == r.high_watermark
-                            && p.last_log_start_offset == r.log_start_offset;
-                        p.last_high_watermark = r.high_watermark;
-                        p.last_log_start_offset = r.log_start_offset;
-                        if unchanged {
-                            continue;
-                        }
-                    }
-                } else if let Some(p) = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp)) {
+                // Remember what the client now knows; an incremental answer leaves out
+                // partitions with nothing new for it.
+                if let Some(p) = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp)) {
+                    let unchanged = r.error_code == code::NONE
+                        && r.records.is_empty()
+                        && p.last_high_watermark == r.high_watermark
+                        && p.last_log_start_offset == r.log_start_offset;
                     p.last_high_watermark = r.high_watermark;
                     p.last_log_start_offset = r.log_start_offset;
+                    if incremental && unchanged {
+                        continue;
+                    }
                 }
                 pd = pd
                     .with_error_code(r.error_code)

@@ -20,10 +20,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            let exists = image
-                .topic(&tp.topic)
-                .and_then(|ti| ti.partition(tp.partition))
-                .is_some();
+            let exists = image.has_partition(&tp);
             if exists {
                 items.push(ListOffsetsItem {
                     tp,

@@ -32,15 +32,7 @@ fn leader_epoch(shard: &Shard, topic: &str) -> i32 {
 
 /// Checks a client's `current_leader_epoch` against ours (KIP-320); -1 means "not given".
 fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<i16> {
-    if client_epoch < 0 {
-        return None;
-    }
-    let ours = leader_epoch(shard, &tp.topic);
-    match client_epoch.cmp(&ours) {
-        std::cmp::Ordering::Less => Some(code::FENCED_LEADER_EPOCH),
-        std::cmp::Ordering::Greater => Some(code::UNKNOWN_LEADER_EPOCH),
-        std::cmp::Ordering::Equal => None,
-    }
+    errors::leader_epoch(client_epoch, leader_epoch(shard, &tp.topic))
 }
 
 pub async fn produce(shard: &Rc<Shard>, batch: ProduceBatch) -> Vec<ProduceResult> {
@@ -159,20 +151,19 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     result.high_watermark = slice.high_watermark.get();
     result.last_stable_offset = result.high_watermark;
     result.log_start_offset = slice.log_start_offset.get();
-    let Some(path) = slice.path else {
+    let Some((path, file)) = slice.file else {
         return result;
     };
     // Resident ranges go out by sendfile from the connection's shard; others are
     // read here through io_uring (which also caches them for the next reader).
-    let sent = match slice::open_for_send(&path) {
-        Ok(file) if slice::is_resident(&file, slice.position, slice.len) => {
-            Ok(FetchRecords::File(slice::FileSlice {
-                file,
-                position: slice.position,
-                len: slice.len,
-            }))
-        }
-        _ => slice::read_cold(&path, slice.position, slice.len)
+    let sent = if slice::is_resident(&file, slice.position, slice.len) {
+        Ok(FetchRecords::File(slice::FileSlice {
+            file,
+            position: slice.position,
+            len: slice.len,
+        }))
+    } else {
+        slice::read_cold(&path, slice.position, slice.len)
             .await
             .map(|b| {
                 shard
@@ -180,7 +171,7 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
                     .copied_bytes
                     .set(shard.stats.copied_bytes.get() + b.len() as u64);
                 FetchRecords::Bytes(b)
-            }),
+            })
     };
     match sent {
         Ok(records) => {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::errors::code;
+use super::errors::{self, code};
 use super::route::scatter;
 use super::RequestContext;
 use crate::model::TopicPartition;
@@ -25,11 +25,7 @@ pub async fn handle(
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.topic.0.to_string(), p.partition);
-            if image
-                .topic(&tp.topic)
-                .and_then(|ti| ti.partition(tp.partition))
-                .is_some()
-            {
+            if image.has_partition(&tp) {
                 items.push(ListOffsetsItem {
                     tp,
                     timestamp: -1,
@@ -69,11 +65,8 @@ pub async fn handle(
                     if err != code::NONE {
                         return base.with_error_code(err);
                     }
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < ti.leader_epoch {
-                        return base.with_error_code(code::FENCED_LEADER_EPOCH);
-                    }
-                    if p.current_leader_epoch > ti.leader_epoch {
-                        return base.with_error_code(code::UNKNOWN_LEADER_EPOCH);
+                    if let Some(e) = errors::leader_epoch(p.current_leader_epoch, ti.leader_epoch) {
+                        return base.with_error_code(e);
                     }
                     match p.leader_epoch.cmp(&ti.leader_epoch) {
                         std::cmp::Ordering::Equal => {

@@ -19,7 +19,7 @@ use crate::runtime::messages::{
 /// KIP-937 bounds on CreateTime timestamps. Checked on the batch's first and
 /// largest timestamps (the header's), not on every record.
 fn timestamp_out_of_range(
-    info: &records::BatchInfo,
+    info: &crate::storage::batch::BatchHeader,
     before_max: Option<i64>,
     after_max: Option<i64>,
 ) -> bool {
@@ -47,12 +47,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let name = found
             .map(|t| t.name.clone())
             .unwrap_or_else(|| t.name.0.to_string());
-        let eff = found.map(|ti| topic::effective(&ctx.shard.config, &ti.configs));
-        let setting = |key: &str| {
-            eff.as_ref()
-                .and_then(|e| e.get(key))
-                .map(|(v, _)| v.clone())
-        };
+        // Only the settings Produce needs (not every topic key) on this per-request path.
+        let setting =
+            |key: &str| found.and_then(|ti| topic::value(&ctx.shard.config, &ti.configs, key));
         let max_bytes = setting("max.message.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or_else(|| ctx.shard.config.message_max_bytes());
@@ -96,7 +93,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             }
             let data = p.records.unwrap_or_default();
             match records::validate_produce(&data, max_bytes) {
-                Ok(info) if info.transactional => {
+                Ok(info) if info.is_transactional() => {
                     answers.insert(
                         tp.clone(),
                         fail(
@@ -112,11 +109,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     );
                     answers.insert(tp.clone(), fail(code::INVALID_TIMESTAMP, Some(msg)));
                 }
-                Ok(info) => items.push(ProduceItem {
-                    tp,
-                    records: data,
-                    record_count: info.record_count as u32,
-                }),
+                Ok(_) => items.push(ProduceItem { tp, records: data }),
                 Err(e) => {
                     tracing::debug!(partition = %tp, error = %e, client = ?ctx.client_id, "produce rejected");
                     answers.insert(tp.clone(), fail(errors::records(&e), Some(e.to_string())));

@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 
+use crate::storage::batch::{verify_batch, BatchDefect, BatchHeader};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
     /// CORRUPT_MESSAGE (2)
@@ -25,28 +27,11 @@ pub enum RecordsError {
     Magic(i8),
 }
 
-/// What the broker needs to know about a validated batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchInfo {
-    pub size: usize,
-    pub record_count: i32,
-    pub last_offset_delta: i32,
-    pub base_timestamp: i64,
-    pub max_timestamp: i64,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-    pub compression: u8,
-    pub transactional: bool,
-    pub control: bool,
-}
-
 /// Reads and checks the batch at the start of `b` (which may hold more bytes after
 /// it). The v2 format itself is checked by `storage::batch::verify_batch`, the same
-/// code that checks batches again before they are written and when they are
-/// recovered; this adds the rules Kafka applies to produced batches.
-pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
-    use crate::storage::batch::{verify_batch, BatchDefect};
+/// code that checks batches again on read and recovery; this adds the rules Kafka
+/// applies to produced batches.
+pub fn parse_batch(b: &[u8]) -> Result<BatchHeader, RecordsError> {
     let h = verify_batch(b).map_err(|defect| match defect {
         BatchDefect::BadMagic(m) => RecordsError::Magic(m),
         BatchDefect::Truncated => {
@@ -76,41 +61,30 @@ pub fn parse_batch(b: &[u8]) -> Result<BatchInfo, RecordsError> {
             h.last_offset_delta, h.record_count
         )));
     }
-    Ok(BatchInfo {
-        size: h.size_bytes(),
-        record_count: h.record_count,
-        last_offset_delta: h.last_offset_delta,
-        base_timestamp: h.base_timestamp,
-        max_timestamp: h.max_timestamp,
-        producer_id: h.producer_id,
-        producer_epoch: h.producer_epoch,
-        base_sequence: h.base_sequence,
-        compression,
-        transactional: h.is_transactional(),
-        control: h.is_control(),
-    })
+    Ok(h)
 }
 
 /// Validates a partition's produced records: exactly one v2 batch, within `max_bytes`.
-pub fn validate_produce(records: &Bytes, max_bytes: usize) -> Result<BatchInfo, RecordsError> {
-    let info = parse_batch(records)?;
-    if info.size != records.len() {
+pub fn validate_produce(records: &Bytes, max_bytes: usize) -> Result<BatchHeader, RecordsError> {
+    let header = parse_batch(records)?;
+    let size = header.size_bytes();
+    if size != records.len() {
         return Err(RecordsError::Invalid(
             "Produce requests must contain exactly one record batch per partition".into(),
         ));
     }
-    if info.size > max_bytes {
+    if size > max_bytes {
         return Err(RecordsError::TooLarge {
-            size: info.size,
+            size,
             max: max_bytes,
         });
     }
-    if info.control {
+    if header.is_control() {
         return Err(RecordsError::Invalid(
             "clients may not produce control batches".into(),
         ));
     }
-    Ok(info)
+    Ok(header)
 }
 
 #[cfg(test)]

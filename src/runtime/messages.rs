@@ -64,9 +64,8 @@ pub struct ProduceBatch {
 
 pub struct ProduceItem {
     pub tp: TopicPartition,
-    /// One or more validated v2 batches.
+    /// One validated v2 batch (CRC checked by `protocol::records`).
     pub records: Bytes,
-    pub record_count: u32,
 }
 
 #[derive(Clone, Debug)]

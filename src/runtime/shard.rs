@@ -1,7 +1,7 @@
 //! Per-core shard state.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -276,9 +276,4 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
             .unwrap_or(false),
         file_delete_delay_ms: int("file.delete.delay.ms").max(0) as u64,
     }
-}
-
-/// Topic overrides as a map (helper for handlers).
-pub fn overrides(t: &TopicImage) -> BTreeMap<String, String> {
-    t.configs.clone()
 }

@@ -113,8 +113,19 @@ pub enum BatchDefect {
 }
 
 /// Verifies the batch at the start of `buf` (length sane, magic 2, CRC-32C, counts) and returns its
-/// header. Used on both sides of the disk: before appending and when recovering.
+/// header. Used on both sides of the disk: Produce validation before the write, and reads and
+/// recovery after it.
 pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchDefect> {
+    let header = check_frame(buf)?;
+    if crc32c::crc32c(&buf[ATTRIBUTES_AT..header.size_bytes()]) != header.crc {
+        return Err(BatchDefect::BadCrc);
+    }
+    Ok(header)
+}
+
+/// Everything `verify_batch` checks except the CRC: what `append` re-checks about bytes whose
+/// CRC its caller already verified (computing it twice was a full pass over every produced byte).
+pub fn check_frame(buf: &[u8]) -> Result<BatchHeader, BatchDefect> {
     let header = parse_header(buf).ok_or(BatchDefect::Truncated)?;
     let length = header.batch_length;
     if length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32
@@ -127,9 +138,6 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchDefect> {
     }
     if buf.len() < header.size_bytes() {
         return Err(BatchDefect::Truncated);
-    }
-    if crc32c::crc32c(&buf[ATTRIBUTES_AT..header.size_bytes()]) != header.crc {
-        return Err(BatchDefect::BadCrc);
     }
     if header.last_offset_delta < 0 || header.record_count < 0 {
         return Err(BatchDefect::BadCounts);
@@ -158,12 +166,25 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Splits `buf` into whole batches, verifying each; fails on the first defect.
+/// Splits `buf` into whole batches, verifying each (CRC included); fails on the first defect.
 pub fn split_batches(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchDefect> {
+    split_with(buf, verify_batch)
+}
+
+/// Splits `buf` into whole, well-framed batches without computing their CRCs (see
+/// `check_frame`).
+pub fn split_framed(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchDefect> {
+    split_with(buf, check_frame)
+}
+
+fn split_with(
+    buf: &[u8],
+    check: fn(&[u8]) -> Result<BatchHeader, BatchDefect>,
+) -> Result<Vec<(usize, BatchHeader)>, BatchDefect> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        let header = verify_batch(&buf[pos..])?;
+        let header = check(&buf[pos..])?;
         out.push((pos, header));
         pos += header.size_bytes();
     }

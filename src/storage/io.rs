@@ -257,41 +257,16 @@ impl StorageIo for GlommioIo {
         Box::pin(async move { std::fs::create_dir_all(path) })
     }
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            match std::fs::remove_dir_all(path) {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
-        })
+        Box::pin(async move { absent_is_done(std::fs::remove_dir_all(path)) })
     }
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            match glommio::io::remove(path).await {
-                Ok(()) => Ok(()),
-                Err(err) => {
-                    let err = io::Error::from(err);
-                    if err.kind() == io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(err)
-                    }
-                }
-            }
-        })
+        Box::pin(
+            async move { absent_is_done(glommio::io::remove(path).await.map_err(io::Error::from)) },
+        )
     }
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            match glommio::io::rename(from, to).await {
-                Ok(()) => Ok(()),
-                Err(err) => {
-                    let err = io::Error::from(err);
-                    if err.kind() == io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(err)
-                    }
-                }
-            }
+            absent_is_done(glommio::io::rename(from, to).await.map_err(io::Error::from))
         })
     }
     fn list_dir<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
@@ -360,6 +335,14 @@ impl StorageIo for GlommioIo {
 }
 
 /// Parent directory of a file path (the path itself when it has none).
+/// Removing or renaming something already gone is not an error.
+fn absent_is_done(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 pub fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(path)
 }

@@ -192,8 +192,11 @@ impl PartitionLog {
         }
     }
 
-    /// Appends one or more complete v2 batches (validated by the broker). See the module docs
-    /// and docs/on-disk-format.md for what each `acks` level promises.
+    /// Appends one or more complete v2 batches whose CRC the caller verified (Produce
+    /// validation does, with `batch::verify_batch`; internal writers build their batches).
+    /// Framing is checked again here, the CRC is not: it is checked once before the write and
+    /// again on read and recovery. See the module docs and docs/on-disk-format.md for what each
+    /// `acks` level promises.
     pub async fn append(
         &self,
         records: Bytes,
@@ -205,7 +208,7 @@ impl PartitionLog {
         if self.shard.read_only.get() {
             return Err(StorageError::DiskPressure);
         }
-        let batches = batch::split_batches(&records)
+        let batches = batch::split_framed(&records)
             .map_err(|defect| StorageError::CorruptRecord(format!("{defect:?}")))?;
         if batches.is_empty() {
             return Err(StorageError::CorruptRecord("no record batch".into()));

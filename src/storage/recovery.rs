@@ -377,22 +377,7 @@ async fn check_partition_metadata(
     Ok(())
 }
 
-/// Kafka's `Uuid.toString()`: URL-safe base64 of the 16 bytes, without padding.
+/// Kafka's `Uuid.toString()`, as `partition.metadata` stores it.
 pub fn encode_topic_id(topic_id: TopicId) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = topic_id.as_bytes();
-    let mut out = String::with_capacity(22);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    crate::model::kafka_uuid_string(&topic_id)
 }

@@ -73,6 +73,9 @@ pub struct Segment {
     dir: PathBuf,
     io: Rc<dyn StorageIo>,
     log: RefCell<Option<Rc<dyn IoFile>>>,
+    /// Read-only page-cache descriptor for sendfile, opened on the first fetch and kept: a
+    /// fetch would otherwise open and close the file for every partition it reads.
+    send_file: RefCell<Option<std::sync::Arc<std::fs::File>>>,
     state: RefCell<SegmentState>,
 }
 
@@ -128,6 +131,7 @@ impl Segment {
             dir: dir.to_owned(),
             io,
             log: RefCell::new(None),
+            send_file: RefCell::new(None),
             state: RefCell::new(SegmentState {
                 current: mark,
                 committed: mark,
@@ -597,6 +601,18 @@ impl Segment {
     }
 
     /// Removes the segment's files. Readers holding the segment keep their open file.
+    /// The segment's `.log` opened read-only through the page cache (for sendfile). Opened
+    /// once; the descriptor outlives a rename to `.deleted` and, held by a fetch in flight,
+    /// the segment itself.
+    pub fn send_file(&self) -> io::Result<std::sync::Arc<std::fs::File>> {
+        if let Some(file) = self.send_file.borrow().as_ref() {
+            return Ok(file.clone());
+        }
+        let file = std::sync::Arc::new(std::fs::File::open(self.path(LOG_SUFFIX))?);
+        *self.send_file.borrow_mut() = Some(file.clone());
+        Ok(file)
+    }
+
     /// Renames the segment's files to `<name>.deleted` (the first step of a delete, as in
     /// Kafka: from now on no reader opens them by their live names).
     pub async fn mark_deleted(&self) -> io::Result<()> {
@@ -751,13 +767,10 @@ impl Segment {
         let file = self.log_file().await?;
         let size = self.size();
         let tail_start = align_down(size, file.alignment());
-        let tail = if size > tail_start {
-            file.read_at(tail_start, (size - tail_start) as usize)
-                .await?
-                .to_vec()
-        } else {
-            Vec::new()
-        };
+        let tail = file
+            .read_at(tail_start, (size - tail_start) as usize)
+            .await?
+            .to_vec();
         let mut state = self.state.borrow_mut();
         state.appender = Some(Appender::new(file.alignment(), size, tail));
         if rolling_timestamp.is_some() {

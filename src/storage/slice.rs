@@ -34,7 +34,8 @@ pub struct FileSlice {
 
 /// What a fetch of one partition found.
 pub struct SliceRead {
-    pub path: Option<PathBuf>,
+    /// The segment's path and its sendfile descriptor; `None` when there is nothing to send.
+    pub file: Option<(PathBuf, Arc<File>)>,
     pub position: u64,
     pub len: usize,
     pub high_watermark: Offset,
@@ -44,7 +45,7 @@ pub struct SliceRead {
 impl PartitionLog {
     /// The file range a fetch at `offset` should send: from the batch holding
     /// `offset`, up to `max_bytes` (at least that batch if `min_one_batch`),
-    /// never beyond the high watermark. `path` is `None` when there is nothing to send.
+    /// never beyond the high watermark. `file` is `None` when there is nothing to send.
     pub async fn read_slice(
         &self,
         offset: Offset,
@@ -54,7 +55,7 @@ impl PartitionLog {
         let hwm = self.high_watermark();
         let log_start = self.log_start_offset();
         let mut result = SliceRead {
-            path: None,
+            file: None,
             position: 0,
             len: 0,
             high_watermark: hwm,
@@ -71,17 +72,12 @@ impl PartitionLog {
             .locate(offset, max_bytes, min_one_batch, &offsets)
             .await?
         {
-            result.path = Some(segment.path(LOG_SUFFIX));
+            result.file = Some((segment.path(LOG_SUFFIX), segment.send_file()?));
             result.position = position;
             result.len = len;
         }
         Ok(result)
     }
-}
-
-/// Opens a read-only, buffered (page-cache) descriptor for a segment.
-pub fn open_for_send(path: &PathBuf) -> std::io::Result<Arc<File>> {
-    File::open(path).map(Arc::new)
 }
 
 /// True when every page of the range is in the page cache (cachestat(2)).

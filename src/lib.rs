@@ -8,6 +8,7 @@ pub mod handler;
 pub mod limits;
 pub mod model;
 pub mod net;
+pub mod order;
 pub mod protocol;
 pub mod runtime;
 pub mod storage;

@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    fail_fast_on_panic();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -24,6 +25,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A panic anywhere ends the process (STYLE: fail fast). Without this a panic unwinds out of
+/// one shard's executor and kills only that thread: the broker keeps accepting connections
+/// while every call routed to the dead shard waits forever. Aborting lets a supervisor restart
+/// the process and recovery run. The default hook prints the message (and backtrace) first.
+fn fail_fast_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        tracing::error!(thread = %thread, panic = %info, "panic: aborting the process");
+        default_hook(info);
+        std::process::abort();
+    }));
 }
 
 fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {

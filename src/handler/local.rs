@@ -35,62 +35,75 @@ fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<
     errors::leader_epoch(client_epoch, leader_epoch(shard, &tp.topic))
 }
 
-pub async fn produce(shard: &Rc<Shard>, batch: ProduceBatch) -> Vec<ProduceResult> {
+/// Appends a produce request's batches on this (the owning) shard. Each partition's place
+/// in its append queue is taken now, before this returns, so that requests are stored in the
+/// order they were handed to this shard (see `runtime::dispatch_local`); the returned future
+/// does the rest.
+pub fn produce(
+    shard: &Rc<Shard>,
+    batch: ProduceBatch,
+) -> impl std::future::Future<Output = Vec<ProduceResult>> {
     let raw_acks = batch.acks;
     let acks_of = move || match raw_acks {
         0 => Acks::None,
         1 => Acks::Leader,
         _ => Acks::All,
     };
-    let appends = batch.items.into_iter().map(|item| {
-        let shard = shard.clone();
-        async move {
-            let mut result = ProduceResult {
-                tp: item.tp.clone(),
-                error_code: code::NONE,
-                error_message: None,
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: -1,
-            };
-            let Some(log) = shard.logs.get(&item.tp) else {
-                result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
-                return result;
-            };
-            if shard.logs.is_read_only() {
-                result.error_code = code::KAFKA_STORAGE_ERROR;
-                result.error_message = Some(
-                    "broker is read-only: the data volume is below its free-space floor".into(),
-                );
-                return result;
-            }
-            let size = item.records.len() as u64;
-            let opts = AppendOptions {
-                acks: acks_of(),
-                leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp.topic)),
-                now_ms: now_ms(),
-            };
-            match log.append(item.records, opts).await {
-                Ok(r) => {
-                    result.base_offset = r.base_offset.get();
-                    result.log_append_time_ms = r.log_append_time_ms;
-                    result.log_start_offset = r.log_start_offset.get();
-                    shard
-                        .stats
-                        .produced_bytes
-                        .set(shard.stats.produced_bytes.get() + size);
+    let appends: Vec<_> = batch
+        .items
+        .into_iter()
+        .map(|item| {
+            let log = shard.logs.get(&item.tp);
+            let place = log.as_ref().map(|log| log.reserve_append());
+            let shard = shard.clone();
+            async move {
+                let mut result = ProduceResult {
+                    tp: item.tp.clone(),
+                    error_code: code::NONE,
+                    error_message: None,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                };
+                let (Some(log), Some(place)) = (log, place) else {
+                    result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                    return result;
+                };
+                if shard.logs.is_read_only() {
+                    result.error_code = code::KAFKA_STORAGE_ERROR;
+                    result.error_message = Some(
+                        "broker is read-only: the data volume is below its free-space floor".into(),
+                    );
+                    return result;
                 }
-                Err(e) => {
-                    log_storage_error(&item.tp, &e, "append");
-                    result.error_code = errors::storage(&e);
-                    result.error_message = Some(e.to_string());
-                    result.log_start_offset = log.log_start_offset().get();
+                let size = item.records.len() as u64;
+                let opts = AppendOptions {
+                    acks: acks_of(),
+                    leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp.topic)),
+                    now_ms: now_ms(),
+                };
+                match log.append_reserved(place, item.records, opts).await {
+                    Ok(r) => {
+                        result.base_offset = r.base_offset.get();
+                        result.log_append_time_ms = r.log_append_time_ms;
+                        result.log_start_offset = r.log_start_offset.get();
+                        shard
+                            .stats
+                            .produced_bytes
+                            .set(shard.stats.produced_bytes.get() + size);
+                    }
+                    Err(e) => {
+                        log_storage_error(&item.tp, &e, "append");
+                        result.error_code = errors::storage(&e);
+                        result.error_message = Some(e.to_string());
+                        result.log_start_offset = log.log_start_offset().get();
+                    }
                 }
+                result
             }
-            result
-        }
-    });
-    futures::future::join_all(appends).await
+        })
+        .collect();
+    futures::future::join_all(appends)
 }
 
 fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {

@@ -65,11 +65,20 @@ pub struct RequestContext {
     pub correlation_id: i32,
     pub client_id: Option<String>,
     pub client_host: String,
+    /// This request's place in its connection's order (see [`dispatch`]); taken by the
+    /// handler that needs it, dropped (passing the turn on) by everything else.
+    turn: std::cell::RefCell<Option<crate::order::Ticket>>,
 }
 
 impl RequestContext {
-    pub fn new(shard: Rc<Shard>, header: &RequestHeader, peer: &str) -> RequestContext {
+    pub fn new(
+        shard: Rc<Shard>,
+        header: &RequestHeader,
+        peer: &str,
+        turn: Option<crate::order::Ticket>,
+    ) -> RequestContext {
         RequestContext {
+            turn: std::cell::RefCell::new(turn),
             shard,
             api_version: header.request_api_version,
             correlation_id: header.correlation_id,
@@ -80,11 +89,68 @@ impl RequestContext {
                 .unwrap_or_default(),
         }
     }
+
+    /// Takes this request's connection ticket (at most once).
+    pub fn take_turn(&self) -> Option<crate::order::Ticket> {
+        self.turn.borrow_mut().take()
+    }
+}
+
+/// How a request keeps its connection's order. Kafka serves a connection's requests one at a
+/// time, so clients may rely on their effects landing in send order; Sluice runs them
+/// concurrently and keeps that promise where it is visible:
+/// - Produce hands its batches to their partitions' owners in its turn and passes the turn on
+///   once they are queued there (pipelined, yet appended in arrival order);
+/// - every other request that changes state (groups, offsets, admin) runs whole in its turn;
+/// - requests that only read pass the turn on at once.
+enum Ordering {
+    Pipelined,
+    Serial,
+    Unordered,
+}
+
+fn ordering(key: ApiKey) -> Ordering {
+    use ApiKey::*;
+    match key {
+        Produce => Ordering::Pipelined,
+        OffsetCommit
+        | TxnOffsetCommit
+        | OffsetDelete
+        | JoinGroup
+        | SyncGroup
+        | LeaveGroup
+        | Heartbeat
+        | ConsumerGroupHeartbeat
+        | DeleteGroups
+        | CreateTopics
+        | DeleteTopics
+        | CreatePartitions
+        | AlterConfigs
+        | IncrementalAlterConfigs
+        | DeleteRecords
+        | InitProducerId => Ordering::Serial,
+        _ => Ordering::Unordered,
+    }
 }
 
 pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: RequestKind) -> Reply {
     let Ok(key) = ApiKey::try_from(header.request_api_key) else {
         return Reply::Close;
+    };
+    // Held until the response is made for serial requests; dropped at once for reads.
+    let _serial_turn = match ordering(key) {
+        Ordering::Pipelined => None,
+        Ordering::Serial => match ctx.take_turn() {
+            Some(turn) => {
+                turn.turn().await;
+                Some(turn)
+            }
+            None => None,
+        },
+        Ordering::Unordered => {
+            drop(ctx.take_turn());
+            None
+        }
     };
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),

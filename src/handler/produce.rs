@@ -7,7 +7,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::errors::{self, code};
-use super::route::scatter;
+use super::route::scatter_in_turn;
 use super::{str_bytes, RequestContext};
 use crate::config::topic;
 use crate::model::TopicPartition;
@@ -118,8 +118,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
         order.push((name, t.topic_id, indexes));
     }
-    let results = scatter(
+    let results = scatter_in_turn(
         &ctx.shard,
+        ctx.take_turn(),
         items,
         |i| &i.tp,
         |items| ShardRequest::Produce(ProduceBatch { acks, items }),

@@ -76,6 +76,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = writer.close().await;
     });
 
+    // Each request takes its place in the connection's order as it is read (see
+    // `handler::dispatch` for which requests keep it).
+    let order = crate::order::OrderQueue::new();
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let max_frame = shard.config.socket_request_max_bytes();
     loop {
@@ -86,7 +89,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         shard.stats.requests.set(shard.stats.requests.get() + 1);
         let reply_task = match frame::decode_request(frame) {
             Ok(Decoded::Request(header, request)) => {
-                let ctx = handler::RequestContext::new(shard.clone(), &header, &peer);
+                let ctx =
+                    handler::RequestContext::new(shard.clone(), &header, &peer, Some(order.take()));
                 glommio::spawn_local(async move { handler::dispatch(ctx, header, *request).await })
                     .detach()
             }

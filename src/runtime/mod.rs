@@ -40,10 +40,14 @@ struct Boot {
 
 /// Runs the broker until SIGTERM/SIGINT. Prints `LISTENING <addr>` on stdout once
 /// every shard accepts connections.
-pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Resolved once, here: every shard and every path below it then sees the same absolute
+    // directory (a relative `./data` failed in glommio's directory opens).
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
@@ -293,8 +297,25 @@ fn spawn_mesh_receivers(
     }
 }
 
-/// Runs a request on the shard that owns its partitions (this one).
-pub async fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
+/// Work a shard runs for a request it owns (see [`dispatch_local`]).
+pub type LocalWork = std::pin::Pin<Box<dyn std::future::Future<Output = ShardResponse>>>;
+
+/// Runs a request on the shard that owns its partitions (this one). Called synchronously
+/// where the request's order is known: whatever must keep that order (a produce's place in
+/// each partition's append queue) is entered before this returns; the rest runs when the
+/// returned future is polled.
+pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
+    use crate::handler::local;
+    match request {
+        ShardRequest::Produce(batch) => {
+            let appends = local::produce(&shard, batch);
+            Box::pin(async move { ShardResponse::Produce(appends.await) })
+        }
+        other => Box::pin(dispatch_unordered(shard, other)),
+    }
+}
+
+async fn dispatch_unordered(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
     use crate::handler::local;
     match request {
         ShardRequest::ApplyImage(image) => {

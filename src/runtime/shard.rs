@@ -43,6 +43,23 @@ pub struct Shard {
     pub stats: Stats,
 }
 
+/// A request handed to its owner shard by [`Shard::submit`]; `answer` waits for the reply.
+pub enum Pending {
+    Local(super::LocalWork),
+    Remote(futures::channel::oneshot::Receiver<ShardResponse>),
+    Unavailable,
+}
+
+impl Pending {
+    pub async fn answer(self) -> ShardResponse {
+        match self {
+            Pending::Local(work) => work.await,
+            Pending::Remote(rx) => rx.await.unwrap_or(ShardResponse::Unavailable),
+            Pending::Unavailable => ShardResponse::Unavailable,
+        }
+    }
+}
+
 /// Counters a shard keeps about itself (logged at shutdown; exposed later as metrics).
 #[derive(Default)]
 pub struct Stats {
@@ -99,8 +116,17 @@ impl Shard {
     /// Sends `request` to `target` (running it inline when that is this shard)
     /// and waits for the answer.
     pub async fn call(self: &Rc<Self>, target: ShardId, request: ShardRequest) -> ShardResponse {
+        self.submit(target, request).await.answer().await
+    }
+
+    /// Hands `request` to `target` and returns once it has taken its place there: for this
+    /// shard at once (the owner's queues are entered synchronously), for another shard once it
+    /// is on the mesh channel, which the receiver reads in order and enters the same way. A
+    /// caller that submits requests one after another (holding its connection's turn) thus
+    /// gets them served in that order by each owner. The answer is awaited separately.
+    pub async fn submit(self: &Rc<Self>, target: ShardId, request: ShardRequest) -> Pending {
         if target == self.id {
-            return super::dispatch_local(self.clone(), request).await;
+            return Pending::Local(super::dispatch_local(self.clone(), request));
         }
         let id = self.next_call_id.get();
         self.next_call_id.set(id.wrapping_add(1));
@@ -113,19 +139,21 @@ impl Shard {
         };
         if self.senders.send_to(target.0, envelope).await.is_err() {
             self.pending_calls.borrow_mut().remove(&id);
-            return ShardResponse::Unavailable;
+            return Pending::Unavailable;
         }
-        rx.await.unwrap_or(ShardResponse::Unavailable)
+        Pending::Remote(rx)
     }
 
     /// Handles one message from the mesh: runs a request (replying on the mesh), or
-    /// completes the local call a reply belongs to.
+    /// completes the local call a reply belongs to. A request enters the owner's queues
+    /// here, synchronously, in the order the mesh delivered it.
     pub fn receive(self: &Rc<Self>, envelope: Envelope) {
         match envelope {
             Envelope::Request { id, from, request } => {
                 let shard = self.clone();
+                let work = super::dispatch_local(shard.clone(), request);
                 glommio::spawn_local(async move {
-                    let response = super::dispatch_local(shard.clone(), request).await;
+                    let response = work.await;
                     let reply = Envelope::Response { id, response };
                     if shard.senders.send_to(from, reply).await.is_err() {
                         tracing::debug!(shard = shard.id.0, to = from, "reply dropped: peer gone");

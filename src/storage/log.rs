@@ -78,7 +78,10 @@ pub struct PartitionLog {
     pub(super) producers: RefCell<ProducerStateManager>,
     pub(super) waiters: RefCell<VecDeque<Waiter>>,
     pub(super) hwm_waiters: WakerSet,
-    pub(super) append_lock: futures::lock::Mutex<()>,
+    /// Appends take their offsets in the order they took a place here (FIFO, the place
+    /// taken synchronously: see `reserve_append`); maintenance that must exclude appends
+    /// takes its turn in the same queue.
+    pub(super) append_lock: crate::order::OrderQueue,
     pub(super) flush_lock: futures::lock::Mutex<()>,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
@@ -123,7 +126,7 @@ impl PartitionLog {
             producers: RefCell::new(loaded.producers),
             waiters: RefCell::new(VecDeque::new()),
             hwm_waiters: WakerSet::default(),
-            append_lock: futures::lock::Mutex::new(()),
+            append_lock: crate::order::OrderQueue::new(),
             flush_lock: futures::lock::Mutex::new(()),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
@@ -202,6 +205,25 @@ impl PartitionLog {
         records: Bytes,
         opts: AppendOptions,
     ) -> Result<AppendResult, StorageError> {
+        let place = self.reserve_append();
+        self.append_reserved(place, records, opts).await
+    }
+
+    /// Takes this append's place in the partition's append queue, now. Appends are stored in
+    /// the order their places were taken, whatever happens between this call and
+    /// [`append_reserved`](Self::append_reserved) — so callers take the place at the moment
+    /// the order is known (a request taken off its connection or the mesh).
+    pub fn reserve_append(&self) -> crate::order::Ticket {
+        self.append_lock.take()
+    }
+
+    /// [`append`](Self::append) at a place taken earlier with `reserve_append`.
+    pub async fn append_reserved(
+        &self,
+        place: crate::order::Ticket,
+        records: Bytes,
+        opts: AppendOptions,
+    ) -> Result<AppendResult, StorageError> {
         if self.closed.get() || self.shard.closed.get() {
             return Err(StorageError::Closed);
         }
@@ -221,7 +243,8 @@ impl PartitionLog {
             });
         }
         let rx = {
-            let _guard = self.append_lock.lock().await;
+            place.turn().await;
+            let _guard = place;
             if let Some(duplicate) = self.check_producers(&batches)? {
                 return Ok(duplicate);
             }

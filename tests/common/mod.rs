@@ -48,6 +48,9 @@ pub struct BrokerOpts {
     pub extra_args: Vec<String>,
     /// `RUST_LOG` for the broker; `None` leaves the broker's default.
     pub rust_log: Option<String>,
+    /// Start as the README's quickstart does: in the broker's own directory, with no
+    /// `--data-dir`, so the default relative `./data` is used.
+    pub default_data_dir: bool,
 }
 
 impl Default for BrokerOpts {
@@ -57,6 +60,7 @@ impl Default for BrokerOpts {
             overrides: Vec::new(),
             extra_args: Vec::new(),
             rust_log: None,
+            default_data_dir: false,
         }
     }
 }
@@ -214,10 +218,13 @@ impl Broker {
             .expect("open broker stderr log");
         writeln!(log, "==== harness: start #{} ====", self.starts).expect("write log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("serve");
+        if self.opts.default_data_dir {
+            command.current_dir(self.root.path());
+        } else {
+            command.arg("--data-dir").arg(self.data_dir());
+        }
         command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(self.data_dir())
             .args(["--listen", "127.0.0.1:0"])
             .args(["--cores", &self.opts.cores.to_string()]);
         for (key, value) in &self.opts.overrides {

@@ -15,6 +15,9 @@ pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// Messages queued on one cross-core channel before senders wait.
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
+/// Mesh requests (partition and group work from other shards) one shard works on at once;
+/// beyond it the shard stops reading its request mesh and senders wait.
+pub const MESH_REQUESTS_IN_PROGRESS_MAX: usize = 1024;
 /// Incremental fetch sessions (KIP-227) cached per shard (`max.incremental.fetch.session.cache.slots`).
 pub const FETCH_SESSIONS_PER_SHARD_MAX: usize = 1000;
 /// Longest `max_wait_ms` a fetch may park for.
@@ -35,3 +38,4 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(INFLIGHT_REQUESTS_PER_CONNECTION_MAX >= 5);
+const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CONNECTION_MAX);

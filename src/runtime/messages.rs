@@ -1,5 +1,5 @@
-//! Typed messages between shards. Everything here is `Send`; replies travel on
-//! a oneshot channel inside the envelope.
+//! Typed messages between shards. Everything here is `Send`; requests and replies travel
+//! on two meshes (see `runtime::run`).
 
 use std::sync::Arc;
 
@@ -41,6 +41,17 @@ pub enum ShardRequest {
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
+}
+
+impl ShardRequest {
+    /// Work that counts against the owner's bound on mesh work in progress; metadata changes
+    /// (which other work never waits for in a cycle) do not.
+    pub fn is_data_work(&self) -> bool {
+        !matches!(
+            self,
+            ShardRequest::ApplyImage(_) | ShardRequest::Controller(_)
+        )
+    }
 }
 
 pub enum ShardResponse {

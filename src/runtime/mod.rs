@@ -27,6 +27,13 @@ use crate::model::ShardId;
 use messages::{Envelope, ShardRequest, ShardResponse};
 pub use shard::Shard;
 
+/// The two cross-core meshes (see `run`).
+#[derive(Clone)]
+struct Meshes {
+    requests: MeshBuilder<Envelope, Full>,
+    replies: MeshBuilder<Envelope, Full>,
+}
+
 /// What every shard thread gets at start-up.
 struct Boot {
     config: Arc<BrokerConfig>,
@@ -75,8 +82,12 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     let nr = config.cores;
     tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
 
-    let mesh: MeshBuilder<Envelope, Full> =
-        MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX);
+    // Requests and replies travel on separate meshes, so that a shard that stops reading
+    // requests (at its bound of work in progress) still reads the replies its own work awaits.
+    let mesh = Meshes {
+        requests: MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX),
+        replies: MeshBuilder::full(nr, limits::MESH_CHANNEL_MESSAGES_MAX),
+    };
     let boot = Boot {
         config: Arc::new(config),
         image: Arc::new(image),
@@ -229,16 +240,17 @@ fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<M
     Ok(image)
 }
 
-async fn shard_main(
-    id: ShardId,
-    nr: usize,
-    mesh: MeshBuilder<Envelope, Full>,
-    boot: Boot,
-) -> anyhow::Result<()> {
+async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow::Result<()> {
     let (senders, receivers) = mesh
+        .requests
         .join()
         .await
-        .map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
+        .map_err(|_| anyhow::anyhow!("joining the shard request mesh"))?;
+    let (reply_senders, reply_receivers) = mesh
+        .replies
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("joining the shard reply mesh"))?;
     let logs = crate::storage::LogManager::new(id, storage_config(&boot.config));
     let groups = crate::group::GroupCoordinator::new(id, boot.config.clone(), logs.clone());
     let shard = Rc::new(Shard::new(
@@ -248,9 +260,13 @@ async fn shard_main(
         logs.clone(),
         groups,
         boot.image.clone(),
-        senders,
+        shard::MeshSenders {
+            requests: senders,
+            replies: reply_senders,
+        },
     ));
-    spawn_mesh_receivers(&shard, receivers);
+    spawn_mesh_receivers(&shard, receivers, true);
+    spawn_mesh_receivers(&shard, reply_receivers, false);
     shard.apply_image(boot.image.clone()).await;
     logs.start_background();
     shard.groups.start(shard.clone());
@@ -281,16 +297,28 @@ async fn shard_main(
     Ok(())
 }
 
+/// Reads one mesh. On the request mesh each request first takes a permit of the shard's
+/// bound on mesh work in progress (`MESH_REQUESTS_IN_PROGRESS_MAX`): at the bound the reader
+/// stops, the channel fills and the sending shards wait — backpressure instead of a task per
+/// message without end. Metadata work (images, controller commands) takes no permit, so a
+/// shard full of long polls still applies a new image once its stream reaches it.
 fn spawn_mesh_receivers(
     shard: &Rc<Shard>,
     mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>,
+    requests: bool,
 ) {
     use futures_lite::StreamExt;
     for (_, mut stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(envelope) = stream.next().await {
-                shard.receive(envelope);
+                let permit = match &envelope {
+                    Envelope::Request { request, .. } if requests && request.is_data_work() => {
+                        shard.mesh_work.clone().acquire_static_permit(1).await.ok()
+                    }
+                    _ => None,
+                };
+                shard.receive(envelope, permit);
             }
         })
         .detach();

@@ -25,6 +25,9 @@ pub struct Shard {
     pub groups: Rc<crate::group::GroupCoordinator>,
     image: RefCell<Arc<MetadataImage>>,
     senders: Senders<Envelope>,
+    reply_senders: Senders<Envelope>,
+    /// Bounds the mesh requests this shard works on at once (see `spawn_mesh_receivers`).
+    pub mesh_work: Rc<glommio::sync::Semaphore>,
     /// Calls to other shards waiting for their reply, by call id (this shard only).
     pending_calls:
         RefCell<std::collections::HashMap<u64, futures::channel::oneshot::Sender<ShardResponse>>>,
@@ -41,6 +44,12 @@ pub struct Shard {
     pub next_connection_id: Cell<u64>,
     pub shutting_down: Cell<bool>,
     pub stats: Stats,
+}
+
+/// This shard's ends of the request mesh and the reply mesh.
+pub struct MeshSenders {
+    pub requests: Senders<Envelope>,
+    pub replies: Senders<Envelope>,
 }
 
 /// A request handed to its owner shard by [`Shard::submit`]; `answer` waits for the reply.
@@ -80,7 +89,7 @@ impl Shard {
         logs: Rc<LogManager>,
         groups: Rc<crate::group::GroupCoordinator>,
         image: Arc<MetadataImage>,
-        senders: Senders<Envelope>,
+        mesh: MeshSenders,
     ) -> Shard {
         let slots = config.int("max.incremental.fetch.session.cache.slots", 1000) as usize;
         Shard {
@@ -90,7 +99,11 @@ impl Shard {
             logs,
             groups,
             image: RefCell::new(image),
-            senders,
+            senders: mesh.requests,
+            reply_senders: mesh.replies,
+            mesh_work: Rc::new(glommio::sync::Semaphore::new(
+                crate::limits::MESH_REQUESTS_IN_PROGRESS_MAX as u64,
+            )),
             pending_calls: RefCell::new(std::collections::HashMap::new()),
             next_call_id: Cell::new(0),
             controller_lock: glommio::sync::Semaphore::new(1),
@@ -147,7 +160,12 @@ impl Shard {
     /// Handles one message from the mesh: runs a request (replying on the mesh), or
     /// completes the local call a reply belongs to. A request enters the owner's queues
     /// here, synchronously, in the order the mesh delivered it.
-    pub fn receive(self: &Rc<Self>, envelope: Envelope) {
+    /// `permit` (of `mesh_work`) is held until the reply is sent.
+    pub fn receive(
+        self: &Rc<Self>,
+        envelope: Envelope,
+        permit: Option<glommio::sync::StaticPermit>,
+    ) {
         match envelope {
             Envelope::Request { id, from, request } => {
                 let shard = self.clone();
@@ -155,7 +173,9 @@ impl Shard {
                 glommio::spawn_local(async move {
                     let response = work.await;
                     let reply = Envelope::Response { id, response };
-                    if shard.senders.send_to(from, reply).await.is_err() {
+                    let sent = shard.reply_senders.send_to(from, reply).await;
+                    drop(permit);
+                    if sent.is_err() {
                         tracing::debug!(shard = shard.id.0, to = from, "reply dropped: peer gone");
                     }
                 })

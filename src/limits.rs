@@ -11,6 +11,14 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_048_588;
 /// Requests read from one connection whose responses are not yet written.
 /// Clients pipeline up to 5 by default; the bound keeps a client from queuing without end.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Request bytes held in memory at once, broker-wide (`queued.max.request.bytes`),
+/// split evenly across shards. Kafka's default is -1 (no bound); Sluice bounds it.
+pub const QUEUED_REQUEST_BYTES_DEFAULT: usize = 512 * 1024 * 1024;
+/// Largest piece of a frame's buffer allocated (and zeroed) ahead of the bytes that
+/// fill it, so a frame that arrives slowly is resident only as far as it arrived.
+pub const FRAME_READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Per-shard limit on how often a refused-connection warning is logged.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
 /// Open client connections per shard (`max.connections` divided across shards).
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// Messages queued on one cross-core channel before senders wait.
@@ -37,5 +45,7 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(FRAME_READ_CHUNK_BYTES <= SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(QUEUED_REQUEST_BYTES_DEFAULT >= SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(INFLIGHT_REQUESTS_PER_CONNECTION_MAX >= 5);
 const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CONNECTION_MAX);

@@ -93,6 +93,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("message.max.bytes", Kind::Int, "1048588"),
     key("socket.request.max.bytes", Kind::Int, "104857600"),
     key("max.connections", Kind::Int, "4096"),
+    key("max.connections.per.ip", Kind::Int, "2147483647"),
+    key("max.connections.per.ip.overrides", Kind::String, ""),
+    key("connections.max.idle.ms", Kind::Long, "600000"),
+    key("socket.request.read.timeout.ms", Kind::Long, "30000"),
+    key("queued.max.request.bytes", Kind::Long, "536870912"),
     key("queued.max.requests", Kind::Int, "32"),
     key(
         "max.incremental.fetch.session.cache.slots",
@@ -263,6 +268,21 @@ impl BrokerConfig {
                 "must be below socket.request.max.bytes",
             ));
         }
+        if self.get_i64("socket.request.read.timeout.ms")? <= 0 {
+            return Err(invalid(
+                "socket.request.read.timeout.ms",
+                self.get("socket.request.read.timeout.ms"),
+                "must be positive",
+            ));
+        }
+        if self.get_i64("max.connections.per.ip")? < 1 {
+            return Err(invalid(
+                "max.connections.per.ip",
+                self.get("max.connections.per.ip"),
+                "must be >= 1",
+            ));
+        }
+        self.connections_per_ip_overrides()?;
         if self.get_i64("num.partitions")? < 1 {
             return Err(invalid(
                 "num.partitions",
@@ -320,6 +340,59 @@ impl BrokerConfig {
             "message.max.bytes",
             limits::MESSAGE_BYTES_MAX_DEFAULT as i64,
         ) as usize
+    }
+
+    /// `queued.max.request.bytes`: request bytes the broker holds in memory at once.
+    /// Kafka's -1 ("no bound") and other non-positive values mean Sluice's default,
+    /// because every buffer is bounded here.
+    pub fn queued_max_request_bytes(&self) -> usize {
+        match self.int(
+            "queued.max.request.bytes",
+            limits::QUEUED_REQUEST_BYTES_DEFAULT as i64,
+        ) {
+            v if v > 0 => usize::try_from(v).unwrap_or(usize::MAX),
+            _ => limits::QUEUED_REQUEST_BYTES_DEFAULT,
+        }
+    }
+
+    /// `connections.max.idle.ms`; `None` (never close) when set to -1, as in Kafka.
+    pub fn connections_max_idle(&self) -> Option<std::time::Duration> {
+        let ms = self.int("connections.max.idle.ms", 600_000);
+        (ms >= 0).then(|| std::time::Duration::from_millis(ms as u64))
+    }
+
+    /// `socket.request.read.timeout.ms`: how long the rest of a frame may take to
+    /// arrive once its size has been read.
+    pub fn socket_request_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.int("socket.request.read.timeout.ms", 30_000).max(1) as u64
+        )
+    }
+
+    /// `max.connections.per.ip`.
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.int("max.connections.per.ip", i32::MAX as i64).max(1) as usize
+    }
+
+    /// `max.connections.per.ip.overrides`: `ip:count,ip:count` (Kafka's format; only
+    /// IP literals, not host names, since nothing is resolved per connection).
+    pub fn connections_per_ip_overrides(
+        &self,
+    ) -> Result<Vec<(std::net::IpAddr, usize)>, ConfigError> {
+        let key = "max.connections.per.ip.overrides";
+        let text = self.get(key);
+        let mut out = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.rsplit_once(':').and_then(|(ip, n)| {
+                let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
+                Some((ip.parse().ok()?, n.trim().parse::<usize>().ok()?))
+            });
+            match parsed {
+                Some(pair) => out.push(pair),
+                None => return Err(invalid(key, text, "expected IP:COUNT[,IP:COUNT...]")),
+            }
+        }
+        Ok(out)
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {
@@ -428,6 +501,46 @@ mod tests {
     fn invalid_value_names_the_key() {
         let err = BrokerConfig::build(Some("num.partitions=abc"), &[], &[], Some(1)).unwrap_err();
         assert!(err.to_string().contains("num.partitions"));
+    }
+
+    #[test]
+    fn per_ip_overrides_parse_and_bad_ones_are_refused() {
+        let c = BrokerConfig::build(
+            Some("max.connections.per.ip.overrides=127.0.0.1:3, [::1]:0"),
+            &[],
+            &[],
+            Some(1),
+        )
+        .unwrap();
+        let o = c.connections_per_ip_overrides().unwrap();
+        assert_eq!(
+            o,
+            vec![
+                ("127.0.0.1".parse().unwrap(), 3),
+                ("::1".parse().unwrap(), 0)
+            ]
+        );
+        let err = BrokerConfig::build(
+            Some("max.connections.per.ip.overrides=somehost"),
+            &[],
+            &[],
+            Some(1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max.connections.per.ip.overrides"));
+    }
+
+    #[test]
+    fn queued_request_bytes_is_always_bounded() {
+        let c =
+            BrokerConfig::build(Some("queued.max.request.bytes=-1"), &[], &[], Some(1)).unwrap();
+        assert_eq!(
+            c.queued_max_request_bytes(),
+            limits::QUEUED_REQUEST_BYTES_DEFAULT
+        );
+        let c =
+            BrokerConfig::build(Some("queued.max.request.bytes=1000"), &[], &[], Some(1)).unwrap();
+        assert_eq!(c.queued_max_request_bytes(), 1000);
     }
 
     #[test]

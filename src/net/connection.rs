@@ -7,20 +7,21 @@
 //! (`INFLIGHT_REQUESTS_PER_CONNECTION_MAX`): a client that sends faster than it
 //! reads stops being read.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use std::os::fd::{AsRawFd, RawFd};
 
+use super::budget::{BudgetPermit, RequestBudget};
 use crate::handler::{self, Reply};
 use crate::limits;
 use crate::protocol::frame::Piece;
@@ -28,7 +29,21 @@ use crate::protocol::frame::{self, Decoded};
 use crate::runtime::Shard;
 use crate::storage::slice::FileSlice;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// What bounds one connection's reading; shared by the connections of a shard.
+pub struct ConnectionLimits {
+    /// `socket.request.max.bytes`: larger frames close the connection before any allocation.
+    pub frame_bytes_max: usize,
+    /// `connections.max.idle.ms`: a connection with no request read and none in
+    /// flight for this long is closed. `None`: never.
+    pub idle: Option<Duration>,
+    /// `socket.request.read.timeout.ms`: once a frame's size is read, the rest of it
+    /// must arrive within this (time spent waiting for the budget not counted).
+    pub frame_read_timeout: Duration,
+    /// This shard's share of `queued.max.request.bytes`.
+    pub budget: Rc<RequestBudget>,
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLimits>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -41,6 +56,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .open_sockets
         .borrow_mut()
         .insert(connection_id, socket_fd);
+    // Shutdown ends reads with SHUT_RD on every registered socket; a connection
+    // whose task first runs after that must not start reading.
+    if shard.shutting_down.get() {
+        shard.open_sockets.borrow_mut().remove(&connection_id);
+        return;
+    }
+    // Requests read whose responses are not yet written: the idle timer does not
+    // close a connection that is waiting for its own answers (a long poll, a join).
+    let in_flight = Rc::new(Cell::new(0usize));
+    let writer_in_flight = in_flight.clone();
     let shared = Rc::new(RefCell::new(stream));
     let reader = Half(shared.clone());
     let mut writer = Half(shared);
@@ -51,7 +76,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
     let writer_task = glommio::spawn_local(async move {
         while let Some(handle) = rx.recv().await {
-            match handle.await {
+            let reply = handle.await;
+            writer_in_flight.set(writer_in_flight.get().saturating_sub(1));
+            match reply {
                 Some(Reply::Response(bytes)) => {
                     if let Err(e) = writer.write_all(&bytes).await {
                         tracing::debug!(error = %e, "write failed; closing");
@@ -80,19 +107,24 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // `handler::dispatch` for which requests keep it).
     let order = crate::order::OrderQueue::new();
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let max_frame = shard.config.socket_request_max_bytes();
     loop {
-        let frame = match read_frame(&shard, &mut reader, max_frame, &peer).await {
+        let (frame, permit) = match read_frame(&mut reader, &limits, &in_flight, &peer).await {
             Some(f) => f,
             None => break,
         };
+        in_flight.set(in_flight.get() + 1);
         shard.stats.requests.set(shard.stats.requests.get() + 1);
         let reply_task = match frame::decode_request(frame) {
             Ok(Decoded::Request(header, request)) => {
                 let ctx =
                     handler::RequestContext::new(shard.clone(), &header, &peer, Some(order.take()));
-                glommio::spawn_local(async move { handler::dispatch(ctx, header, *request).await })
-                    .detach()
+                // The frame's budget returns when the handler is done with its bytes.
+                glommio::spawn_local(async move {
+                    let reply = handler::dispatch(ctx, header, *request).await;
+                    drop(permit);
+                    reply
+                })
+                .detach()
             }
             Ok(Decoded::Immediate(bytes)) => {
                 glommio::spawn_local(async move { Reply::Response(bytes) }).detach()
@@ -173,40 +205,122 @@ async fn send_file(writer: &mut Half, socket_fd: RawFd, f: &FileSlice) -> std::i
     Ok(())
 }
 
-/// Reads one size-prefixed frame. `None` on EOF, shutdown, or a size outside
-/// (0, max] — the size is checked before anything is allocated.
-async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
-    shard: &Rc<Shard>,
+/// Reads one size-prefixed frame, with the budget permit that accounts for it.
+/// `None` on EOF, shutdown (SHUT_RD ends the read), an idle or read timeout, or a
+/// size outside (0, max] — the size is checked, and the bytes are taken from the
+/// budget, before anything is allocated.
+async fn read_frame<R: futures_lite::AsyncBufRead + Unpin>(
     reader: &mut R,
-    max: usize,
+    limits: &ConnectionLimits,
+    in_flight: &Cell<usize>,
     peer: &str,
-) -> Option<Bytes> {
+) -> Option<(Bytes, BudgetPermit)> {
     let mut size_buf = [0u8; 4];
-    let read = futures_lite::future::or(
-        async { Some(reader.read_exact(&mut size_buf).await) },
+    if !read_header(reader, &mut size_buf, limits.idle, in_flight, peer).await {
+        return None;
+    }
+    let size = i32::from_be_bytes(size_buf);
+    if size <= 0 || size as usize > limits.frame_bytes_max {
+        let max = limits.frame_bytes_max;
+        tracing::warn!(peer = %peer, size, max, "frame size out of bounds; closing connection");
+        return None;
+    }
+    let size = size as usize;
+    let timeout = limits.frame_read_timeout;
+    let started = Instant::now();
+    // Only a frame whose body has begun to arrive takes budget: a connection that
+    // sends a size and then nothing holds no memory and blocks no one.
+    let body_started = futures_lite::future::or(
+        async { Some(reader.fill_buf().await.map(|b| !b.is_empty())) },
         async {
-            while !shard.shutting_down.get() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
+            glommio::timer::sleep(timeout).await;
             None
         },
     )
     .await;
-    match read {
-        None | Some(Err(_)) => return None,
-        Some(Ok(())) => {}
+    match body_started {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) | Some(Err(_)) => {
+            tracing::debug!(peer = %peer, "connection closed mid-frame");
+            return None;
+        }
+        None => {
+            tracing::warn!(peer = %peer, size, ?timeout, "frame not received in time; closing connection");
+            return None;
+        }
     }
-    let size = i32::from_be_bytes(size_buf);
-    if size <= 0 || size as usize > max {
-        tracing::warn!(peer = %peer, size, max, "frame size out of bounds; closing connection");
-        return None;
+    let before_wait = started.elapsed();
+    let permit = limits.budget.acquire(size).await;
+    let left = timeout.saturating_sub(before_wait);
+    let body = futures_lite::future::or(async { Some(read_body(reader, size).await) }, async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await;
+    match body {
+        Some(Ok(frame)) => Some((frame, permit)),
+        Some(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "connection closed mid-frame");
+            None
+        }
+        None => {
+            tracing::warn!(peer = %peer, size, ?timeout, "frame not received in time; closing connection");
+            None
+        }
     }
-    let mut buf = BytesMut::zeroed(size as usize);
-    if let Err(e) = reader.read_exact(&mut buf).await {
-        tracing::debug!(peer = %peer, error = %e, "connection closed mid-frame");
-        return None;
+}
+
+/// Reads the 4-byte size. `false` on EOF, error, or `idle` passing with no byte of
+/// a request and nothing in flight. One timer per idle period, no polling; the
+/// read itself is never cancelled while the connection stays open (a partly read
+/// size would be lost).
+async fn read_header<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    size_buf: &mut [u8; 4],
+    idle: Option<Duration>,
+    in_flight: &Cell<usize>,
+    peer: &str,
+) -> bool {
+    let mut read = std::pin::pin!(reader.read_exact(size_buf));
+    let Some(idle) = idle else {
+        return read.await.is_ok();
+    };
+    loop {
+        let done = futures_lite::future::or(async { Some(read.as_mut().await) }, async {
+            glommio::timer::sleep(idle).await;
+            None
+        })
+        .await;
+        match done {
+            Some(r) => return r.is_ok(),
+            None if in_flight.get() > 0 => continue,
+            None => {
+                tracing::info!(peer = %peer, ?idle, "connection idle (connections.max.idle.ms); closing");
+                return false;
+            }
+        }
     }
-    Some(buf.freeze())
+}
+
+/// Reads `size` bytes. The buffer's pages are touched (zeroed) one chunk ahead of
+/// the bytes that fill them, so memory follows what has arrived, not what was claimed.
+async fn read_body<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    let mut filled = 0;
+    while filled < size {
+        if filled == buf.len() {
+            buf.resize(size.min(filled + limits::FRAME_READ_CHUNK_BYTES), 0);
+        }
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    Ok(buf.freeze())
 }
 
 /// One direction of a connection. Both halves share the stream on this one

@@ -1,0 +1,298 @@
+//! Bounds on what a client can make the broker hold or do, against the real binary:
+//! the request-bytes budget (`queued.max.request.bytes`), the idle and read deadlines,
+//! the per-IP connection limit, and a long poll that sleeps instead of spinning.
+//!
+//! Memory and CPU are read from /proc/PID/status (VmRSS) and /proc/PID/stat (utime+stime).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use rdkafka::producer::FutureRecord;
+
+use common::{unique_topic, Broker, BrokerOpts};
+
+/// How long a test waits for the broker to close a connection it should close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kb * 1024
+}
+
+fn connect(broker: &Broker) -> TcpStream {
+    let stream = TcpStream::connect(broker.bootstrap()).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Encodes one request frame (size prefix included).
+fn frame(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("resource-bounds")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("encode header");
+    body.encode(&mut buf, version).expect("encode body");
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.to_vec()
+}
+
+/// Reads one response frame (without its size prefix).
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}
+
+/// Sends ApiVersions v0 and expects an answer with the same correlation id.
+fn api_versions_round_trip(stream: &mut TcpStream, correlation_id: i32) -> std::io::Result<()> {
+    stream.write_all(&frame(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ApiVersionsRequest::default(),
+    ))?;
+    let mut response = read_response(stream)?;
+    assert_eq!(response.get_i32(), correlation_id);
+    Ok(())
+}
+
+/// Waits (bounded) until the broker closes `stream`; returns how long that took.
+fn time_until_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(CLOSE_TIMEOUT))
+        .expect("read timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(_) => panic!("unexpected bytes from the broker"),
+        Err(e) => panic!("connection not closed within {CLOSE_TIMEOUT:?}: {e}"),
+    }
+    started.elapsed()
+}
+
+async fn produce_and_consume(broker: &Broker, topic: &str, records: usize) {
+    let producer = broker.producer(&[]);
+    for i in 0..records {
+        let value = format!("value-{i}");
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .partition(0)
+                    .payload(value.as_bytes()),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| {
+                panic!("record {i} not delivered: {e}\n{}", broker.stderr_tail())
+            });
+    }
+    let (_, high) = broker.watermarks(topic, 0);
+    let read = broker.read_range(topic, 0, high - records as i64, high);
+    assert_eq!(read.len(), records);
+    assert_eq!(
+        read.last().and_then(|r| r.value.clone()),
+        Some(format!("value-{}", records - 1).into_bytes())
+    );
+}
+
+/// Many connections claim big frames and stall: those that send only a size hold no
+/// memory; those that send most of a frame are admitted only up to the budget (the
+/// rest are not read); RSS stays under the budget plus a margin, and normal clients
+/// keep producing and fetching meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_stay_within_the_request_budget() {
+    const BUDGET: u64 = 32 * 1024 * 1024;
+    const HEADER_ONLY: usize = 200;
+    const HEADER_ONLY_CLAIM: u32 = 50 * 1024 * 1024;
+    const NEARLY_SENT: usize = 24;
+    const NEARLY_SENT_CLAIM: usize = 5 * 1024 * 1024;
+    // Without the budget the nearly-sent frames alone would be 120 MiB resident.
+    const MARGIN: u64 = 24 * 1024 * 1024;
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("queued.max.request.bytes", &BUDGET.to_string())
+        .with("socket.request.read.timeout.ms", "120000"),
+    );
+    let topic = unique_topic("budget");
+    broker.create_topic(&topic, 1, &[]).await;
+    produce_and_consume(&broker, &topic, 10).await;
+    let before = rss_bytes(broker.pid());
+
+    let mut stalled = Vec::new();
+    for _ in 0..HEADER_ONLY {
+        let mut s = connect(&broker);
+        s.write_all(&HEADER_ONLY_CLAIM.to_be_bytes())
+            .expect("write size");
+        stalled.push(s);
+    }
+    let mut senders = Vec::new();
+    for _ in 0..NEARLY_SENT {
+        let mut s = connect(&broker);
+        s.set_write_timeout(Some(Duration::from_secs(30)))
+            .expect("write timeout");
+        stalled.push(s.try_clone().expect("clone stream"));
+        senders.push(thread::spawn(move || {
+            let mut bytes = (NEARLY_SENT_CLAIM as u32).to_be_bytes().to_vec();
+            bytes.resize(4 + NEARLY_SENT_CLAIM - 1, 0xAB);
+            // Frames over the budget are not read: their writes block, then time out.
+            let _ = s.write_all(&bytes);
+        }));
+    }
+    // Give the broker time to read whatever it will read of the stalled frames.
+    thread::sleep(Duration::from_secs(3));
+    let during = rss_bytes(broker.pid());
+    produce_and_consume(&broker, &topic, 50).await;
+    let after = rss_bytes(broker.pid());
+    eprintln!("RSS before {before}, with stalled frames {during}, after producing {after}");
+    for rss in [during, after] {
+        assert!(
+            rss < before + BUDGET + MARGIN,
+            "RSS grew from {before} to {rss} bytes with {BUDGET} bytes of budget\n{}",
+            broker.stderr_tail()
+        );
+    }
+    drop(stalled);
+    for t in senders {
+        let _ = t.join();
+    }
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("connections.max.idle.ms", "1000"),
+    );
+    let mut busy = connect(&broker);
+    let mut idle = connect(&broker);
+    let started = Instant::now();
+    // A request every 300 ms for 2.5 s keeps a connection open past the idle limit.
+    let mut id = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        id += 1;
+        api_versions_round_trip(&mut busy, id).expect("busy connection answered");
+        thread::sleep(Duration::from_millis(300));
+    }
+    let waited = started.elapsed() + time_until_closed(&mut idle);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "idle connection closed after {waited:?}"
+    );
+    api_versions_round_trip(&mut busy, id + 1).expect("busy connection still answered");
+}
+
+#[test]
+fn a_frame_that_stops_arriving_is_closed_after_the_read_timeout() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("socket.request.read.timeout.ms", "1000")
+        .with("connections.max.idle.ms", "600000"),
+    );
+    // Only the size.
+    let mut header_only = connect(&broker);
+    header_only.write_all(&100i32.to_be_bytes()).expect("write");
+    // The size and part of the body.
+    let mut part = connect(&broker);
+    part.write_all(&100i32.to_be_bytes()).expect("write");
+    part.write_all(&[0u8; 10]).expect("write");
+    for stream in [&mut header_only, &mut part] {
+        let waited = time_until_closed(stream);
+        assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    }
+    // The broker still serves.
+    api_versions_round_trip(&mut connect(&broker), 1).expect("new connection answered");
+}
+
+#[test]
+fn connections_over_the_per_ip_limit_are_refused() {
+    const LIMIT: usize = 3;
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("max.connections.per.ip", &LIMIT.to_string()),
+    );
+    let mut open: Vec<TcpStream> = (0..LIMIT).map(|_| connect(&broker)).collect();
+    for (i, s) in open.iter_mut().enumerate() {
+        api_versions_round_trip(s, i as i32).expect("connection within the limit answered");
+    }
+    let mut extra = connect(&broker);
+    // Refused at accept: closed before any request (the write may or may not fail).
+    let _ = extra.write_all(&frame(
+        ApiKey::ApiVersions,
+        0,
+        99,
+        &ApiVersionsRequest::default(),
+    ));
+    time_until_closed(&mut extra);
+    // A closed connection gives its place back.
+    drop(open.pop());
+    let mut again = None;
+    common::wait_until("a freed per-IP slot", Duration::from_secs(10), || {
+        let mut s = connect(&broker);
+        let ok = api_versions_round_trip(&mut s, 7).is_ok();
+        if ok {
+            again = Some(s);
+        }
+        ok
+    });
+    drop(again);
+    assert!(broker.stderr_tail().contains("max.connections.per.ip"));
+}
+
+#[test]
+fn per_ip_overrides_apply() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("max.connections.per.ip.overrides", "127.0.0.1:1"),
+    );
+    let mut first = connect(&broker);
+    api_versions_round_trip(&mut first, 1).expect("first connection answered");
+    let mut second = connect(&broker);
+    let _ = second.write_all(&frame(
+        ApiKey::ApiVersions,
+        0,
+        2,
+        &ApiVersionsRequest::default(),
+    ));
+    time_until_closed(&mut second);
+}

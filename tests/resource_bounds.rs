@@ -12,8 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::producer::FutureRecord;
 
 use common::{unique_topic, Broker, BrokerOpts};
@@ -33,6 +37,38 @@ fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS value");
     kb * 1024
+}
+
+/// utime + stime of the process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// True when any thread of the process is running or runnable (state R in
+/// /proc/PID/task/TID/stat). Unlike CPU time, this does not depend on how busy the
+/// machine is: a spinning thread is runnable even while it waits for a core.
+fn any_thread_runnable(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = &stat[stat.rfind(')')? + 2..];
+                rest.chars().next()
+            })
+            == Some('R')
+    })
 }
 
 fn connect(broker: &Broker) -> TcpStream {
@@ -295,4 +331,188 @@ fn per_ip_overrides_apply() {
         &ApiVersionsRequest::default(),
     ));
     time_until_closed(&mut second);
+}
+
+/// A fetch whose `min_bytes` is above what the partition holds waits `max_wait_ms`, then
+/// answers with the data; the broker sleeps meanwhile (no re-read loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_sleeps_until_max_wait() {
+    const MAX_WAIT_MS: i32 = 500;
+    let broker = Broker::start_with(BrokerOpts {
+        cores: 1,
+        ..BrokerOpts::default()
+    });
+    let topic = unique_topic("long-poll");
+    broker.create_topic(&topic, 1, &[]).await;
+    produce_and_consume(&broker, &topic, 3).await;
+
+    let request = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1024 * 1024)
+        .with_max_bytes(1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1024 * 1024)])]);
+    let mut stream = connect(&broker);
+    let pid = broker.pid();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    stream
+        .write_all(&frame(ApiKey::Fetch, 4, 11, &request))
+        .expect("send fetch");
+    // Sample the broker's thread states while the poll is parked.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let (mut runnable, mut samples) = (0u32, 0u32);
+            thread::sleep(Duration::from_millis(50));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                samples += 1;
+                runnable += u32::from(any_thread_runnable(pid));
+                thread::sleep(Duration::from_millis(5));
+            }
+            (runnable, samples)
+        })
+    };
+    let mut body = read_response(&mut stream).expect("fetch answered");
+    let waited = started.elapsed();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runnable, samples) = sampler.join().expect("sampler");
+    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(4))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 11);
+    let response = FetchResponse::decode(&mut body, 4).expect("fetch response");
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert!(
+        partition.records.as_ref().is_some_and(|r| !r.is_empty()),
+        "the long poll answered without the data"
+    );
+    eprintln!(
+        "long poll answered after {waited:?}, broker CPU {cpu:.3} s, \
+         runnable in {runnable} of {samples} samples"
+    );
+    assert!(
+        waited >= Duration::from_millis(MAX_WAIT_MS as u64 - 50),
+        "answered after {waited:?}, before max_wait_ms"
+    );
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    // A re-read loop keeps a thread runnable (and burns CPU) for the whole wait; a
+    // sleeping one is runnable only for the odd background task. Generous bounds: CPU
+    // time shrinks on a loaded machine, the runnable share does not.
+    assert!(samples >= 10, "only {samples} samples");
+    assert!(
+        runnable * 3 < samples,
+        "a broker thread was runnable in {runnable} of {samples} samples of a parked long poll"
+    );
+    assert!(
+        cpu < 0.25,
+        "broker used {cpu:.3} s of CPU during a {waited:?} long poll"
+    );
+}
+
+/// Drops a file's pages from the page cache, so the broker must read it cold.
+fn evict_from_page_cache(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open segment");
+    // SAFETY: posix_fadvise on a descriptor we own; it only gives the kernel advice.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise DONTNEED");
+}
+
+/// A fetch of many partitions of cold data with a small response limit reads (copies
+/// into memory) about that limit, not every partition up to its own limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_fetch_reads_only_what_fits_the_response() {
+    const PARTITIONS: i32 = 8;
+    const RECORDS_PER_PARTITION: usize = 200;
+    const RESPONSE_MAX_BYTES: i32 = 100 * 1024;
+    let mut broker = Broker::start_with(BrokerOpts {
+        cores: 1,
+        rust_log: Some("info".to_string()),
+        ..BrokerOpts::default()
+    });
+    let topic = unique_topic("cold-fetch");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    let producer = broker.producer(&[("batch.size", "16384"), ("linger.ms", "20")]);
+    let value = vec![0x5Au8; 1024];
+    let mut deliveries = Vec::new();
+    for p in 0..PARTITIONS {
+        for _ in 0..RECORDS_PER_PARTITION {
+            deliveries.push(
+                producer.send_result(
+                    FutureRecord::<[u8], [u8]>::to(&topic)
+                        .partition(p)
+                        .payload(value.as_slice()),
+                ),
+            );
+        }
+    }
+    for d in deliveries {
+        d.unwrap_or_else(|_| panic!("enqueue failed"))
+            .await
+            .expect("delivery future")
+            .unwrap_or_else(|(e, _)| panic!("not delivered: {e}"));
+    }
+    for p in 0..PARTITIONS {
+        evict_from_page_cache(&common::active_segment(&broker.data_dir(), &topic, p));
+    }
+    let partitions = (0..PARTITIONS)
+        .map(|p| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1024 * 1024)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(partitions)]);
+    let mut stream = connect(&broker);
+    stream
+        .write_all(&frame(ApiKey::Fetch, 4, 5, &request))
+        .expect("send fetch");
+    let mut body = read_response(&mut stream).expect("fetch answered");
+    ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(4))
+        .expect("response header");
+    let response = FetchResponse::decode(&mut body, 4).expect("fetch response");
+    let sent: usize = response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            assert_eq!(p.error_code, 0, "partition {}", p.partition_index);
+            p.records.as_ref().map_or(0, |r| r.len())
+        })
+        .sum();
+    assert!(sent > 0, "nothing fetched");
+    assert!(
+        sent <= RESPONSE_MAX_BYTES as usize + 16 * 1024,
+        "{sent} bytes in a response limited to {RESPONSE_MAX_BYTES}"
+    );
+    drop(stream);
+    broker.stop();
+    let log = std::fs::read_to_string(broker.stderr_path()).expect("broker log");
+    let copied: u64 = log
+        .lines()
+        .filter(|l| l.contains("shard stopped"))
+        .filter_map(|l| l.split("copied_bytes=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    eprintln!("response {sent} bytes, broker copied {copied} bytes from cold segments");
+    // Every partition read up to the response limit would copy 8 × 100 KiB.
+    assert!(
+        copied <= 2 * RESPONSE_MAX_BYTES as u64,
+        "the broker read {copied} bytes of cold data for a {sent}-byte response"
+    );
 }

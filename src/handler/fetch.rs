@@ -25,8 +25,10 @@ struct Wanted {
     error: Option<i16>,
 }
 
-/// File ranges to splice into the encoded response in place of their markers.
-pub type FileParts = Vec<([u8; 16], crate::storage::slice::FileSlice, usize)>;
+/// A file range to splice into the encoded response in place of its marker.
+pub type FilePart = ([u8; 16], crate::storage::slice::FileSlice, usize);
+/// The file ranges of a response, in the order their markers appear in it.
+pub type FileParts = Vec<FilePart>;
 
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, FileParts) {
     let v = ctx.api_version;
@@ -111,15 +113,58 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
     let mut results = read_all(ctx, &wanted, max_bytes).await;
     loop {
         let total: usize = results.values().map(|r| r.records.len()).sum();
-        let errored = results.values().any(|r| r.error_code != code::NONE);
+        // A partition with an error, or whose owner did not answer, is answered at once.
+        let errored = results.len() < wanted.iter().filter(|w| w.error.is_none()).count()
+            || results.values().any(|r| r.error_code != code::NONE);
         let now = Instant::now();
         if total >= min_bytes || errored || now >= deadline || wanted.is_empty() {
             break;
         }
-        wait_for_data(ctx, &wanted, deadline - now).await;
+        // Sleep until a high watermark moves past the one just read (Kafka's
+        // DelayedFetch), not merely past the fetch offset: that is already true
+        // whenever some data exists, and re-reading it would spin.
+        wait_for_data(ctx, &wanted, &results, deadline - now).await;
         results = read_all(ctx, &wanted, max_bytes).await;
     }
+    read_cold_ranges(ctx, &mut results).await;
     build_response(ctx, v, session_id, incremental, &wanted, results)
+}
+
+/// Reads the ranges that are not in the page cache (only those that survived the
+/// response's byte limit) through io_uring on this shard, concurrently.
+async fn read_cold_ranges(
+    ctx: &RequestContext,
+    results: &mut HashMap<TopicPartition, FetchResult>,
+) {
+    let reads = results
+        .values_mut()
+        .filter(|r| matches!(r.records, FetchRecords::Cold(_)))
+        .map(|r| async move {
+            let FetchRecords::Cold(range) = &r.records else {
+                return;
+            };
+            match crate::storage::slice::read_cold(range).await {
+                Ok(bytes) => {
+                    let stats = &ctx.shard.stats;
+                    stats
+                        .copied_bytes
+                        .set(stats.copied_bytes.get() + bytes.len() as u64);
+                    r.records = FetchRecords::Bytes(bytes);
+                }
+                Err(e) => {
+                    let e = crate::storage::StorageError::Io(e);
+                    tracing::error!(partition = %r.tp, error = %e, "read failed");
+                    r.error_code = super::errors::storage(&e);
+                    r.records = FetchRecords::Bytes(bytes::Bytes::new());
+                }
+            }
+        });
+    futures::future::join_all(reads).await;
+    let stats = &ctx.shard.stats;
+    let sent: usize = results.values().map(|r| r.records.len()).sum();
+    stats
+        .fetched_bytes
+        .set(stats.fetched_bytes.get() + sent as u64);
 }
 
 type Plan = (i32, bool, Vec<Wanted>);
@@ -184,6 +229,9 @@ fn session_plan(
     Ok((id, true, wanted))
 }
 
+/// Asks each owner for its partitions with the response's whole budget (owners read
+/// in parallel, each within the budget), then applies the budget across owners in
+/// request order. Owners return file ranges, so nothing dropped here was read.
 async fn read_all(
     ctx: &RequestContext,
     wanted: &[Wanted],
@@ -204,7 +252,7 @@ async fn read_all(
         &ctx.shard,
         items,
         |i| &i.tp,
-        ShardRequest::Fetch,
+        |items| ShardRequest::Fetch { items, max_bytes },
         |r| match r {
             ShardResponse::Fetch(v) => Some(v),
             _ => None,
@@ -232,19 +280,23 @@ async fn read_all(
     by_tp
 }
 
-async fn wait_for_data(ctx: &RequestContext, wanted: &[Wanted], left: Duration) {
-    let items: Vec<(TopicPartition, Offset)> = wanted
-        .iter()
-        .filter(|w| w.error.is_none())
-        .map(|w| (w.tp.clone(), Offset(w.part.fetch_offset)))
-        .collect();
+/// Waits until a high watermark moves above the one `seen` in the last read (or the
+/// fetch offset, where nothing was read), or `left` passes.
+async fn wait_for_data(
+    ctx: &RequestContext,
+    wanted: &[Wanted],
+    seen: &HashMap<TopicPartition, FetchResult>,
+    left: Duration,
+) {
     let wait_ms = left.as_millis() as u64;
     let mut by_shard: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
-    for (tp, o) in items {
+    for w in wanted.iter().filter(|w| w.error.is_none()) {
+        let hwm = seen.get(&w.tp).map_or(-1, |r| r.high_watermark);
+        let above = Offset(hwm.max(w.part.fetch_offset));
         by_shard
-            .entry(ctx.shard.shard_for(&tp).0)
+            .entry(ctx.shard.shard_for(&w.tp).0)
             .or_default()
-            .push((tp, o));
+            .push((w.tp.clone(), above));
     }
     if by_shard.is_empty() {
         glommio::timer::sleep(left).await;
@@ -275,7 +327,9 @@ fn build_response(
     wanted: &[Wanted],
     mut results: HashMap<TopicPartition, FetchResult>,
 ) -> (FetchResponse, FileParts) {
-    let mut files: FileParts = Vec::new();
+    // File ranges with the index of their topic in the response: the codec writes
+    // partitions grouped by topic, and the splice wants markers in frame order.
+    let mut files: Vec<(usize, FilePart)> = Vec::new();
     let mut topics: IndexMap<String, FetchableTopicResponse> = IndexMap::new();
     let mut sessions = ctx.shard.fetch_sessions.borrow_mut();
     let mut session = if session_id != 0 {
@@ -313,10 +367,13 @@ fn build_response(
                     .with_log_start_offset(r.log_start_offset)
                     .with_records(Some(match r.records {
                         FetchRecords::Bytes(b) => b,
-                        FetchRecords::File(f) => {
+                        // Cold ranges were read before; one left here is sent by sendfile.
+                        FetchRecords::File(f) | FetchRecords::Cold(f) => {
                             let marker = *uuid::Uuid::new_v4().as_bytes();
                             let len = f.len;
-                            files.push((marker, f, len));
+                            let key = topic_key(v, w);
+                            let topic = topics.get_index_of(&key).unwrap_or(topics.len());
+                            files.push((topic, (marker, f, len)));
                             bytes::Bytes::copy_from_slice(&marker)
                         }
                     }));
@@ -330,12 +387,7 @@ fn build_response(
                     .with_high_watermark(-1)
             }
         }
-        let key = if v >= 13 {
-            w.part.topic_id.to_string()
-        } else {
-            w.tp.topic.clone()
-        };
-        let entry = topics.entry(key).or_insert_with(|| {
+        let entry = topics.entry(topic_key(v, w)).or_insert_with(|| {
             let t = FetchableTopicResponse::default();
             if v >= 13 {
                 t.with_topic_id(w.part.topic_id)
@@ -349,5 +401,16 @@ fn build_response(
     if v >= 7 {
         resp = resp.with_session_id(session_id);
     }
-    (resp, files)
+    // Stable: within a topic, partitions keep the order they were pushed in.
+    files.sort_by_key(|(topic, _)| *topic);
+    (resp, files.into_iter().map(|(_, f)| f).collect())
+}
+
+/// The key a partition's topic is grouped under in the response.
+fn topic_key(v: i16, w: &Wanted) -> String {
+    if v >= 13 {
+        w.part.topic_id.to_string()
+    } else {
+        w.tp.topic.clone()
+    }
 }

@@ -115,10 +115,25 @@ fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {
     }
 }
 
-pub async fn fetch(shard: &Rc<Shard>, items: Vec<FetchItem>) -> Vec<FetchResult> {
+/// Reads the items in order within `max_bytes`, the response budget left: each
+/// partition gets at most what the ones before it left over, and only the first
+/// with data may exceed it by one batch (Kafka's rule, so a consumer always gets
+/// past a batch larger than its limits). Nothing is read into memory here: ranges
+/// come back as file ranges, resident or not.
+pub async fn fetch(shard: &Rc<Shard>, items: Vec<FetchItem>, max_bytes: usize) -> Vec<FetchResult> {
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        out.push(fetch_one(shard, item).await);
+    let mut left = max_bytes;
+    let mut first = true;
+    for mut item in items {
+        item.max_bytes = item.max_bytes.min(left);
+        item.min_one_batch &= first;
+        let result = fetch_one(shard, item).await;
+        let len = result.records.len();
+        if len > 0 {
+            first = false;
+            left = left.saturating_sub(len);
+        }
+        out.push(result);
     }
     out
 }
@@ -164,42 +179,21 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     result.high_watermark = slice.high_watermark.get();
     result.last_stable_offset = result.high_watermark;
     result.log_start_offset = slice.log_start_offset.get();
-    let Some((path, file)) = slice.file else {
+    let Some((_path, file)) = slice.file else {
         return result;
     };
-    // Resident ranges go out by sendfile from the connection's shard; others are
-    // read here through io_uring (which also caches them for the next reader).
-    let sent = if slice::is_resident(&file, slice.position, slice.len) {
-        Ok(FetchRecords::File(slice::FileSlice {
-            file,
-            position: slice.position,
-            len: slice.len,
-        }))
-    } else {
-        slice::read_cold(&path, slice.position, slice.len)
-            .await
-            .map(|b| {
-                shard
-                    .stats
-                    .copied_bytes
-                    .set(shard.stats.copied_bytes.get() + b.len() as u64);
-                FetchRecords::Bytes(b)
-            })
+    // Resident ranges go out by sendfile from the connection's shard; the others are
+    // read there through io_uring, once the response's byte limit has been applied.
+    let range = slice::FileSlice {
+        file,
+        position: slice.position,
+        len: slice.len,
     };
-    match sent {
-        Ok(records) => {
-            shard
-                .stats
-                .fetched_bytes
-                .set(shard.stats.fetched_bytes.get() + records.len() as u64);
-            result.records = records;
-        }
-        Err(e) => {
-            let e = StorageError::Io(e);
-            log_storage_error(&item.tp, &e, "read");
-            result.error_code = errors::storage(&e);
-        }
-    }
+    result.records = if slice::is_resident(&range.file, range.position, range.len) {
+        FetchRecords::File(range)
+    } else {
+        FetchRecords::Cold(range)
+    };
     result
 }
 

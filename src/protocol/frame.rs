@@ -195,6 +195,10 @@ pub enum Piece<F> {
 /// This lets Fetch responses be encoded by the generated codec while their record
 /// data never enters user space. `version` decides the prefix: compact bytes
 /// (unsigned varint of len + 1) from Fetch v12, a 4-byte length before.
+///
+/// `markers` must come in the order they appear in the frame: each is searched for
+/// from the end of the one before, so the whole splice reads the frame once (linear
+/// in the response size, whatever the number of markers).
 pub fn splice_markers<F>(
     frame: Bytes,
     version: i16,
@@ -202,12 +206,13 @@ pub fn splice_markers<F>(
 ) -> Result<Vec<Piece<F>>, FrameError> {
     let compact = version >= 12;
     let mut found: Vec<(usize, F, usize)> = Vec::with_capacity(markers.len());
+    let mut from = 4;
     for (marker, file, len) in markers {
-        let at = find(&frame, &marker)
-            .ok_or_else(|| FrameError::Encode("fetch marker not found".into()))?;
+        let at = find(&frame, from, &marker)
+            .ok_or_else(|| FrameError::Encode("fetch marker not found in order".into()))?;
+        from = at + marker.len();
         found.push((at, file, len));
     }
-    found.sort_by_key(|(at, _, _)| *at);
     let old_prefix = if compact { 1 } else { 4 };
     let mut pieces = Vec::with_capacity(found.len() * 2 + 1);
     let mut size = frame.len() - 4;
@@ -239,8 +244,13 @@ pub fn splice_markers<F>(
     Ok(pieces)
 }
 
-fn find(haystack: &[u8], needle: &[u8; 16]) -> Option<usize> {
-    haystack.windows(16).position(|w| w == needle)
+/// First position at or after `from` where `needle` starts.
+fn find(haystack: &[u8], from: usize, needle: &[u8; 16]) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| from + at)
 }
 
 fn put_unsigned_varint(buf: &mut BytesMut, mut v: u32) {
@@ -297,6 +307,61 @@ mod splice_tests {
                 }
             }
             assert_eq!(rebuilt, direct.to_vec(), "version {version}");
+        }
+    }
+
+    /// Many partitions' markers, in frame order, splice back to the direct encoding,
+    /// and out-of-order markers are refused rather than searched for again.
+    #[test]
+    fn many_markers_splice_in_one_pass() {
+        let parts = 2_000;
+        let data: Vec<Vec<u8>> = (0..parts).map(|i| vec![i as u8; 1 + i % 50]).collect();
+        let build = |records: &dyn Fn(usize) -> Bytes| {
+            let partitions = (0..parts)
+                .map(|i| {
+                    PartitionData::default()
+                        .with_partition_index(i as i32)
+                        .with_records(Some(records(i)))
+                })
+                .collect();
+            let t = FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(partitions);
+            ResponseKind::Fetch(FetchResponse::default().with_responses(vec![t]))
+        };
+        for version in [4i16, 12] {
+            let direct = encode_response(
+                1,
+                ApiKey::Fetch,
+                version,
+                &build(&|i| Bytes::from(data[i].clone())),
+            )
+            .unwrap();
+            let markers: Vec<[u8; 16]> = (0..parts)
+                .map(|_| *uuid::Uuid::new_v4().as_bytes())
+                .collect();
+            let with_markers = encode_response(
+                1,
+                ApiKey::Fetch,
+                version,
+                &build(&|i| Bytes::copy_from_slice(&markers[i])),
+            )
+            .unwrap();
+            let list = (0..parts).map(|i| (markers[i], i, data[i].len())).collect();
+            let pieces = splice_markers(with_markers.clone(), version, list).unwrap();
+            let mut rebuilt = Vec::new();
+            for p in pieces {
+                match p {
+                    Piece::Bytes(b) => rebuilt.extend_from_slice(&b),
+                    Piece::File(i) => rebuilt.extend_from_slice(&data[i]),
+                }
+            }
+            assert_eq!(rebuilt, direct.to_vec(), "version {version}");
+            let reversed = (0..parts)
+                .rev()
+                .map(|i| (markers[i], i, data[i].len()))
+                .collect();
+            assert!(splice_markers(with_markers, version, reversed).is_err());
         }
     }
 }

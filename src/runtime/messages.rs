@@ -31,8 +31,13 @@ pub enum ShardRequest {
     /// A metadata change; only shard 0 (the controller) receives these.
     Controller(ControllerCommand),
     Produce(ProduceBatch),
-    Fetch(Vec<FetchItem>),
-    /// Resolve once any listed partition has data beyond the offset, or after `wait_ms`.
+    /// Partition reads; `max_bytes` is what is left of the response's budget: the owner
+    /// reads its partitions in order and never past it (beyond the first batch).
+    Fetch {
+        items: Vec<FetchItem>,
+        max_bytes: usize,
+    },
+    /// Resolve once any listed partition's high watermark is above the offset, or after `wait_ms`.
     WaitForData {
         items: Vec<(TopicPartition, Offset)>,
         wait_ms: u64,
@@ -109,17 +114,20 @@ pub struct FetchResult {
 }
 
 /// Record data of a fetched partition: a page-cache-resident file range (sent
-/// with sendfile by the connection's shard) or bytes already read.
+/// with sendfile by the connection's shard), a range that is not resident (read by
+/// the connection's shard, only if it survives the response's byte limit), or bytes
+/// already read.
 #[derive(Clone, Debug)]
 pub enum FetchRecords {
     File(crate::storage::slice::FileSlice),
+    Cold(crate::storage::slice::FileSlice),
     Bytes(Bytes),
 }
 
 impl FetchRecords {
     pub fn len(&self) -> usize {
         match self {
-            FetchRecords::File(f) => f.len,
+            FetchRecords::File(f) | FetchRecords::Cold(f) => f.len,
             FetchRecords::Bytes(b) => b.len(),
         }
     }

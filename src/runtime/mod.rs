@@ -354,7 +354,9 @@ async fn dispatch_unordered(shard: Rc<Shard>, request: ShardRequest) -> ShardRes
             ShardResponse::Controller(run_controller(&shard, cmd).await)
         }
         ShardRequest::Produce(batch) => ShardResponse::Produce(local::produce(&shard, batch).await),
-        ShardRequest::Fetch(items) => ShardResponse::Fetch(local::fetch(&shard, items).await),
+        ShardRequest::Fetch { items, max_bytes } => {
+            ShardResponse::Fetch(local::fetch(&shard, items, max_bytes).await)
+        }
         ShardRequest::WaitForData { items, wait_ms } => {
             local::wait_for_data(&shard, items, wait_ms).await;
             ShardResponse::DataReady

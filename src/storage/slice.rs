@@ -123,11 +123,14 @@ pub fn is_resident(file: &File, position: u64, len: usize) -> bool {
 }
 
 /// Reads a range through the page cache with io_uring (the executor never blocks;
-/// the pages stay cached for the next reader).
-pub async fn read_cold(path: &PathBuf, position: u64, len: usize) -> std::io::Result<Bytes> {
-    let file = glommio::io::BufferedFile::open(path)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+/// the pages stay cached for the next reader). Reads through the slice's own open
+/// descriptor, so a segment deleted by retention meanwhile is still read whole.
+pub async fn read_cold(slice: &FileSlice) -> std::io::Result<Bytes> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let (position, len) = (slice.position, slice.len);
+    let fd = slice.file.try_clone()?.into_raw_fd();
+    // SAFETY: `fd` is a fresh duplicate that nothing else owns; the BufferedFile owns and closes it.
+    let file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
     let read = file
         .read_at(position, len)
         .await

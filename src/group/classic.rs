@@ -209,12 +209,15 @@ impl ClassicGroup {
             .group_instance_id
             .as_ref()
             .map(|s| s.as_str().to_owned());
-        // Rebalance timeout defaults to the session timeout before v1.
+        // Rebalance timeout defaults to the session timeout before v1. Capped by
+        // group.max.session.timeout.ms, so no client can park the group's joins (and
+        // every other member's parked JoinGroup) for longer than that.
         let rebalance_timeout_ms = if version >= 1 {
             req.rebalance_timeout_ms
         } else {
             req.session_timeout_ms
-        };
+        }
+        .clamp(0, config.max_session_timeout_ms.max(0));
         let join = JoinParams {
             version,
             client,

@@ -318,3 +318,39 @@ fn metadata_record_round_trip_restores_stable_group() {
         b"A"
     );
 }
+
+#[test]
+fn a_huge_rebalance_timeout_is_capped_by_the_max_session_timeout() {
+    let cfg = GroupConfig {
+        max_session_timeout_ms: 60_000,
+        ..config()
+    };
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let (a, _rx_a) = handshake(&mut g, &["range"], 0);
+    g.tick(1, &cfg);
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
+    g.assignment_persisted(1, true, 2, &cfg);
+    // b asks for a rebalance timeout of 24 days; a never rejoins.
+    let hostile = join_req("", None, &["range"]).with_rebalance_timeout_ms(i32::MAX);
+    let r = now(g.join(5, client(), &hostile, &cfg, 3));
+    let b = r.member_id.as_str().to_owned();
+    let hostile = hostile.with_member_id(StrBytes::from_string(b.clone()));
+    let mut rx_b = later(g.join(5, client(), &hostile, &cfg, 3));
+    // a stays alive (its heartbeats hear REBALANCE_IN_PROGRESS) but never rejoins.
+    for t in (5_000..=55_000).step_by(5_000) {
+        assert_eq!(
+            g.heartbeat(&a, None, 1, t),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        g.tick(t, &cfg);
+    }
+    g.tick(3 + 59_999, &cfg);
+    assert!(rx_b.try_recv().unwrap().is_none());
+    g.tick(3 + 60_000, &cfg);
+    let jb = rx_b
+        .try_recv()
+        .unwrap()
+        .expect("join answered within the cap");
+    assert_eq!(jb.member_id.as_str(), b);
+    assert_eq!(jb.generation_id, 2);
+}

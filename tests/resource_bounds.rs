@@ -408,7 +408,7 @@ async fn a_long_poll_sleeps_until_max_wait() {
     // time shrinks on a loaded machine, the runnable share does not.
     assert!(samples >= 10, "only {samples} samples");
     assert!(
-        runnable * 3 < samples,
+        runnable * 2 < samples,
         "a broker thread was runnable in {runnable} of {samples} samples of a parked long poll"
     );
     assert!(
@@ -515,4 +515,63 @@ async fn a_cold_fetch_reads_only_what_fits_the_response() {
         copied <= 2 * RESPONSE_MAX_BYTES as u64,
         "the broker read {copied} bytes of cold data for a {sent}-byte response"
     );
+}
+
+/// Shutdown ends the reads of idle and half-read connections at once (SHUT_RD), with
+/// no per-connection timer to notice it.
+#[test]
+fn shutdown_closes_idle_and_half_read_connections_promptly() {
+    let mut broker = Broker::start_with(BrokerOpts {
+        cores: 1,
+        rust_log: Some("info".to_string()),
+        ..BrokerOpts::default()
+    });
+    let mut idle = connect(&broker);
+    api_versions_round_trip(&mut idle, 1).expect("answered");
+    let mut half_size = connect(&broker);
+    half_size.write_all(&[0, 0]).expect("write");
+    let mut mid_frame = connect(&broker);
+    mid_frame.write_all(&100i32.to_be_bytes()).expect("write");
+    mid_frame.write_all(&[0u8; 10]).expect("write");
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    broker.stop();
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(broker.stderr_path()).expect("broker log");
+    assert!(
+        !log.contains("connections still open at shutdown"),
+        "connections outlived the shutdown drain\n{log}"
+    );
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+    drop((idle, half_size, mid_frame));
+}
+
+/// A frame larger than the whole request budget still runs (alone), rather than
+/// waiting for bytes that can never be free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_larger_than_the_budget_runs_alone() {
+    const BUDGET: usize = 256 * 1024;
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("queued.max.request.bytes", &BUDGET.to_string()),
+    );
+    let topic = unique_topic("over-budget");
+    broker.create_topic(&topic, 1, &[]).await;
+    let producer = broker.producer(&[("compression.type", "none")]);
+    let value = vec![0x42u8; 3 * BUDGET];
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic)
+                .partition(0)
+                .payload(value.as_slice()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("not delivered: {e}\n{}", broker.stderr_tail()));
+    let read = broker.read_partition(&topic, 0);
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].value.as_deref(), Some(value.as_slice()));
 }

@@ -36,7 +36,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
         .unwrap_or_default()
         .into_iter()
         // An override of 0 refuses the address outright.
-        .map(|(ip, n)| (ip, if n == 0 { 0 } else { per_shard(n) }))
+        .map(|(ip, n)| (ip.to_canonical(), if n == 0 { 0 } else { per_shard(n) }))
         .collect();
     let conn_limits = Rc::new(ConnectionLimits {
         frame_bytes_max: config.socket_request_max_bytes(),
@@ -78,7 +78,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
             drop(stream);
             continue;
         }
-        let ip = stream.peer_addr().ok().map(|a| a.ip());
+        // Canonical, so an IPv4 client of a dual-stack listener (::ffff:a.b.c.d) counts as a.b.c.d.
+        let ip = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
         if let Some(ip) = ip {
             let limit = per_ip_overrides.get(&ip).copied().unwrap_or(per_ip_default);
             let open = per_ip.borrow().get(&ip).copied().unwrap_or(0);

@@ -186,6 +186,9 @@ pub struct Record {
 
 const MAGIC_BYTE_OFFSET: usize = 16;
 
+/// The most records a batch decoder reserves room for before it has decoded any.
+const RECORDS_PREALLOCATION_MAX: usize = 1024;
+
 impl RecordBatchEncoder {
     /// Encode records into given buffer, using provided encoding options that select the encoding
     /// strategy based on version.
@@ -514,7 +517,10 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // The count comes from the batch header: reserve no more records than there are
+        // bytes left (a record takes at least 7), and no more than a few thousand up front.
+        let count = (batch_decode_info.record_count as usize).min(buf.remaining() / 7);
+        records.reserve(count.min(RECORDS_PREALLOCATION_MAX));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -892,6 +898,13 @@ impl Record {
             bail!("Unexpected negative record header count: {num_headers}");
         }
         let num_headers = num_headers as usize;
+        // Each header takes at least two bytes (two varint lengths) of the record.
+        if num_headers > buf.len() / 2 {
+            bail!(
+                "Record header count {num_headers} needs more than the {} bytes remaining",
+                buf.len()
+            );
+        }
 
         let mut headers = IndexMap::with_capacity(num_headers);
         for _ in 0..num_headers {
@@ -1087,5 +1100,29 @@ mod tests {
             2,
         )
         .expect("decode works");
+    }
+
+    #[test]
+    fn record_header_count_beyond_the_record_is_an_error() {
+        // size 10, attributes, timestamp delta, offset delta, null key, null value, then a
+        // header count of 2^30 (zigzag varint) in a record with no room for one header.
+        let mut buf: &[u8] = &[20, 0, 0, 0, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x08];
+        let info = BatchDecodeInfo {
+            record_count: 1,
+            timestamp_type: TimestampType::Creation,
+            min_offset: 0,
+            min_timestamp: 0,
+            base_sequence: 0,
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 0,
+            producer_epoch: 0,
+            compression: Compression::None,
+            version: 2,
+        };
+        let error = Record::decode_new(&mut buf, &info, 2).unwrap_err();
+        assert!(error.to_string().contains("header count"), "{error}");
     }
 }

@@ -26,6 +26,31 @@ macro_rules! define_copy_impl {
     )
 }
 
+/// Fails unless `len` bytes are left in `buf`. Every decoder below calls it before it
+/// allocates anything sized by a length or count read from the wire, so a hostile length
+/// cannot make the decoder reserve more memory than the message it came in can hold.
+/// (Kafka's own generated readers apply the same rule to array counts.)
+fn ensure_remaining<B: ByteBuf>(buf: &B, len: usize, what: &str) -> Result<()> {
+    if len > buf.remaining() {
+        bail!(
+            "{what} of {len} exceeds the {} bytes remaining",
+            buf.remaining()
+        );
+    }
+    Ok(())
+}
+
+/// The most memory an array decoder reserves before it has decoded a single element. A
+/// count that passed [`ensure_remaining`] can still be large (one element per byte of a
+/// 100 MiB frame, each element a struct of many bytes); beyond this the vector grows as
+/// elements are actually decoded, each of which has consumed bytes of the message.
+const PREALLOCATION_BYTES_MAX: usize = 64 * 1024;
+
+fn preallocated<T>(count: usize) -> Vec<T> {
+    let items_max = PREALLOCATION_BYTES_MAX / std::mem::size_of::<T>().max(1);
+    Vec::with_capacity(count.min(items_max))
+}
+
 /// A boolean value.
 #[derive(Debug, Copy, Clone, Default)]
 pub struct Boolean;
@@ -124,10 +149,11 @@ impl<T: NewType<u32>> Decoder<T> for UnsignedVarInt {
             let b = buf.try_get_u8()? as u32;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // Kafka's ByteUtils.readUnsignedVarint rejects a fifth byte that says more follow.
+        bail!("unsigned varint longer than 5 bytes")
     }
 }
 
@@ -171,10 +197,11 @@ impl<T: NewType<u64>> Decoder<T> for UnsignedVarLong {
             let b = buf.try_get_u8()? as u64;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // Kafka's ByteUtils.readUnsignedVarlong rejects a tenth byte that says more follow.
+        bail!("unsigned varlong longer than 10 bytes")
     }
 }
 
@@ -359,6 +386,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                ensure_remaining(buf, n as usize, "String length")?;
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +539,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                ensure_remaining(buf, (n - 1) as usize, "CompactString length")?;
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +684,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                ensure_remaining(buf, n as usize, "Bytes length")?;
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +834,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                ensure_remaining(buf, (n - 1) as usize, "CompactBytes length")?;
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,7 +1016,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // Every element takes at least one byte on the wire.
+                ensure_remaining(buf, n as usize, "Array length")?;
+                let mut result = preallocated(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1126,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // Every element takes at least one byte on the wire.
+                ensure_remaining(buf, (n - 1) as usize, "CompactArray length")?;
+                let mut result = preallocated((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1194,5 +1229,51 @@ mod tests {
     fn smoke_compact_bytes_encoder_decoder() {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
+    }
+
+    // A length or count larger than the bytes that follow is an error, found before anything
+    // is allocated: each of these would otherwise reserve gigabytes (and abort the process).
+
+    #[test]
+    fn array_count_beyond_remaining_bytes_is_an_error() {
+        let mut buf: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1];
+        let r: Result<Vec<i32>> = Array(Int32).decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f, 0];
+        let r: Result<Vec<i32>> = CompactArray(Int32).decode(&mut buf);
+        assert!(r.is_err());
+        // A count that does fit still decodes.
+        let mut buf: &[u8] = &[0, 0, 0, 1, 0, 0, 0, 7];
+        let r: Vec<i32> = Array(Int32).decode(&mut buf).unwrap();
+        assert_eq!(r, vec![7]);
+    }
+
+    #[test]
+    fn string_and_bytes_lengths_beyond_remaining_bytes_are_errors() {
+        let mut buf: &[u8] = &[0x7f, 0xff, b'a'];
+        let r: Result<Option<StdString>> = String.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f, b'a'];
+        let r: Result<Option<StdString>> = CompactString.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1];
+        let r: Result<Option<Vec<u8>>> = Bytes.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f, 1];
+        let r: Result<Option<Vec<u8>>> = CompactBytes.decode(&mut buf);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn varint_with_continuation_on_its_last_byte_is_an_error() {
+        let mut buf: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x8f, 0];
+        let r: Result<u32> = UnsignedVarInt.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0xff; 11];
+        let r: Result<u64> = UnsignedVarLong.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f];
+        let r: u32 = UnsignedVarInt.decode(&mut buf).unwrap();
+        assert_eq!(r, u32::MAX);
     }
 }

@@ -84,6 +84,58 @@ async fn every_field_kind_with_a_hostile_length_is_refused_and_the_broker_serves
     assert_peak_rss_bounded(&broker);
 }
 
+/// OffsetCommit v2 asks to keep the offset for i64::MAX ms: `now + retention` once overflowed
+/// (a panic in debug builds, which took the group coordinator's shard with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_commit_with_retention_i64_max_is_answered() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let mut broker = Broker::start_with(BrokerOpts {
+        cores: 1,
+        ..BrokerOpts::default()
+    });
+    broker.create_topic("retention-topic", 1, &[]).await;
+    let partition = OffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(5);
+    let topic = OffsetCommitRequestTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("retention-topic")))
+        .with_partitions(vec![partition]);
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("retention-group")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_retention_time_ms(i64::MAX)
+        .with_topics(vec![topic]);
+    let mut body = header(8, 2, 77, false);
+    request.encode(&mut body, 2).expect("encode OffsetCommit");
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&body)).expect("send OffsetCommit");
+    let mut prefix = [0u8; 8];
+    stream
+        .read_exact(&mut prefix)
+        .unwrap_or_else(|e| panic!("no OffsetCommit answer: {e}\n{}", broker.stderr_tail()));
+    let correlation_id = i32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+    assert_eq!(correlation_id, 77);
+    // The rest of the answer: throttle time (v3+ only), one topic, one partition, its code.
+    let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let mut answer = vec![0u8; size - 4];
+    stream
+        .read_exact(&mut answer)
+        .expect("read OffsetCommit answer");
+    let error_code = i16::from_be_bytes([answer[answer.len() - 2], answer[answer.len() - 1]]);
+    assert_eq!(
+        error_code,
+        0,
+        "OffsetCommit error code\n{}",
+        broker.stderr_tail()
+    );
+    assert_broker_serves(&mut broker, "OffsetCommit with retention i64::MAX");
+}
+
 /// One request per field kind, each a complete frame (size prefix included).
 fn hostile_requests() -> Vec<(&'static str, Vec<u8>)> {
     let mut cases = Vec::new();

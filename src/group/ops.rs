@@ -330,8 +330,9 @@ async fn commit(
                     ResponseError::OffsetMetadataTooLarge.code()
                 }
                 Ok(()) => {
-                    let expire =
-                        (v <= 4 && r.retention_time_ms >= 0).then(|| now + r.retention_time_ms);
+                    // The retention time is the client's: i64::MAX must not wrap (or panic).
+                    let expire = (v <= 4 && r.retention_time_ms >= 0)
+                        .then(|| now.saturating_add(r.retention_time_ms));
                     records.push(OffsetsRecord::Offset {
                         group: group_id.to_owned(),
                         tp: TopicPartition::new(t.name.0.as_str(), p.partition_index),

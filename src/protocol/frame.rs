@@ -180,6 +180,46 @@ mod tests {
             Err(FrameError::UnsupportedVersion { .. })
         ));
     }
+
+    /// Issue 9: Metadata v0 whose topics array claims 2^31 entries once aborted the process
+    /// (`Vec::with_capacity` of 150 GB in the decoder); it is now a decode error.
+    #[test]
+    fn array_count_larger_than_the_frame_is_malformed() {
+        let frame = Bytes::from_static(&[
+            0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x78, 0x7f, 0xff, 0xff,
+            0xff,
+        ]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+
+    /// Metadata v12 (flexible): a compact array count of 2^32 - 2 topics, and a compact
+    /// string whose varint has a continuation bit on its fifth byte (Kafka rejects both).
+    #[test]
+    fn hostile_compact_counts_and_varints_are_malformed() {
+        let mut f = BytesMut::new();
+        f.put_i16(3);
+        f.put_i16(12);
+        f.put_i32(1);
+        f.put_i16(-1); // client id (nullable string, not compact in header v2)
+        f.put_u8(0); // header tagged fields
+        let header = f.clone();
+        f.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(
+            decode_request(f.freeze()),
+            Err(FrameError::Malformed { .. })
+        ));
+        let mut f = header;
+        f.put_u8(2); // one topic
+        f.extend_from_slice(&[0u8; 16]); // topic id
+        f.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x8f, 0x00]); // name length
+        assert!(matches!(
+            decode_request(f.freeze()),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
 }
 
 /// A piece of an encoded response: bytes, or a stand-in `F` (a file range) of a known length.

@@ -13,6 +13,13 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_048_588;
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
 /// Open client connections per shard (`max.connections` divided across shards).
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Bytes the records of one compressed batch may decompress to. Produce validation walks them as
+/// a stream and refuses the batch (CORRUPT_MESSAGE) past this, so a decompression bomb costs a
+/// bounded amount of CPU and no memory. The same as the largest batch the log stores
+/// (`storage::batch::BATCH_BYTES_MAX`): what a consumer holds in memory for one batch.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The buffer per shard that the record walk reads decompressed bytes through.
+pub const DECOMPRESSION_SCRATCH_BYTES: usize = 32 * 1024;
 /// Messages queued on one cross-core channel before senders wait.
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
 /// Incremental fetch sessions (KIP-227) cached per shard (`max.incremental.fetch.session.cache.slots`).
@@ -33,5 +40,7 @@ pub const EXECUTOR_RING_DEPTH: usize = 256;
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT <= DECOMPRESSED_BATCH_BYTES_MAX);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(INFLIGHT_REQUESTS_PER_CONNECTION_MAX >= 5);

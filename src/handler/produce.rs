@@ -46,6 +46,11 @@ fn with_records_max_timestamp(data: Bytes, batch: &ValidBatch) -> Bytes {
     if batch.header.max_timestamp == batch.records.max_timestamp {
         return data;
     }
+    tracing::debug!(
+        header = batch.header.max_timestamp,
+        records = batch.records.max_timestamp,
+        "MaxTimestamp rewritten from the records"
+    );
     let mut copy = BytesMut::from(&data[..]);
     set_max_timestamp(&mut copy, batch.records.max_timestamp);
     copy.freeze()

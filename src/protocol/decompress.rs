@@ -146,7 +146,8 @@ impl RecordSource for StreamSource<'_, '_> {
 enum Decoder<'a> {
     Gzip(flate2::bufread::MultiGzDecoder<&'a [u8]>),
     Snappy(SnappyReader<'a>),
-    Lz4(lz4::Decoder<&'a [u8]>),
+    /// `None` once `complete` has finished the frame.
+    Lz4(Option<lz4::Decoder<&'a [u8]>>),
     Zstd(zstd::stream::read::Decoder<'static, &'a [u8]>),
 }
 
@@ -156,7 +157,7 @@ impl<'a> Decoder<'a> {
         Ok(match codec {
             CODEC_GZIP => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(payload)),
             CODEC_SNAPPY => Decoder::Snappy(SnappyReader::new(payload)?),
-            CODEC_LZ4 => Decoder::Lz4(lz4::Decoder::new(payload).map_err(codec_error)?),
+            CODEC_LZ4 => Decoder::Lz4(Some(lz4::Decoder::new(payload).map_err(codec_error)?)),
             CODEC_ZSTD => Decoder::Zstd(
                 zstd::stream::read::Decoder::with_buffer(payload).map_err(codec_error)?,
             ),
@@ -168,7 +169,8 @@ impl<'a> Decoder<'a> {
         match self {
             Decoder::Gzip(d) => d.read(buf),
             Decoder::Snappy(d) => d.read(buf),
-            Decoder::Lz4(d) => d.read(buf),
+            Decoder::Lz4(Some(d)) => d.read(buf),
+            Decoder::Lz4(None) => Ok(0),
             Decoder::Zstd(d) => d.read(buf),
         }
     }
@@ -180,14 +182,16 @@ impl<'a> Decoder<'a> {
         match self {
             Decoder::Gzip(_) | Decoder::Zstd(_) => Ok(()),
             Decoder::Snappy(d) => d.complete(),
-            Decoder::Lz4(d) => {
-                if !d.reader().is_empty() {
+            Decoder::Lz4(slot) => {
+                let Some(d) = slot.take() else {
+                    return Ok(());
+                };
+                let (rest, done) = d.finish();
+                done.map_err(|_| "lz4 frame is truncated".to_string())?;
+                if !rest.is_empty() {
                     return Err("bytes remain after the lz4 frame".into());
                 }
-                // `finish` consumes the decoder; a spent one is left in its place.
-                let spent = lz4::Decoder::new(&[][..]).map_err(|e| e.to_string())?;
-                let (_, done) = std::mem::replace(d, spent).finish();
-                done.map_err(|_| "lz4 frame is truncated".to_string())
+                Ok(())
             }
         }
     }

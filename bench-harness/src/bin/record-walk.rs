@@ -47,6 +47,11 @@ fn main() -> Result<()> {
     ] {
         let batch = encode(args.records, args.value_bytes, compression)?;
         let header = verify_batch(&batch).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        anyhow::ensure!(
+            header.record_count as usize == args.records && header.size_bytes() == batch.len(),
+            "the encoder did not produce one batch of {} records",
+            args.records
+        );
         let payload = &batch[BATCH_HEADER_BYTES..header.size_bytes()];
         let crc_ns = time_per_batch(budget, || verify_batch(&batch).is_ok());
         let walk_ns = time_per_batch(budget, || walk(&header, payload).is_ok());
@@ -90,6 +95,15 @@ fn time_per_batch(budget: Duration, mut f: impl FnMut() -> bool) -> f64 {
 }
 
 fn encode(records: usize, value_bytes: usize, compression: Compression) -> Result<Bytes> {
+    // Values of pseudo-random printable bytes (about 6 bits of entropy each): payloads that
+    // compress somewhat, not the best case of one repeated pattern.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 64) as u8 + 32
+    };
     let records: Vec<Record> = (0..records)
         .map(|i| Record {
             transactional: false,
@@ -99,13 +113,12 @@ fn encode(records: usize, value_bytes: usize, compression: Compression) -> Resul
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // Contiguous sequences: the encoder starts a new batch when they are not.
+            sequence: i as i32,
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key{:05}", i % 100_000))),
             value: Some(Bytes::from(
-                (0..value_bytes)
-                    .map(|j| (i * 31 + j) as u8 % 64 + 32)
-                    .collect::<Vec<u8>>(),
+                (0..value_bytes).map(|_| next()).collect::<Vec<u8>>(),
             )),
             headers: Default::default(),
             delete_horizon: false,

@@ -21,6 +21,13 @@ pub const FRAME_READ_CHUNK_BYTES: usize = 1024 * 1024;
 pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
 /// Open client connections per shard (`max.connections` divided across shards).
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Bytes the records of one compressed batch may decompress to. Produce validation walks them as
+/// a stream and refuses the batch (CORRUPT_MESSAGE) past this, so a decompression bomb costs a
+/// bounded amount of CPU and no memory. The same as the largest batch the log stores
+/// (`storage::batch::BATCH_BYTES_MAX`): what a consumer holds in memory for one batch.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The buffer per shard that the record walk reads decompressed bytes through.
+pub const DECOMPRESSION_SCRATCH_BYTES: usize = 32 * 1024;
 /// Messages queued on one cross-core channel before senders wait.
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
 /// Mesh requests (partition and group work from other shards) one shard works on at once;
@@ -44,6 +51,8 @@ pub const EXECUTOR_RING_DEPTH: usize = 256;
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT <= DECOMPRESSED_BATCH_BYTES_MAX);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(FRAME_READ_CHUNK_BYTES <= SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(QUEUED_REQUEST_BYTES_DEFAULT >= SOCKET_REQUEST_BYTES_DEFAULT);

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use bytes::{Bytes, BytesMut};
+
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
@@ -11,23 +13,47 @@ use super::route::scatter_in_turn;
 use super::{str_bytes, RequestContext};
 use crate::config::topic;
 use crate::model::TopicPartition;
-use crate::protocol::records;
+use crate::protocol::records::{self, ValidBatch};
 use crate::runtime::messages::{
     ProduceBatch, ProduceItem, ProduceResult, ShardRequest, ShardResponse,
 };
+use crate::storage::batch::set_max_timestamp;
+use crate::storage::record_walk::RecordsSummary;
 
-/// KIP-937 bounds on CreateTime timestamps. Checked on the batch's first and
-/// largest timestamps (the header's), not on every record.
+/// KIP-937 bounds on CreateTime timestamps, checked on every record's timestamp (the walk's
+/// smallest and largest, which Kafka checks one by one). Returns the first timestamp out of range.
 fn timestamp_out_of_range(
-    info: &crate::storage::batch::BatchHeader,
+    records: &RecordsSummary,
     before_max: Option<i64>,
     after_max: Option<i64>,
-) -> bool {
+) -> Option<i64> {
+    let (low, high) = records.timestamp_bounds?;
     let now = super::local::now_ms();
-    let too_old = before_max
-        .is_some_and(|b| info.base_timestamp >= 0 && now.saturating_sub(info.base_timestamp) > b);
-    let too_new = after_max.is_some_and(|a| info.max_timestamp.saturating_sub(now) > a);
-    too_old || too_new
+    if before_max.is_some_and(|b| now.saturating_sub(low) > b) {
+        return Some(low);
+    }
+    if after_max.is_some_and(|a| high.saturating_sub(now) > a) {
+        return Some(high);
+    }
+    None
+}
+
+/// Kafka stores the records' largest timestamp as a CreateTime batch's MaxTimestamp
+/// (`LogValidator` calls `setMaxTimestamp`), whatever the producer wrote there. Batches whose
+/// header already agrees (every client we test) stay zero-copy; the others are copied once
+/// here with the header field and the CRC rewritten.
+fn with_records_max_timestamp(data: Bytes, batch: &ValidBatch) -> Bytes {
+    if batch.header.max_timestamp == batch.records.max_timestamp {
+        return data;
+    }
+    tracing::debug!(
+        header = batch.header.max_timestamp,
+        records = batch.records.max_timestamp,
+        "MaxTimestamp rewritten from the records"
+    );
+    let mut copy = BytesMut::from(&data[..]);
+    set_max_timestamp(&mut copy, batch.records.max_timestamp);
+    copy.freeze()
 }
 
 /// Returns `None` for acks=0 (Kafka writes no response).
@@ -93,7 +119,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             }
             let data = p.records.unwrap_or_default();
             match records::validate_produce(&data, max_bytes) {
-                Ok(info) if info.is_transactional() => {
+                Ok(valid) if valid.header.is_transactional() => {
                     answers.insert(
                         tp.clone(),
                         fail(
@@ -102,14 +128,24 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         ),
                     );
                 }
-                Ok(info) if create_time && timestamp_out_of_range(&info, before_max, after_max) => {
-                    let msg = format!(
-                        "Timestamp {} of a record is out of range (message.timestamp.before.max.ms / after.max.ms)",
-                        info.max_timestamp
-                    );
-                    answers.insert(tp.clone(), fail(code::INVALID_TIMESTAMP, Some(msg)));
+                Ok(valid) => {
+                    let out_of_range = create_time
+                        .then(|| timestamp_out_of_range(&valid.records, before_max, after_max))
+                        .flatten();
+                    if let Some(ts) = out_of_range {
+                        let msg = format!(
+                            "Timestamp {ts} of a record is out of range (message.timestamp.before.max.ms / after.max.ms)"
+                        );
+                        answers.insert(tp.clone(), fail(code::INVALID_TIMESTAMP, Some(msg)));
+                    } else {
+                        let records = if create_time {
+                            with_records_max_timestamp(data, &valid)
+                        } else {
+                            data
+                        };
+                        items.push(ProduceItem { tp, records });
+                    }
                 }
-                Ok(_) => items.push(ProduceItem { tp, records: data }),
                 Err(e) => {
                     tracing::debug!(partition = %tp, error = %e, client = ?ctx.client_id, "produce rejected");
                     answers.insert(tp.clone(), fail(errors::records(&e), Some(e.to_string())));

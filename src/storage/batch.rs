@@ -1,10 +1,13 @@
-//! Record batch v2 header: field positions, parsing, verification and the two in-place rewrites the
-//! log performs (base offset; LogAppendTime). Records themselves are never decoded here.
+//! Record batch v2 header: field positions, parsing, verification and the in-place rewrites of the
+//! header (base offset and leader epoch by the log; LogAppendTime; MaxTimestamp by Produce
+//! validation). The records are walked, never decoded, by `record_walk`.
 //!
 //! Layout (big-endian): baseOffset i64 @0, batchLength i32 @8 (bytes after this field),
 //! partitionLeaderEpoch i32 @12, magic i8 @16, crc u32 @17 (CRC-32C over @21..end),
 //! attributes i16 @21, lastOffsetDelta i32 @23, baseTimestamp i64 @27, maxTimestamp i64 @35,
 //! producerId i64 @43, producerEpoch i16 @51, baseSequence i32 @53, recordCount i32 @57; records @61.
+
+use super::record_walk::{walk_records, SliceSource};
 
 const BASE_OFFSET_AT: usize = 0;
 const BATCH_LENGTH_AT: usize = 8;
@@ -29,7 +32,8 @@ pub const MAGIC_V2: i8 = 2;
 /// Upper bound on one batch; anything larger on disk is treated as corruption.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 1 << 3;
+/// Attributes bit: the batch's timestamps are LogAppendTime.
+pub const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 
@@ -206,47 +210,31 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
 }
 
 /// Compression codec bits of the attributes (0 = none).
-const COMPRESSION_MASK: i16 = 0x07;
+pub const COMPRESSION_MASK: i16 = 0x07;
+
+/// Rewrites MaxTimestamp and recomputes the CRC (Kafka's `setMaxTimestamp`): Produce validation
+/// stores the records' largest timestamp when the producer's header disagrees.
+/// `batch` is exactly one batch.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
 
 /// Offset and timestamp of each record of an uncompressed batch (`batch` = the whole batch).
-/// `None` for compressed batches (their records are not decoded here) or malformed records.
-/// Used only by ListOffsets lookups, which need per-record answers.
+/// `None` for compressed batches (their records are not decompressed here) or malformed records.
+/// Used only by ListOffsets lookups, which need per-record answers. The vector grows with the
+/// records actually walked, never with the count the header claims.
 pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     let header = parse_header(batch)?;
     if header.attributes & COMPRESSION_MASK != 0 || batch.len() < header.size_bytes() {
         return None;
     }
-    let log_append_time = header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0;
-    let mut out = Vec::with_capacity(header.record_count.max(0) as usize);
-    let mut at = BATCH_HEADER_BYTES;
-    let end = header.size_bytes();
-    for _ in 0..header.record_count {
-        let (length, n) = read_varint(batch.get(at..end)?)?;
-        let record_start = at + n;
-        let mut cursor = record_start + 1; // attributes
-        let (timestamp_delta, n) = read_varint(batch.get(cursor..end)?)?;
-        cursor += n;
-        let (offset_delta, _) = read_varint(batch.get(cursor..end)?)?;
-        let timestamp = if log_append_time {
-            header.max_timestamp
-        } else {
-            header.base_timestamp + timestamp_delta
-        };
-        out.push((header.base_offset + offset_delta, timestamp));
-        at = record_start.checked_add(usize::try_from(length).ok()?)?;
-    }
+    let mut out = Vec::new();
+    let mut source = SliceSource::new(&batch[BATCH_HEADER_BYTES..header.size_bytes()]);
+    walk_records(&header, &mut source, |offset_delta, timestamp| {
+        out.push((header.base_offset + i64::from(offset_delta), timestamp));
+    })
+    .ok()?;
     Some(out)
-}
-
-/// Zigzag varint (Kafka's varint/varlong); returns the value and the bytes read.
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut value: u64 = 0;
-    for (i, byte) in buf.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let decoded = ((value >> 1) as i64) ^ -((value & 1) as i64);
-            return Some((decoded, i + 1));
-        }
-    }
-    None
 }

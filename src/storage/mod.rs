@@ -16,6 +16,7 @@ pub mod io;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
+pub mod record_walk;
 pub mod recovery;
 pub mod retention;
 pub mod segment;

@@ -664,3 +664,126 @@ async fn commit_metadata_round_trips_and_unknown_partitions_are_refused() {
         "{err:?}"
     );
 }
+
+/// librdkafka's test 0045 (`do_test_subscribe_many_updates`): one consumer moves a window of
+/// five topics over 100 topics of 4 partitions, one `subscribe` per step without waiting,
+/// unsubscribing every 7th step; every 5th step (and the last) its assignment must become
+/// exactly the partitions of its latest subscription (none after an unsubscribe).
+fn subscribe_many_updates(protocol: &str) {
+    const TOPICS: usize = 100;
+    const WINDOW: usize = 5;
+    const TOPIC_PARTITIONS: i32 = 4;
+    // librdkafka's test gives each check 10 s (its harness scales that up on slow machines).
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+    // Two shards (the default): the JoinGroup that librdkafka abandons was seen only when
+    // the connection and the group coordinator are on different cores.
+    let broker = Broker::start();
+    let base = unique_topic("many-updates");
+    let topics: Vec<String> = (0..TOPICS).map(|i| format!("{base}-{i}")).collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let new: Vec<rdkafka::admin::NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                rdkafka::admin::NewTopic::new(
+                    t,
+                    TOPIC_PARTITIONS,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                )
+            })
+            .collect();
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = broker
+            .admin()
+            .create_topics(&new, &options)
+            .await
+            .unwrap_or_else(|e| panic!("CreateTopics: {e}\n{}", broker.stderr_tail()));
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("CreateTopics {t}: {e:?}"));
+        }
+    });
+    for t in &topics {
+        broker.wait_for_topic(t, TOPIC_PARTITIONS);
+    }
+    let mut config = broker.client_config();
+    config
+        .set("group.id", &topics[0])
+        .set("group.protocol", protocol)
+        .set("auto.offset.reset", "earliest");
+    if protocol == "classic" {
+        // librdkafka's test harness value (`test_session_timeout_ms`).
+        config.set("session.timeout.ms", "6000");
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut slowest = Duration::ZERO;
+    for i in 0..TOPICS {
+        let window: Vec<&str> = topics[i..(i + WINDOW).min(TOPICS)]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        consumer.subscribe(&window).expect("subscribe");
+        let unsubscribe = i % 7 == 0;
+        if unsubscribe {
+            consumer.unsubscribe();
+        }
+        // A short poll runs the rdkafka crate's rebalance callback, so JoinGroups go out
+        // while the subscription keeps changing (librdkafka's own test, without a callback,
+        // assigns on its internal thread). This is what drops in-flight JoinGroup answers.
+        let _ = consumer.poll(Duration::from_millis(10));
+        if i % 5 != 0 && i != TOPICS - 1 {
+            continue;
+        }
+        let mut expected: Vec<(String, i32)> = if unsubscribe {
+            vec![]
+        } else {
+            window
+                .iter()
+                .flat_map(|t| (0..TOPIC_PARTITIONS).map(move |p| (t.to_string(), p)))
+                .collect()
+        };
+        expected.sort();
+        let started = Instant::now();
+        let mut got;
+        // As librdkafka's `test_consumer_wait_assignment_topic_partition_list`: look first,
+        // then poll (the rdkafka crate's rebalance callback runs inside poll) and look again.
+        loop {
+            got = consumer
+                .assignment()
+                .map(|a| {
+                    let mut v: Vec<(String, i32)> = a
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect();
+                    v.sort();
+                    v
+                })
+                .unwrap_or_default();
+            if got == expected || started.elapsed() > CHECK_TIMEOUT {
+                break;
+            }
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        assert_eq!(
+            got,
+            expected,
+            "{protocol}: step {i}: assignment after {:?}\n{}",
+            started.elapsed(),
+            broker.stderr_tail()
+        );
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("{protocol}: slowest assignment check {slowest:?}");
+    drop(consumer);
+}
+
+#[test]
+fn subscribe_many_updates_classic_ends_with_the_last_subscription() {
+    subscribe_many_updates("classic");
+}
+
+#[test]
+fn subscribe_many_updates_consumer_protocol_ends_with_the_last_subscription() {
+    subscribe_many_updates("consumer");
+}

@@ -70,6 +70,8 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("log.segment.bytes", Kind::Int, "1073741824"),
     key("log.roll.ms", Kind::Long, ""),
     key("log.roll.hours", Kind::Int, "168"),
+    key("log.roll.jitter.ms", Kind::Long, ""),
+    key("log.roll.jitter.hours", Kind::Int, "0"),
     key("log.retention.ms", Kind::Long, ""),
     key("log.retention.minutes", Kind::Int, ""),
     key("log.retention.hours", Kind::Int, "168"),
@@ -333,6 +335,14 @@ impl BrokerConfig {
             return self.int("log.roll.ms", 604_800_000);
         }
         self.int("log.roll.hours", 168) * 3_600_000
+    }
+
+    /// `log.roll.jitter.ms`, else `log.roll.jitter.hours`, as Kafka resolves them.
+    pub fn log_roll_jitter_ms(&self) -> i64 {
+        if !self.get("log.roll.jitter.ms").is_empty() {
+            return self.int("log.roll.jitter.ms", 0);
+        }
+        self.int("log.roll.jitter.hours", 0) * 3_600_000
     }
 
     pub fn message_max_bytes(&self) -> usize {

@@ -105,6 +105,7 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         "10485760",
     ),
     tk("segment.ms", Kind::Long, None, "604800000"),
+    tk("segment.jitter.ms", Kind::Long, None, "0"),
     tk("unclean.leader.election.enable", Kind::Bool, None, "false"),
     tk(
         "message.timestamp.before.max.ms",
@@ -170,6 +171,16 @@ pub fn broker_default(broker: &BrokerConfig, key: &TopicKey) -> (String, Source)
                 Source::Default
             };
             return (broker.log_roll_ms().to_string(), src);
+        }
+        "segment.jitter.ms" => {
+            let explicit = broker.explicit.contains_key("log.roll.jitter.ms")
+                || broker.explicit.contains_key("log.roll.jitter.hours");
+            let src = if explicit {
+                Source::BrokerStatic
+            } else {
+                Source::Default
+            };
+            return (broker.log_roll_jitter_ms().to_string(), src);
         }
         _ => {}
     }
@@ -245,6 +256,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "max.message.bytes" | "index.interval.bytes" if v.parse::<i64>().unwrap_or(-1) < 0 => {
             return bad("must be >= 0")
         }
+        "segment.jitter.ms" if v.parse::<i64>().unwrap_or(-1) < 0 => return bad("must be >= 0"),
         "segment.ms" | "flush.messages" | "flush.ms" if v.parse::<i64>().unwrap_or(0) < 1 => {
             return bad("must be >= 1")
         }

@@ -553,6 +553,9 @@ impl ClassicGroup {
             },
             None => {
                 if self.pending_members.remove(member_id).is_some() {
+                    // Kafka's `removePendingMemberAndUpdateGroup`: the join phase may
+                    // have been waiting only for this one.
+                    self.try_complete_join(now_ms);
                     return Ok(());
                 }
                 if !self.members.contains_key(member_id) {

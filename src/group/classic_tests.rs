@@ -354,3 +354,51 @@ fn a_huge_rebalance_timeout_is_capped_by_the_max_session_timeout() {
     assert_eq!(jb.member_id.as_str(), b);
     assert_eq!(jb.generation_id, 2);
 }
+
+/// librdkafka's test 0045 (subscribe_many_updates): a client that changes its subscription
+/// while its first JoinGroup is in flight drops that answer, member id included, and joins
+/// again with an empty id. The orphaned id holds a later rebalance for its session timeout
+/// (Kafka's pending-member expiry), not for the rebalance timeout.
+#[test]
+fn pending_member_id_that_never_returns_holds_a_rebalance_for_its_session_timeout_only() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let orphan = now(g.join(5, client(), &join_req("", None, &["range"]), &config(), 0));
+    assert_eq!(orphan.error_code, ResponseError::MemberIdRequired.code());
+    let (a, mut rx) = handshake(&mut g, &["range"], 0);
+    // The Empty group's initial delay ends the first join phase, orphan or not.
+    g.tick(1, &config());
+    assert_eq!(rx.try_recv().unwrap().unwrap().generation_id, 1);
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
+    g.assignment_persisted(1, true, 2, &config());
+    assert_eq!(g.state(), GroupState::Stable);
+
+    // The leader rejoins (as after a subscription change): every member is in, but the
+    // orphan's id is still pending, so the join phase waits ...
+    let mut rx = later(g.join(5, client(), &join_req(&a, None, &["range"]), &config(), 3));
+    g.tick(9_999, &config());
+    assert_eq!(rx.try_recv().unwrap(), None);
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    // ... until the orphan's session timeout (10 s from its JoinGroup), far short of the
+    // 30 s rebalance timeout.
+    assert!(g.next_deadline_ms().is_some_and(|d| d <= 10_000));
+    g.tick(10_000, &config());
+    let j = rx.try_recv().unwrap().unwrap();
+    assert_eq!(j.generation_id, 2);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+}
+
+/// A pending member id that leaves (LeaveGroup) releases a join phase waiting for it.
+#[test]
+fn pending_member_leaving_completes_the_join_phase() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    let (a, mut rx) = handshake(&mut g, &["range"], 0);
+    g.tick(1, &config());
+    assert_eq!(rx.try_recv().unwrap().unwrap().generation_id, 1);
+    drop(later(g.sync(5, &sync_req(&a, 1, &[(&a, "A")]), 2)));
+    g.assignment_persisted(1, true, 2, &config());
+    let pending = now(g.join(5, client(), &join_req("", None, &["range"]), &config(), 3));
+    let mut rx = later(g.join(5, client(), &join_req(&a, None, &["range"]), &config(), 3));
+    assert_eq!(rx.try_recv().unwrap(), None);
+    assert_eq!(g.leave(pending.member_id.as_str(), None, 4), Ok(()));
+    assert_eq!(rx.try_recv().unwrap().unwrap().generation_id, 2);
+}

@@ -35,6 +35,38 @@ pub trait TopicLookup {
     fn topic_id_and_partitions(&self, name: &str) -> Option<(TopicId, i32)>;
     /// Name of a topic by id.
     fn topic_name(&self, id: &TopicId) -> Option<String>;
+    /// Every topic's name (what a subscription regex is matched against).
+    fn topic_names(&self) -> Vec<String>;
+}
+
+/// Internal topics, which a subscription regex never matches (Kafka's `Topic.isInternal`).
+const INTERNAL_TOPICS: [&str; 3] = [
+    super::OFFSETS_TOPIC,
+    "__transaction_state",
+    "__share_group_state",
+];
+
+/// A KIP-848 `SubscribedTopicRegex` (RE2 syntax, as Kafka's RE2/J), matched against whole
+/// topic names.
+#[derive(Clone, Debug)]
+struct TopicRegex {
+    source: String,
+    compiled: regex_automata::meta::Regex,
+}
+
+impl TopicRegex {
+    fn new(source: &str) -> Result<TopicRegex, String> {
+        regex_automata::meta::Regex::new(&format!("^(?:{source})$"))
+            .map(|compiled| TopicRegex {
+                source: source.to_owned(),
+                compiled,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        !INTERNAL_TOPICS.contains(&topic) && self.compiled.is_match(topic)
+    }
 }
 
 struct Member {
@@ -44,7 +76,7 @@ struct Member {
     client: ClientInfo,
     rebalance_timeout_ms: i32,
     subscribed: Vec<String>,
-    regex: Option<String>,
+    regex: Option<TopicRegex>,
     server_assignor: Option<String>,
     member_epoch: i32,
     previous_epoch: i32,
@@ -53,6 +85,18 @@ struct Member {
     revocation_deadline_ms: Option<i64>,
     last_sent: Option<BTreeSet<TopicIdPartition>>,
     last_heartbeat_ms: i64,
+}
+
+impl Member {
+    /// The topic names this member subscribes to: its names, plus those of `all` that its
+    /// regex matches.
+    fn topics<'a>(&'a self, all: &'a [String]) -> impl Iterator<Item = String> + 'a {
+        let matched = all
+            .iter()
+            .filter(|t| self.regex.as_ref().is_some_and(|r| r.matches(t)))
+            .filter(|t| !self.subscribed.contains(t));
+        self.subscribed.iter().chain(matched).cloned()
+    }
 }
 
 /// A KIP-848 consumer group and its committed offsets.
@@ -223,6 +267,18 @@ impl ConsumerGroup {
                 .with_member_id(Some(StrBytes::from_string(member_id)))
                 .with_member_epoch(epoch));
         }
+        let regex = match req.subscribed_topic_regex.as_ref().map(|r| r.as_str()) {
+            Some(r) if !r.is_empty() => Some(Some(TopicRegex::new(r).map_err(|e| {
+                (
+                    ResponseError::InvalidRegularExpression,
+                    Some(format!(
+                        "SubscribedTopicRegex `{r}` is not a valid regular expression: {e}"
+                    )),
+                )
+            })?)),
+            Some(_) => Some(None),
+            None => None,
+        };
         if epoch == 0 {
             if req.rebalance_timeout_ms < 0 && !self.members.contains_key(&member_id) {
                 return Err(invalid(
@@ -254,7 +310,7 @@ impl ConsumerGroup {
                 }
             }
         }
-        let changed = self.update_member(&member_id, req, now_ms);
+        let changed = self.update_member(&member_id, req, regex, now_ms);
         if changed {
             self.bump_epoch(now_ms);
         }
@@ -334,6 +390,7 @@ impl ConsumerGroup {
         &mut self,
         member_id: &str,
         req: &ConsumerGroupHeartbeatRequest,
+        regex: Option<Option<TopicRegex>>,
         now_ms: i64,
     ) -> bool {
         let Some(m) = self.members.get_mut(member_id) else {
@@ -350,9 +407,8 @@ impl ConsumerGroup {
                 changed = true;
             }
         }
-        if let Some(regex) = &req.subscribed_topic_regex {
-            let regex = (!regex.is_empty()).then(|| regex.as_str().to_owned());
-            if regex != m.regex {
+        if let Some(regex) = regex {
+            if regex.as_ref().map(|r| &r.source) != m.regex.as_ref().map(|r| &r.source) {
                 m.regex = regex;
                 changed = true;
             }
@@ -395,22 +451,32 @@ impl ConsumerGroup {
     }
 
     fn subscribed_topics(&self, topics: &dyn TopicLookup) -> BTreeMap<TopicId, i32> {
+        let all = self.regex_candidates(topics);
         self.members
             .values()
-            .flat_map(|m| m.subscribed.iter())
-            .filter_map(|name| topics.topic_id_and_partitions(name))
+            .flat_map(|m| m.topics(&all))
+            .filter_map(|name| topics.topic_id_and_partitions(&name))
             .collect()
+    }
+
+    /// Every topic name when some member subscribes by regex, else none (no listing).
+    fn regex_candidates(&self, topics: &dyn TopicLookup) -> Vec<String> {
+        if self.members.values().any(|m| m.regex.is_some()) {
+            topics.topic_names()
+        } else {
+            vec![]
+        }
     }
 
     fn compute_target(&mut self, topics: &dyn TopicLookup) {
         let empty = BTreeSet::new();
+        let all = self.regex_candidates(topics);
         let subs: Vec<BTreeSet<TopicId>> = self
             .members
             .values()
             .map(|m| {
-                m.subscribed
-                    .iter()
-                    .filter_map(|n| topics.topic_id_and_partitions(n).map(|(id, _)| id))
+                m.topics(&all)
+                    .filter_map(|n| topics.topic_id_and_partitions(&n).map(|(id, _)| id))
                     .collect()
             })
             .collect();
@@ -541,7 +607,11 @@ impl ConsumerGroup {
                             .map(|s| TopicName(StrBytes::from_string(s.clone())))
                             .collect(),
                     )
-                    .with_subscribed_topic_regex(m.regex.clone().map(StrBytes::from_string))
+                    .with_subscribed_topic_regex(
+                        m.regex
+                            .as_ref()
+                            .map(|r| StrBytes::from_string(r.source.clone())),
+                    )
                     .with_assignment(to_describe(&m.assigned))
                     .with_target_assignment(to_describe(
                         self.target.get(&m.member_id).unwrap_or(&empty),

@@ -11,6 +11,9 @@ impl TopicLookup for Topics {
     fn topic_name(&self, id: &TopicId) -> Option<String> {
         (*id == T).then(|| "t".to_owned())
     }
+    fn topic_names(&self) -> Vec<String> {
+        vec!["t".to_owned()]
+    }
 }
 
 fn hb(member: &str, epoch: i32, owned: Option<&[i32]>) -> ConsumerGroupHeartbeatRequest {
@@ -131,4 +134,31 @@ fn static_member_temporary_leave_keeps_partitions_for_its_successor() {
     assert_eq!(parts(&r).map(|p| p.len()), Some(4));
     assert_eq!(g.group_epoch(), epoch);
     assert!(!g.members.contains_key("a1"));
+}
+
+fn hb_regex(member: &str, regex: &str) -> ConsumerGroupHeartbeatRequest {
+    let mut r = hb(member, 0, Some(&[]));
+    r.subscribed_topic_names = None;
+    r.subscribed_topic_regex = Some(StrBytes::from_string(regex.to_owned()));
+    r
+}
+
+/// KIP-848 `SubscribedTopicRegex`: matched against whole topic names (never internal
+/// topics); an invalid one is INVALID_REGULAR_EXPRESSION (librdkafka test 0045's regex
+/// subscriptions with group.protocol=consumer).
+#[test]
+fn regex_subscription_matches_whole_topic_names() {
+    let cfg = GroupConfig::default();
+    let c = ClientInfo::default;
+    let mut g = ConsumerGroup::new("g".into(), 0);
+    let r = g.heartbeat(1, c(), &hb_regex("a", "^t$|other"), &Topics, &cfg, 0);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(parts(&r), Some(vec![0, 1, 2, 3]));
+    let mut g = ConsumerGroup::new("g".into(), 0);
+    // An empty pattern finds a match inside every name; it matches no whole name.
+    let r = g.heartbeat(1, c(), &hb_regex("a", "(?:)"), &Topics, &cfg, 0);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(parts(&r), Some(vec![]));
+    let r = g.heartbeat(1, c(), &hb_regex("b", "(t"), &Topics, &cfg, 0);
+    assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
 }

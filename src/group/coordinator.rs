@@ -570,6 +570,9 @@ impl super::consumer::TopicLookup for MetadataImage {
     fn topic_name(&self, id: &crate::model::TopicId) -> Option<String> {
         self.topic_by_id(id).map(|t| t.name.clone())
     }
+    fn topic_names(&self) -> Vec<String> {
+        self.topics.keys().cloned().collect()
+    }
 }
 
 /// Encodes records as one uncompressed v2 batch (offsets relative; the log assigns them).

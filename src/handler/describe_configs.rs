@@ -279,6 +279,7 @@ fn broker_synonyms(key: &'static TopicKey) -> &'static [&'static str] {
             "log.retention.hours",
         ],
         "segment.ms" => &["log.roll.ms", "log.roll.hours"],
+        "segment.jitter.ms" => &["log.roll.jitter.ms", "log.roll.jitter.hours"],
         _ => key.broker_synonym.as_slice(),
     }
 }

@@ -305,6 +305,7 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
     LogConfig {
         segment_bytes: int("segment.bytes").max(14) as u64,
         segment_ms: opt_pos("segment.ms").map(|v| v as u64),
+        segment_jitter_ms: opt_pos("segment.jitter.ms").unwrap_or(0) as u64,
         segment_index_bytes: int("segment.index.bytes").max(4) as u64,
         index_interval_bytes: int("index.interval.bytes").max(0) as u64,
         retention_ms: opt_pos("retention.ms"),

@@ -16,6 +16,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms`
     pub segment_ms: Option<u64>,
+    /// `segment.jitter.ms` (broker default `log.roll.jitter.ms` / `log.roll.jitter.hours`)
+    pub segment_jitter_ms: u64,
     /// `segment.index.bytes`
     pub segment_index_bytes: u64,
     /// `index.interval.bytes`
@@ -44,6 +46,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1024 * MIB,
             segment_ms: Some(7 * DAY_MS),
+            segment_jitter_ms: 0,
             segment_index_bytes: 10 * MIB,
             index_interval_bytes: 4096,
             retention_ms: Some(7 * DAY_MS as i64),

@@ -318,9 +318,24 @@ impl PartitionLog {
             .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
             .sum();
         let last_offset = self.offsets.get().log_end + deltas - 1;
+        let max_timestamp = if self.config.borrow().log_append_time {
+            now_ms
+        } else {
+            batches
+                .iter()
+                .map(|(_, h)| h.max_timestamp)
+                .max()
+                .unwrap_or(NO_TIMESTAMP)
+        };
         // A roll that sealed the old segment but failed to create the next one is finished here.
         if !active.is_active()
-            || active.should_roll(bytes, now_ms, last_offset, &self.roll_limits())
+            || active.should_roll(
+                bytes,
+                now_ms,
+                max_timestamp,
+                last_offset,
+                &self.roll_limits(),
+            )
         {
             self.roll().await?;
         } else if active.mark().size - active.committed_mark().size > APPEND_BUFFER_BYTES_MAX as u64
@@ -335,6 +350,7 @@ impl PartitionLog {
         RollLimits {
             segment_bytes: cfg.segment_bytes.min(i32::MAX as u64),
             segment_ms: cfg.segment_ms,
+            segment_jitter_ms: cfg.segment_jitter_ms,
             offset_entries_max: (cfg.segment_index_bytes as usize / OFFSET_INDEX_ENTRY_BYTES)
                 .max(1),
             time_entries_max: (cfg.segment_index_bytes as usize / TIME_INDEX_ENTRY_BYTES).max(1),

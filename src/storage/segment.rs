@@ -43,7 +43,8 @@ pub struct SegmentMark {
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
     pub bytes_since_last_index: u64,
-    /// Max timestamp of the first batch: segment.ms rolls count from it (Kafka).
+    /// Max timestamp of the first batch: segment.ms rolls count from it (Kafka's
+    /// `rollingBasedTimestamp`); a negative one (no timestamps) counts as none.
     pub rolling_timestamp: Option<i64>,
 }
 
@@ -77,6 +78,11 @@ pub struct Segment {
     /// fetch would otherwise open and close the file for every partition it reads.
     send_file: RefCell<Option<std::sync::Arc<std::fs::File>>>,
     state: RefCell<SegmentState>,
+    /// Wall clock when this segment object was made (Kafka's `LogSegment.created`): the
+    /// segment.ms clock for a segment whose first batch carries no timestamp.
+    created_ms: i64,
+    /// This segment's draw for `segment.jitter.ms` (Kafka draws one jitter per segment).
+    roll_jitter_draw: u64,
 }
 
 impl Segment {
@@ -132,6 +138,8 @@ impl Segment {
             io,
             log: RefCell::new(None),
             send_file: RefCell::new(None),
+            created_ms: super::flush::wall_clock_ms(),
+            roll_jitter_draw: u64::from(uuid::Uuid::new_v4().as_u128() as u32),
             state: RefCell::new(SegmentState {
                 current: mark,
                 committed: mark,
@@ -251,10 +259,13 @@ impl Segment {
     }
 
     /// segment.bytes / segment.ms / full index / relative-offset overflow (Kafka's shouldRoll).
+    /// `max_timestamp` is the incoming batches' largest timestamp (the append time under
+    /// LogAppendTime).
     pub fn should_roll(
         &self,
         batch_bytes: u64,
         now_ms: i64,
+        max_timestamp: i64,
         last_offset: i64,
         cfg: &RollLimits,
     ) -> bool {
@@ -271,14 +282,32 @@ impl Segment {
                 .time_index
                 .as_ref()
                 .is_some_and(|i| i.len() >= cfg.time_entries_max);
-        let too_old = match (cfg.segment_ms, mark.rolling_timestamp) {
-            (Some(ms), Some(first)) => now_ms.saturating_sub(first) > ms as i64,
-            _ => false,
-        };
+        let too_old = cfg.segment_ms.is_some_and(|ms| {
+            let waited = self.time_waited_for_roll(mark, now_ms, max_timestamp);
+            waited > ms.min(i64::MAX as u64) as i64 - self.roll_jitter_ms(ms, cfg) as i64
+        });
         mark.size + batch_bytes > cfg.segment_bytes
             || index_full
             || too_old
             || last_offset - self.base_offset.0 > i64::from(i32::MAX)
+    }
+
+    /// Kafka's `timeWaitedForRoll`: the incoming timestamp minus the first batch's, so a
+    /// backfill of old timestamps fills segments as usual; the segment's age when its first
+    /// batch has no timestamp. A record older than the first batch never rolls.
+    fn time_waited_for_roll(&self, mark: &SegmentMark, now_ms: i64, max_timestamp: i64) -> i64 {
+        match mark.rolling_timestamp.filter(|first| *first >= 0) {
+            Some(first) => max_timestamp.saturating_sub(first),
+            None => now_ms.saturating_sub(self.created_ms),
+        }
+    }
+
+    /// Kafka's `randomSegmentJitter`: uniform in [0, min(segment.jitter.ms, segment.ms)).
+    fn roll_jitter_ms(&self, segment_ms: u64, cfg: &RollLimits) -> u64 {
+        match cfg.segment_jitter_ms.min(segment_ms) {
+            0 => 0,
+            bound => self.roll_jitter_draw % bound,
+        }
     }
 
     /// Copies `records` (whole batches, positions and headers in `batches`) into the append
@@ -802,6 +831,8 @@ pub struct BatchEdit {
 pub struct RollLimits {
     pub segment_bytes: u64,
     pub segment_ms: Option<u64>,
+    /// `segment.jitter.ms`
+    pub segment_jitter_ms: u64,
     pub offset_entries_max: usize,
     pub time_entries_max: usize,
 }

@@ -463,6 +463,106 @@ fn roll_by_segment_ms_counts_from_first_batch() {
     });
 }
 
+/// A backfill (record timestamps from 1970, far older than segment.ms before now) fills one
+/// segment as usual: the rule compares the incoming timestamp with the segment's first, not
+/// the wall clock (Kafka's `LogSegment.timeWaitedForRoll`).
+#[test]
+fn roll_by_segment_ms_ignores_the_wall_clock_for_old_timestamps() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_ms: Some(1000),
+            ..small_config()
+        };
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("open");
+        let now = super::flush::wall_clock_ms();
+        for i in 0..20 {
+            // 1 ms apart, in January 1970; the clock says today.
+            log.append(batch_at(1 + i, 1, 10), opts(Acks::All, now + i))
+                .await
+                .expect("append");
+        }
+        assert_eq!(log.segment_count(), 1);
+        // Exactly segment.ms past the first batch does not roll; one more millisecond does.
+        log.append(batch_at(1001, 1, 10), opts(Acks::All, now))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 1);
+        log.append(batch_at(1002, 1, 10), opts(Acks::All, now))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_base_offsets(), vec![Offset(0), Offset(21)]);
+        // An older timestamp than the new segment's first never rolls it.
+        log.append(batch_at(5, 1, 10), opts(Acks::All, now + 10_000))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 2);
+    });
+}
+
+/// Batches without timestamps (-1) roll on the segment's age instead (Kafka falls back to
+/// the segment's creation time).
+#[test]
+fn roll_by_segment_ms_without_timestamps_uses_the_segment_age() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_ms: Some(1000),
+            ..small_config()
+        };
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("open");
+        let created = super::flush::wall_clock_ms();
+        log.append(batch_at(-1, 1, 10), opts(Acks::All, created))
+            .await
+            .expect("append");
+        log.append(batch_at(-1, 1, 10), opts(Acks::All, created))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 1);
+        // Well past segment.ms after the segment was made (with margin for a slow test).
+        log.append(batch_at(-1, 1, 10), opts(Acks::All, created + 60_000))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_base_offsets(), vec![Offset(0), Offset(2)]);
+    });
+}
+
+/// `segment.jitter.ms` rolls each segment up to that much before segment.ms, never later.
+#[test]
+fn roll_by_segment_ms_with_jitter_stays_within_the_jitter() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_ms: Some(1000),
+            segment_jitter_ms: 400,
+            ..small_config()
+        };
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("open");
+        let now = super::flush::wall_clock_ms();
+        log.append(batch_at(10_000, 1, 10), opts(Acks::All, now))
+            .await
+            .expect("append");
+        // 600 ms waited: at most segment.ms - jitter, so no roll whatever this segment drew.
+        log.append(batch_at(10_600, 1, 10), opts(Acks::All, now))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 1);
+        log.append(batch_at(11_001, 1, 10), opts(Acks::All, now))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 2);
+    });
+}
+
 #[test]
 fn acks_none_without_flusher_is_written() {
     run(|| async {

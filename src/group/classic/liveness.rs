@@ -32,8 +32,16 @@ impl ClassicGroup {
 
     /// Advances timers: join/sync deadlines, session expiry, pending member expiry.
     pub fn tick(&mut self, now_ms: i64, config: &GroupConfig) {
+        let pending = self.pending_members.len();
         self.pending_members
             .retain(|_, deadline| *deadline > now_ms);
+        if self.pending_members.len() < pending {
+            // An id handed out with MEMBER_ID_REQUIRED that never came back (the client
+            // dropped the answer, e.g. librdkafka when its subscription changed meanwhile)
+            // holds the join phase only until its session timeout, as in Kafka's
+            // `removePendingMemberAndUpdateGroup`; not for the whole rebalance timeout.
+            self.try_complete_join(now_ms);
+        }
         if self.state == GroupState::PreparingRebalance
             && self.join_deadline_ms.is_some_and(|d| d <= now_ms)
         {

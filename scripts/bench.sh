@@ -16,6 +16,7 @@
 #   CREATE_TOPIC=1 (0 leaves topics to auto-creation, for brokers without CreateTopics)
 #   SKIP_STORAGE=0 (1 leaves out the storage-engine section, sluice-bench log-*)
 #   SKIP_BUILD=0 (1 uses BROKER_BIN and BENCH_BIN as they are)
+#   SKIP_KAFKA=0 (1 leaves out Apache Kafka as the control, scripts/kafka-control.sh, at the end)
 set -euo pipefail
 export RUST_LIB_BACKTRACE=0  # an error from sluice-bench is one line, not a stack trace
 
@@ -271,3 +272,31 @@ fi
 
 log "summary ($RESULTS)"
 "$BENCH_BIN" summarize --results-dir "$RESULTS"
+
+# ---- Apache Kafka as the control (scripts/kafka-control.sh) ------------------------------------
+# Kafka's own perf tools (kafka-producer-perf-test / kafka-consumer-perf-test) against Sluice and
+# against a single-node KRaft Apache Kafka 4.1 on this machine, durable (log.flush.interval.messages=1)
+# and with Kafka's defaults: 1 KiB and 100 B, acks=1 and acks=all, then a read of each. ~4 min;
+# SKIP_KAFKA=1 leaves it out. Needs a JDK 17 and Maven (installed here with apt when missing);
+# Kafka's jars are fetched once from Maven Central into ~/.cache/sluice-bench/. Its table goes to
+# $RESULTS/kafka-control.md and is appended to summary.md. Knobs: KAFKA_RECORDS_1K (300000),
+# KAFKA_RECORDS_100B (500000), KAFKA_BROKERS (see the header of scripts/kafka-control.sh).
+if [ "${SKIP_KAFKA:-0}" != 1 ]; then
+    need_java=()
+    command -v java >/dev/null || need_java+=(openjdk-17-jdk-headless)
+    command -v mvn >/dev/null || need_java+=(maven)
+    if ((${#need_java[@]})) && [ "$(id -u)" -eq 0 ]; then
+        log "apt-get install ${need_java[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_java[@]}" >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_java[@]}" >/dev/null; }
+    fi
+    # The broker stopped above; the control starts and stops its own (and its trap cleans up).
+    if SKIP_BUILD=1 BROKER_BIN="$BROKER_BIN" DATA_PARENT="$DATA_PARENT" PHASE_TIMEOUT="$PHASE_TIMEOUT" \
+        "$ROOT/scripts/kafka-control.sh" "$RESULTS"; then
+        { echo; echo "Apache Kafka as the control (scripts/kafka-control.sh):"; echo; cat "$RESULTS/kafka-control.md"; } \
+            >>"$RESULTS/summary.md"
+    else
+        log "kafka-control failed"
+    fi
+fi
+# ---- end of Apache Kafka section ---------------------------------------------------------------

@@ -53,6 +53,26 @@ if [ ! -d tests/node/node_modules ] || ! cmp -s tests/node/package-lock.json "$N
     cp tests/node/package-lock.json "$NODE_STAMP"
 fi
 
+# ---- Java client -----------------------------------------------------------------------------
+# A JDK and Maven for tests/java_client.rs, which runs tests/java's jar (kafka-clients, pinned in
+# tests/java/pom.xml). The jar is built here so the download from Maven Central happens in the
+# test command; offline first, since ~/.m2 keeps every artifact after the first build.
+need_java=()
+command -v java >/dev/null || need_java+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || need_java+=(maven)
+if ((${#need_java[@]})); then
+    log "apt-get install ${need_java[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing ${need_java[*]}; install them (as root: apt-get install -y ${need_java[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_java[@]}" >/dev/null
+fi
+log "mvn package (tests/java)"
+(cd tests/java && { mvn -B -q -o package 2>/dev/null || mvn -B -q package; })
+
 # ---- Rust ------------------------------------------------------------------------------------
 # Each broker under test runs 2 shards (--cores 2) on a 2-core machine: two test threads keep
 # the machine busy without starving brokers of CPU into client timeouts.

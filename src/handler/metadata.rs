@@ -29,7 +29,13 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     } else {
         let allow_create = v < 4 || req.allow_auto_topic_creation;
         for requested in req.topics.unwrap_or_default() {
-            let by_name = requested.name.as_ref().map(|n| n.0.to_string());
+            // A request by topic id (v10+) carries the id and a null or empty name (the Java
+            // client sends ""); Kafka looks up by id whenever the id is not zero.
+            let by_name = requested
+                .name
+                .as_ref()
+                .filter(|_| requested.topic_id.is_nil())
+                .map(|n| n.0.to_string());
             let found = match &by_name {
                 Some(name) => image.topic(name).cloned(),
                 None => image.topic_by_id(&requested.topic_id).cloned(),

@@ -77,6 +77,8 @@ struct Member {
     rebalance_timeout_ms: i32,
     subscribed: Vec<String>,
     regex: Option<TopicRegex>,
+    /// The topics `regex` matched when last resolved (empty until then).
+    regex_matches: Vec<String>,
     server_assignor: Option<String>,
     member_epoch: i32,
     previous_epoch: i32,
@@ -88,14 +90,14 @@ struct Member {
 }
 
 impl Member {
-    /// The topic names this member subscribes to: its names, plus those of `all` that its
-    /// regex matches.
-    fn topics<'a>(&'a self, all: &'a [String]) -> impl Iterator<Item = String> + 'a {
-        let matched = all
+    /// The topic names this member subscribes to: its names, plus its regex's matches as
+    /// last resolved.
+    fn topics(&self) -> impl Iterator<Item = &String> {
+        let matched = self
+            .regex_matches
             .iter()
-            .filter(|t| self.regex.as_ref().is_some_and(|r| r.matches(t)))
             .filter(|t| !self.subscribed.contains(t));
-        self.subscribed.iter().chain(matched).cloned()
+        self.subscribed.iter().chain(matched)
     }
 }
 
@@ -267,6 +269,7 @@ impl ConsumerGroup {
                 .with_member_id(Some(StrBytes::from_string(member_id)))
                 .with_member_epoch(epoch));
         }
+        self.resolve_regexes(topics);
         let regex = match req.subscribed_topic_regex.as_ref().map(|r| r.as_str()) {
             Some(r) if !r.is_empty() => Some(Some(TopicRegex::new(r).map_err(|e| {
                 (
@@ -371,6 +374,7 @@ impl ConsumerGroup {
             rebalance_timeout_ms: req.rebalance_timeout_ms.max(0),
             subscribed: vec![],
             regex: None,
+            regex_matches: vec![],
             server_assignor: None,
             member_epoch: 0,
             previous_epoch: 0,
@@ -410,6 +414,8 @@ impl ConsumerGroup {
         if let Some(regex) = regex {
             if regex.as_ref().map(|r| &r.source) != m.regex.as_ref().map(|r| &r.source) {
                 m.regex = regex;
+                // Resolved from the next heartbeat on (see `resolve_regexes`).
+                m.regex_matches.clear();
                 changed = true;
             }
         }
@@ -451,32 +457,38 @@ impl ConsumerGroup {
     }
 
     fn subscribed_topics(&self, topics: &dyn TopicLookup) -> BTreeMap<TopicId, i32> {
-        let all = self.regex_candidates(topics);
         self.members
             .values()
-            .flat_map(|m| m.topics(&all))
-            .filter_map(|name| topics.topic_id_and_partitions(&name))
+            .flat_map(|m| m.topics())
+            .filter_map(|name| topics.topic_id_and_partitions(name))
             .collect()
     }
 
-    /// Every topic name when some member subscribes by regex, else none (no listing).
-    fn regex_candidates(&self, topics: &dyn TopicLookup) -> Vec<String> {
-        if self.members.values().any(|m| m.regex.is_some()) {
-            topics.topic_names()
-        } else {
-            vec![]
+    /// Matches every member's regex against the current topics. Run when a heartbeat
+    /// arrives, before it changes anything: a regex a heartbeat brings is resolved from the
+    /// next heartbeat on, as Kafka resolves regexes asynchronously (its members get their
+    /// named topics first and the matches in a later assignment).
+    fn resolve_regexes(&mut self, topics: &dyn TopicLookup) {
+        if self.members.values().all(|m| m.regex.is_none()) {
+            return;
+        }
+        let all = topics.topic_names();
+        for m in self.members.values_mut() {
+            m.regex_matches = match &m.regex {
+                Some(r) => all.iter().filter(|t| r.matches(t)).cloned().collect(),
+                None => vec![],
+            };
         }
     }
 
     fn compute_target(&mut self, topics: &dyn TopicLookup) {
         let empty = BTreeSet::new();
-        let all = self.regex_candidates(topics);
         let subs: Vec<BTreeSet<TopicId>> = self
             .members
             .values()
             .map(|m| {
-                m.topics(&all)
-                    .filter_map(|n| topics.topic_id_and_partitions(&n).map(|(id, _)| id))
+                m.topics()
+                    .filter_map(|n| topics.topic_id_and_partitions(n).map(|(id, _)| id))
                     .collect()
             })
             .collect();

@@ -144,7 +144,8 @@ fn hb_regex(member: &str, regex: &str) -> ConsumerGroupHeartbeatRequest {
 }
 
 /// KIP-848 `SubscribedTopicRegex`: matched against whole topic names (never internal
-/// topics); an invalid one is INVALID_REGULAR_EXPRESSION (librdkafka test 0045's regex
+/// topics), resolved from the member's next heartbeat on (Kafka resolves asynchronously);
+/// an invalid one is INVALID_REGULAR_EXPRESSION (librdkafka test 0045's regex
 /// subscriptions with group.protocol=consumer).
 #[test]
 fn regex_subscription_matches_whole_topic_names() {
@@ -153,12 +154,24 @@ fn regex_subscription_matches_whole_topic_names() {
     let mut g = ConsumerGroup::new("g".into(), 0);
     let r = g.heartbeat(1, c(), &hb_regex("a", "^t$|other"), &Topics, &cfg, 0);
     assert_eq!(r.error_code, 0);
+    assert_eq!(parts(&r), Some(vec![]));
+    let epoch = r.member_epoch;
+    let r = g.heartbeat(1, c(), &hb("a", epoch, Some(&[])), &Topics, &cfg, 1);
+    assert_eq!(r.error_code, 0);
     assert_eq!(parts(&r), Some(vec![0, 1, 2, 3]));
     let mut g = ConsumerGroup::new("g".into(), 0);
     // An empty pattern finds a match inside every name; it matches no whole name.
     let r = g.heartbeat(1, c(), &hb_regex("a", "(?:)"), &Topics, &cfg, 0);
+    let r = g.heartbeat(
+        1,
+        c(),
+        &hb("a", r.member_epoch, Some(&[])),
+        &Topics,
+        &cfg,
+        1,
+    );
     assert_eq!(r.error_code, 0);
-    assert_eq!(parts(&r), Some(vec![]));
+    assert_ne!(parts(&r), Some(vec![0, 1, 2, 3]));
     let r = g.heartbeat(1, c(), &hb_regex("b", "(t"), &Topics, &cfg, 0);
     assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
 }

@@ -36,7 +36,11 @@ pub(super) async fn load(
     let io = shard.io.clone();
     let dir = shard.broker.data_dir.join(tp.dir_name());
     io.create_dir_all(&dir).await?;
-    check_partition_metadata(io.as_ref(), &dir, topic_id).await?;
+    if check_partition_metadata(io.as_ref(), &dir, topic_id).await? {
+        // A new partition directory: its entry in the data directory must be durable before
+        // anything written in it is acknowledged.
+        io.sync_dir(&shard.broker.data_dir).await?;
+    }
     let names = io.list_dir(&dir).await?;
     // Temporary files of an interrupted atomic write, and segments retention had already
     // removed (`.deleted`) whose delayed unlink did not happen before the stop.
@@ -350,12 +354,13 @@ async fn read_checkpoint(io: &dyn StorageIo, path: &Path) -> Result<Option<i64>,
     }
 }
 
-/// Writes `partition.metadata` if absent; fails if it names another topic id.
+/// Writes `partition.metadata` if absent (returns true then: a new partition directory); fails
+/// if it names another topic id.
 async fn check_partition_metadata(
     io: &dyn StorageIo,
     dir: &Path,
     topic_id: TopicId,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = encode_topic_id(topic_id);
     if let Some(bytes) = io.read_file(&path).await? {
@@ -365,7 +370,7 @@ async fn check_partition_metadata(
             .find_map(|l| l.strip_prefix("topic_id: "))
             .map(str::trim);
         if found == Some(expected.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         return Err(StorageError::CorruptRecord(format!(
             "{} names topic id {found:?}, expected {expected}",
@@ -374,7 +379,7 @@ async fn check_partition_metadata(
     }
     let content = format!("version: 0\ntopic_id: {expected}\n");
     io.write_file_atomic(&path, content.into_bytes()).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Kafka's `Uuid.toString()`, as `partition.metadata` stores it.

@@ -12,9 +12,9 @@
 //!   the layer never created, such as the data directory, are assumed durable).
 //! - **Power cuts**: [`FaultyIo::crash`] replaces the current namespace and every file's data by
 //!   their durable images.
-//! - **fsync errors** ("fsyncgate"): after a failed `fdatasync` the writes made before it are
-//!   lost for good: a later successful `fdatasync` does not make them durable (their bytes come
-//!   back as they were before, zeros for new ones), unless they are written again.
+//! - **fsync errors** ("fsyncgate"): after a failed `fdatasync` the writes made since the last
+//!   good one are lost: they read back as they were before (zeros where the file grew), and a
+//!   later successful `fdatasync` does not bring them back.
 //!   [`FaultyIo::fail_next_fsync`] fails one fdatasync then lets the next ones succeed;
 //!   [`FaultyIo::set_fsync_fails`] fails every one while set.
 //! - **Write errors**: EIO, ENOSPC, short and torn writes to direct files.
@@ -52,18 +52,10 @@ pub enum WriteFault {
     Torn(usize),
 }
 
-/// Bytes a failed fdatasync lost: `mask[i]` set means byte `i` reverts to `before[i]` when the
-/// file is next made durable (unless it is written again first).
-struct LostWrites {
-    before: Vec<u8>,
-    mask: Vec<bool>,
-}
-
 #[derive(Default)]
 struct MemFile {
     data: RefCell<Vec<u8>>,
     durable: RefCell<Vec<u8>>,
-    lost: RefCell<Option<LostWrites>>,
 }
 
 impl MemFile {
@@ -73,46 +65,22 @@ impl MemFile {
             data.resize(pos + bytes.len(), 0);
         }
         data[pos..pos + bytes.len()].copy_from_slice(bytes);
-        if let Some(lost) = self.lost.borrow_mut().as_mut() {
-            let end = (pos + bytes.len()).min(lost.mask.len());
-            if pos < end {
-                lost.mask[pos..end].fill(false);
-            }
-        }
     }
 
-    /// A failed fdatasync: what was written since the last good one is lost.
+    /// A failed fdatasync: what was written since the last good one is gone. It reads back as
+    /// it was before (zeros where the file grew), the way ext4 returns zeros for blocks whose
+    /// unwritten-extent conversion failed, and no later fdatasync brings it back.
     fn lose_unsynced(&self) {
-        let data = self.data.borrow();
         let durable = self.durable.borrow();
-        let mut lost = self.lost.borrow_mut();
-        let mut before = durable.clone();
-        before.resize(data.len(), 0);
-        let mut mask: Vec<bool> = (0..data.len())
-            .map(|i| durable.get(i) != Some(&data[i]))
-            .collect();
-        if let Some(earlier) = lost.take() {
-            // Still lost from an earlier failure.
-            for (i, m) in earlier.mask.iter().enumerate().take(mask.len()) {
-                if *m {
-                    mask[i] = true;
-                    before[i] = earlier.before[i];
-                }
-            }
+        let mut data = self.data.borrow_mut();
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = durable.get(i).copied().unwrap_or(0);
         }
-        *lost = Some(LostWrites { before, mask });
     }
 
     /// A successful fdatasync.
     fn make_durable(&self) {
-        let mut image = self.data.borrow().clone();
-        if let Some(lost) = self.lost.borrow_mut().take() {
-            for (i, byte) in image.iter_mut().enumerate() {
-                if lost.mask.get(i) == Some(&true) {
-                    *byte = lost.before[i];
-                }
-            }
-        }
+        let image = self.data.borrow().clone();
         *self.durable.borrow_mut() = image;
     }
 }
@@ -208,7 +176,7 @@ impl FaultyIo {
         self.fsync_faults.always.set(fails);
     }
     /// Fails the next fdatasync of a file of `kind` with EIO, once; later ones succeed (and,
-    /// as on Linux, do not make the writes from before the failure durable).
+    /// as on Linux, do not bring back the writes lost with the failure).
     pub fn fail_next_fsync(&self, kind: FileKind) {
         self.fsync_faults.once.set(Some(kind));
     }
@@ -255,7 +223,6 @@ impl FaultyIo {
         for file in files.values() {
             let durable = file.durable.borrow().clone();
             *file.data.borrow_mut() = durable;
-            *file.lost.borrow_mut() = None;
         }
         state.durable_files = files.clone();
         state.files = files;
@@ -286,7 +253,6 @@ impl FaultyIo {
         state.durable_files.insert(path.to_owned(), file.clone());
         *file.durable.borrow_mut() = data.clone();
         *file.data.borrow_mut() = data;
-        *file.lost.borrow_mut() = None;
     }
     pub fn exists(&self, path: &Path) -> bool {
         self.state.borrow().files.contains_key(path)
@@ -390,10 +356,6 @@ impl IoFile for FakeFile {
         Box::pin(async move {
             self.io.maybe_yield().await;
             self.file.data.borrow_mut().resize(len as usize, 0);
-            if let Some(lost) = self.file.lost.borrow_mut().as_mut() {
-                lost.before.resize(len as usize, 0);
-                lost.mask.resize(len as usize, false);
-            }
             Ok(())
         })
     }
@@ -624,6 +586,12 @@ mod tests {
                 .await
                 .expect("write");
             file.fdatasync().await.expect("then succeeds");
+            assert!(
+                io.file_bytes(&a).expect("file")[4096..8192]
+                    .iter()
+                    .all(|b| *b == 0),
+                "lost at once"
+            );
             let durable = io.durable_file_bytes(&a).expect("durable");
             assert_eq!(durable.len(), 3 * 4096);
             assert!(durable[..4096].iter().all(|b| *b == 1));

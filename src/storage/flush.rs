@@ -31,6 +31,9 @@ impl PartitionLog {
         if self.closed.get() {
             return Ok(());
         }
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
+        }
         self.write_queued().await?;
         let policy = self.flush_policy();
         let offsets = self.offsets.get();
@@ -46,15 +49,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Whether an fsync is due without a new append: a relaxed policy's timer or message count,
-    /// or a retry after a failed fdatasync under the default policy (the flusher's tick asks).
+    /// Whether a relaxed policy's fsync (timer or message count) is due without a new append
+    /// (the flusher's tick asks). A failed fdatasync is never retried: the log fail-stops.
     pub(super) fn fsync_due(&self) -> bool {
         let offsets = self.offsets.get();
         let since = (wall_clock_ms() - self.last_fsync_ms.get()).max(0) as u64;
         let policy = self.flush_policy();
         !self.closed.get()
+            && !self.failed.get()
             && offsets.durable < offsets.written
-            && (policy.is_sync() || policy.fsync_due(self.unflushed_messages.get(), since))
+            && !policy.is_sync()
+            && policy.fsync_due(self.unflushed_messages.get(), since)
     }
 
     async fn write_queued(&self) -> Result<(), StorageError> {
@@ -103,8 +108,7 @@ impl PartitionLog {
         let committed = active.committed_mark();
         let file = active.log_file().await?;
         if let Err(err) = file.fdatasync().await {
-            tracing::warn!(partition = %self.tp, error = %err, "fdatasync failed");
-            self.fail_waiters_above(self.offsets.get().durable, &err, true);
+            self.fail_stop(&err);
             return Err(StorageError::Io(err));
         }
         let mut offsets = self.offsets.get();
@@ -141,6 +145,22 @@ impl PartitionLog {
         offsets.log_end = committed.next_offset;
         self.set_offsets(offsets);
         self.fail_waiters_above(committed.next_offset, err, false);
+    }
+
+    /// Fail-stop after an fdatasync error: Linux does not promise that a later fdatasync covers
+    /// the writes made before the error, so nothing written since the last good one is trusted.
+    /// Every waiter fails, appends are refused (`LogFailed`), the high watermark stays at the
+    /// last durable offset, no fdatasync is retried, and no checkpoint or clean-shutdown marker
+    /// is written: reopening the log (or restarting) recovers it as after an unclean stop.
+    pub(super) fn fail_stop(&self, err: &io::Error) {
+        if !self.failed.replace(true) {
+            let offsets = self.offsets.get();
+            tracing::error!(partition = %self.tp, error = %err, durable = offsets.durable,
+                written = offsets.written, log_end = offsets.log_end,
+                "fdatasync failed: the partition log stops (fail-stop) until it is reopened");
+        }
+        self.fail_waiters_above(i64::MIN, err, false);
+        self.hwm_waiters.wake_all();
     }
 
     fn resolve_waiters(&self, upto: i64, durable: bool) {
@@ -184,7 +204,7 @@ impl PartitionLog {
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
         let _guard = self.flush_lock.lock().await;
         let durable = self.offsets.get().durable;
-        if durable == self.recovery_point.get() {
+        if durable == self.recovery_point.get() || self.failed.get() || self.closed.get() {
             return Ok(());
         }
         let index_bytes = self.config.borrow().segment_index_bytes;
@@ -227,7 +247,11 @@ impl PartitionLog {
             return Ok(());
         }
         let _append = self.append_lock.lock().await;
-        self.flush(true).await?;
+        if let Err(err) = self.flush(true).await {
+            // A failed log is left for recovery: no truncation, checkpoint or marker.
+            self.close_waiters();
+            return Err(err);
+        }
         let _guard = self.flush_lock.lock().await;
         self.close_waiters();
         let index_bytes = self.config.borrow().segment_index_bytes;

@@ -91,6 +91,9 @@ pub struct PartitionLog {
     /// write fsyncs the directory before touching the log (see recovery).
     pub(super) marker_sync_pending: Cell<bool>,
     pub(super) closed: Cell<bool>,
+    /// Set by the first fdatasync error (fail-stop): appends are refused, the high watermark is
+    /// frozen, and the log recovers as after an unclean stop when reopened.
+    pub(super) failed: Cell<bool>,
 }
 
 /// What recovery hands to [`PartitionLog::from_loaded`].
@@ -134,6 +137,7 @@ impl PartitionLog {
             recovered_bytes: Cell::new(loaded.recovered_bytes),
             marker_sync_pending: Cell::new(loaded.marker_sync_pending),
             closed: Cell::new(false),
+            failed: Cell::new(false),
         })
     }
 
@@ -176,6 +180,10 @@ impl PartitionLog {
     }
     pub fn producer_state(&self, producer_id: crate::model::ProducerId) -> Option<ProducerEntry> {
         self.producers.borrow().get(producer_id).cloned()
+    }
+    /// Whether the log stopped after an fdatasync error (see [`StorageError::LogFailed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed.get()
     }
     pub(super) fn flush_policy(&self) -> FlushPolicy {
         FlushPolicy::resolve(&self.config.borrow(), &self.shard.broker)
@@ -227,6 +235,9 @@ impl PartitionLog {
         if self.closed.get() || self.shard.closed.get() {
             return Err(StorageError::Closed);
         }
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
+        }
         if self.shard.read_only.get() {
             return Err(StorageError::DiskPressure);
         }
@@ -245,8 +256,9 @@ impl PartitionLog {
         let rx = {
             place.turn().await;
             let _guard = place;
-            if let Some(duplicate) = self.check_producers(&batches)? {
-                return Ok(duplicate);
+            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+                drop(_guard);
+                return duplicate.acknowledged().await;
             }
             self.prepare_room(records.len() as u64, &batches, opts.now_ms)
                 .await?;
@@ -255,8 +267,9 @@ impl PartitionLog {
             if self.shard.read_only.get() {
                 return Err(StorageError::DiskPressure);
             }
-            if let Some(duplicate) = self.check_producers(&batches)? {
-                return Ok(duplicate);
+            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+                drop(_guard);
+                return duplicate.acknowledged().await;
             }
             self.append_queued(&records, &batches, opts)
         };
@@ -279,21 +292,31 @@ impl PartitionLog {
         Ok(result)
     }
 
-    /// `Some(original result)` when the only batch is a duplicate of a remembered one.
+    /// Whether the log takes these batches now (it may have failed while the append waited for
+    /// its turn), and `Some` when the only batch is a duplicate of a remembered one: its
+    /// acknowledgement then waits, like the original's, until the original batch's end is
+    /// written or (acks=all, default policy) durable, and carries the original's offsets and
+    /// append time. Synchronous: the waiter is registered before the caller awaits anything.
     fn check_producers(
         &self,
         batches: &[(usize, BatchHeader)],
-    ) -> Result<Option<AppendResult>, StorageError> {
+        acks: Acks,
+    ) -> Result<Option<DuplicateAck>, StorageError> {
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
+        }
         let producers = self.producers.borrow();
         for (_, header) in batches {
             if let SequenceCheck::Duplicate(original) = producers.check(header)? {
                 if batches.len() == 1 {
-                    return Ok(Some(AppendResult {
+                    let result = AppendResult {
                         base_offset: Offset(original.first_offset),
                         last_offset: Offset(original.last_offset),
-                        log_append_time_ms: -1,
+                        log_append_time_ms: original.log_append_time_ms,
                         log_start_offset: self.log_start_offset(),
-                    }));
+                    };
+                    let rx = self.wait_for(original.last_offset + 1, acks);
+                    return Ok(Some(DuplicateAck { result, rx }));
                 }
                 return Err(StorageError::OutOfOrderSequence {
                     producer_id: crate::model::ProducerId(header.producer_id),
@@ -303,6 +326,35 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+
+    /// A waiter for the bytes below `end_offset` per `acks` (written; with acks=all under the
+    /// default policy, fdatasync'ed), or `None` when there is nothing to wait for.
+    fn wait_for(
+        &self,
+        end_offset: i64,
+        acks: Acks,
+    ) -> Option<oneshot::Receiver<Result<(), StorageError>>> {
+        if acks == Acks::None {
+            return None;
+        }
+        let durable = acks == Acks::All && self.flush_policy().is_sync();
+        let offsets = self.offsets.get();
+        let reached = if durable {
+            offsets.durable
+        } else {
+            offsets.written
+        };
+        if end_offset <= reached {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push_back(Waiter {
+            end_offset,
+            durable,
+            tx,
+        });
+        Some(rx)
     }
 
     /// Rolls the active segment if this append would not fit, and bounds queued bytes.
@@ -395,20 +447,7 @@ impl PartitionLog {
         offsets.log_end = last + 1;
         offsets.leader_epoch = offsets.leader_epoch.max(opts.leader_epoch.0);
         self.set_offsets(offsets);
-        let policy = self.flush_policy();
-        let rx = match opts.acks {
-            Acks::None => None,
-            acks => {
-                let (tx, rx) = oneshot::channel();
-                let durable = acks == Acks::All && policy.is_sync();
-                self.waiters.borrow_mut().push_back(Waiter {
-                    end_offset: last + 1,
-                    durable,
-                    tx,
-                });
-                Some(rx)
-            }
-        };
+        let rx = self.wait_for(last + 1, opts.acks);
         let result = AppendResult {
             base_offset: Offset(first),
             last_offset: Offset(last),
@@ -638,6 +677,26 @@ impl PartitionLog {
             }
         }
         Ok(Some((Offset(offset), ts)))
+    }
+}
+
+/// The answer to an idempotent duplicate: the original's result, once the original is as
+/// durable as the duplicate's `acks` asks (see `PartitionLog::check_producers`).
+pub(super) struct DuplicateAck {
+    result: AppendResult,
+    rx: Option<oneshot::Receiver<Result<(), StorageError>>>,
+}
+
+impl DuplicateAck {
+    pub(super) async fn acknowledged(self) -> Result<AppendResult, StorageError> {
+        if let Some(rx) = self.rx {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(StorageError::Closed),
+            }
+        }
+        Ok(self.result)
     }
 }
 

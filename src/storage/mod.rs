@@ -32,6 +32,8 @@ pub use log::PartitionLog;
 pub use manager::LogManager;
 pub use producer_state::{BatchMetadata, ProducerEntry};
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]
 mod test_util;

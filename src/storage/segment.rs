@@ -343,8 +343,7 @@ impl Segment {
             header.partition_leader_epoch = edit.leader_epoch;
             if let Some(now_ms) = edit.log_append_time_ms {
                 batch::set_log_append_time(batch, now_ms);
-                header.base_timestamp = now_ms;
-                header.max_timestamp = now_ms;
+                header.set_log_append_time(now_ms);
             }
             next_offset = header.last_offset() + 1;
             stored.push((*at, header));

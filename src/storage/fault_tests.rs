@@ -123,3 +123,55 @@ fn duplicate_answers_the_original_log_append_time() {
         assert_eq!((dup.base_offset, dup.log_append_time_ms), (Offset(0), 1234));
     });
 }
+
+#[test]
+fn appends_racing_a_failed_write_rollback_do_not_panic() {
+    run(|| async {
+        for seed in 0..16 {
+            let io = FaultyIo::with_yields(seed, 100);
+            let log = open(&io, small_config()).await;
+            log.append(batch_at(1, 3, 100), opts(Acks::All, 0))
+                .await
+                .expect("append");
+            io.inject_write_fault(super::fault_io::WriteFault::Eio);
+            let failing = {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    log.append(batch_at(2, 20, 200), opts(Acks::All, 0)).await
+                })
+            };
+            // Appends arriving while the failed write is rolled back (its truncate yields).
+            let mut racing = Vec::new();
+            for i in 0..12 {
+                futures_lite::future::yield_now().await;
+                let log = log.clone();
+                racing.push(glommio::spawn_local(async move {
+                    log.append(batch_at(3 + i, 1, 50), opts(Acks::All, 0)).await
+                }));
+            }
+            assert!(failing.await.is_err(), "seed {seed}: the write failed");
+            let mut acknowledged = 0;
+            for append in racing {
+                match append.await {
+                    Ok(_) => acknowledged += 1,
+                    Err(StorageError::Io(_)) => {}
+                    Err(err) => panic!("seed {seed}: {err:?}"),
+                }
+            }
+            let headers = read_all(&log, 0).await;
+            assert_eq!(headers.len(), 1 + acknowledged, "seed {seed}");
+            for pair in headers.windows(2) {
+                assert_eq!(pair[1].base_offset, pair[0].last_offset() + 1, "contiguous");
+            }
+            assert_eq!(log.high_watermark(), log.log_end_offset(), "seed {seed}");
+            let end = log.log_end_offset();
+            io.crash();
+            let log = open(&io, small_config()).await;
+            assert_eq!(
+                log.log_end_offset(),
+                end,
+                "seed {seed}: acknowledged = durable"
+            );
+        }
+    });
+}

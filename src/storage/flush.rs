@@ -126,17 +126,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Forgets everything after the last successful write: segment tail, producer state, log end
-    /// offset; fails every waiting append above it. Nothing of a failed write becomes visible.
+    /// Forgets everything after the last successful write: segment tail, indexes, producer
+    /// state, log end offset; fails every waiting append above it. Nothing of a failed write
+    /// becomes visible. Every in-memory change is made before the first `.await`: an append
+    /// arriving while the file is truncated sees the rolled-back log, never half of it.
     async fn fail_write(&self, active: &Segment, err: &io::Error) {
         active.rollback();
         let committed = active.committed_mark();
-        // Best effort: drop any torn bytes so a crash before the next write cannot resurrect them.
-        if let Ok(file) = active.log_file().await {
-            if let Err(truncate_err) = file.truncate(committed.size).await {
-                tracing::warn!(partition = %self.tp, error = %truncate_err, "truncate after failed write");
-            }
-        }
         self.producers
             .borrow_mut()
             .truncate_to(Offset(committed.next_offset));
@@ -145,6 +141,14 @@ impl PartitionLog {
         offsets.log_end = committed.next_offset;
         self.set_offsets(offsets);
         self.fail_waiters_above(committed.next_offset, err, false);
+        // Best effort: drop any torn bytes so a crash before the next write cannot resurrect
+        // them. The flush lock is held, so no write of the appends queued meanwhile starts
+        // before this truncate.
+        if let Ok(file) = active.log_file().await {
+            if let Err(truncate_err) = file.truncate(committed.size).await {
+                tracing::warn!(partition = %self.tp, error = %truncate_err, "truncate after failed write");
+            }
+        }
     }
 
     /// Fail-stop after an fdatasync error: Linux does not promise that a later fdatasync covers

@@ -175,3 +175,117 @@ fn appends_racing_a_failed_write_rollback_do_not_panic() {
         }
     });
 }
+
+fn index_path() -> std::path::PathBuf {
+    super::file_names::offset_file_path(
+        &data_dir().join("t-0"),
+        Offset(0),
+        super::file_names::INDEX_SUFFIX,
+    )
+}
+
+/// (relative offset, position) entries of an `.index` file, up to the zero padding.
+fn index_entries(bytes: &[u8]) -> Vec<(u32, u32)> {
+    bytes
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+                u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+            )
+        })
+        .take_while(|e| *e != (0, 0))
+        .collect()
+}
+
+fn encode_entries(entries: &[(u32, u32)], len: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = entries
+        .iter()
+        .flat_map(|(o, p)| [o.to_be_bytes(), p.to_be_bytes()].concat())
+        .collect();
+    out.resize(len, 0);
+    out
+}
+
+#[test]
+fn a_stale_index_entry_is_rebuilt_never_a_reason_to_truncate() {
+    run(|| async {
+        let io = FaultyIo::with_yields(3, 30);
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = open(&io, cfg.clone()).await;
+        for i in 0..40 {
+            log.append(batch_at(i, 1, 300), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        log.checkpoint().await.expect("checkpoint");
+        for i in 40..50 {
+            log.append(batch_at(i, 1, 300), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        // The entry recovery starts from (the last one at or below the recovery point) points
+        // into the middle of a batch, as a stale entry from an earlier, longer write would.
+        let bytes = io.file_bytes(&index_path()).expect("index");
+        let mut entries = index_entries(&bytes);
+        let at = entries.iter().rposition(|e| e.0 <= 40).expect("an entry");
+        entries[at].1 += 7;
+        io.set_file_bytes(&index_path(), encode_entries(&entries, bytes.len()));
+        io.crash();
+        let log = open(&io, cfg).await;
+        assert_eq!(
+            log.log_end_offset(),
+            Offset(50),
+            "nothing acknowledged is lost"
+        );
+        assert_eq!(read_all(&log, 0).await.len(), 50);
+        let rewritten = index_entries(&io.file_bytes(&index_path()).expect("index"));
+        assert!(
+            !rewritten.contains(&entries[at]),
+            "the stale entry is gone from the file"
+        );
+    });
+}
+
+#[test]
+fn a_shorter_index_write_zero_fills_the_old_tail() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = open(&io, cfg.clone()).await;
+        for i in 0..20 {
+            log.append(batch_at(i, 1, 300), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        log.checkpoint().await.expect("checkpoint");
+        let bytes = io.file_bytes(&index_path()).expect("index");
+        let mut entries = index_entries(&bytes);
+        let written = entries.len();
+        // Entries of an earlier, longer write (e.g. before a rollback) past the current ones.
+        let (last_offset, last_position) = entries[written - 1];
+        for k in 1..=5 {
+            entries.push((last_offset + 100 * k, last_position + 100_000 * k));
+        }
+        io.set_file_bytes(&index_path(), encode_entries(&entries, bytes.len()));
+        log.append(batch_at(20, 1, 10), opts(Acks::All, 0))
+            .await
+            .expect("append");
+        log.checkpoint().await.expect("checkpoint");
+        let after = io.file_bytes(&index_path()).expect("index");
+        assert_eq!(
+            after.len() as u64,
+            cfg.segment_index_bytes,
+            "still preallocated"
+        );
+        let now = index_entries(&after);
+        assert!(now.len() <= written + 1, "no stale entry survives: {now:?}");
+        assert!(after[now.len() * 8..].iter().all(|b| *b == 0));
+    });
+}

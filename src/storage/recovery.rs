@@ -275,7 +275,9 @@ async fn recover_segments(
         scanned += outcome.scanned_bytes;
         if base != last {
             segment.write_indexes(true, 0).await?;
-        } else if rebuild {
+        } else if rebuild || start_offset.is_some() {
+            // Unclean: the scan rebuilt the entries above the recovery point and may have
+            // truncated; the file must not keep entries the log no longer has.
             segment.write_indexes(false, index_bytes).await?;
         }
         if outcome.truncated {

@@ -586,8 +586,12 @@ impl Segment {
                     "short index write",
                 ));
             }
-            file.truncate(if trim { len } else { len.max(index_bytes) })
-                .await?;
+            // Cut at the entries first, then (not trimming) extend again: the extension reads
+            // as zeros, so no entry of an earlier, longer write survives past the new ones.
+            file.truncate(len).await?;
+            if !trim && index_bytes > len {
+                file.truncate(index_bytes).await?;
+            }
             file.fdatasync().await?;
         }
         Ok(())
@@ -680,7 +684,24 @@ impl Segment {
         self.ensure_indexes().await?;
         let file = self.log_file().await?;
         let file_size = file.file_size().await?;
-        let start_offset = self.reset_to(position);
+        let mut position = position;
+        let mut start_offset = self.reset_to(position);
+        if position > 0
+            && !self
+                .batch_starts_at(file.as_ref(), position, start_offset)
+                .await?
+        {
+            // The index disagrees with the log (a stale entry): drop it and rescan the
+            // segment from byte 0. Never truncate because the index and the log disagree.
+            tracing::warn!(
+                base = self.base_offset.0,
+                position,
+                start_offset,
+                "index entry does not match the log: rebuilding the index from the segment"
+            );
+            position = 0;
+            start_offset = self.reset_to(0);
+        }
         let mut pos = position;
         let mut expected = start_offset;
         let mut truncated = false;
@@ -748,6 +769,27 @@ impl Segment {
             scanned_bytes: file_size - position,
             truncated,
         })
+    }
+
+    /// Whether a valid batch (CRC checked) with base offset `offset` starts at `position`.
+    async fn batch_starts_at(
+        &self,
+        file: &dyn IoFile,
+        position: u64,
+        offset: i64,
+    ) -> io::Result<bool> {
+        let head = file.read_at(position, BATCH_HEADER_BYTES).await?;
+        let Some(header) = batch::parse_header(&head) else {
+            return Ok(false);
+        };
+        if header.base_offset != offset
+            || header.batch_length <= 0
+            || header.size_bytes() > batch::BATCH_BYTES_MAX
+        {
+            return Ok(false);
+        }
+        let whole = file.read_at(position, header.size_bytes()).await?;
+        Ok(batch::verify_batch(&whole).is_ok_and(|h| h.base_offset == offset))
     }
 
     /// Resets metadata to the index entry at `position` (0 or an offset index entry) and returns

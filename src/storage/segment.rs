@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::model::Offset;
 
-use super::appender::{align_down, Appender, PendingWrite};
+use super::appender::{align_down, append_alignment, Appender, PendingWrite};
 use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use super::file_names::{offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use super::index::{OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
@@ -112,7 +112,8 @@ impl Segment {
             let mut state = segment.state.borrow_mut();
             state.offset_index = Some(OffsetIndex::default());
             state.time_index = Some(TimeIndex::default());
-            state.appender = Some(Appender::new(log.alignment(), 0, Vec::new()));
+            let alignment = append_alignment(log.alignment(), log.physical_block_size());
+            state.appender = Some(Appender::new(alignment, 0, Vec::new()));
         }
         *segment.log.borrow_mut() = Some(log);
         Ok(Rc::new(segment))
@@ -836,13 +837,14 @@ impl Segment {
     pub async fn activate(&self, rolling_timestamp: Option<i64>) -> io::Result<()> {
         let file = self.log_file().await?;
         let size = self.size();
-        let tail_start = align_down(size, file.alignment());
+        let alignment = append_alignment(file.alignment(), file.physical_block_size());
+        let tail_start = align_down(size, alignment);
         let tail = file
             .read_at(tail_start, (size - tail_start) as usize)
             .await?
             .to_vec();
         let mut state = self.state.borrow_mut();
-        state.appender = Some(Appender::new(file.alignment(), size, tail));
+        state.appender = Some(Appender::new(alignment, size, tail));
         if rolling_timestamp.is_some() {
             state.current.rolling_timestamp = rolling_timestamp;
             state.committed = state.current;

@@ -289,3 +289,57 @@ fn a_shorter_index_write_zero_fills_the_old_tail() {
         assert!(after[now.len() * 8..].iter().all(|b| *b == 0));
     });
 }
+
+#[test]
+fn checkpoints_progress_on_a_hot_partition() {
+    run(|| async {
+        let io = FaultyIo::with_yields(5, 100);
+        let manager = fake_manager(&io, &data_dir());
+        manager.start_background();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 30,
+            segment_index_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), cfg)
+            .await
+            .expect("open");
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let producers: Vec<_> = (0..4)
+            .map(|_| {
+                let (log, stop) = (log.clone(), stop.clone());
+                glommio::spawn_local(async move {
+                    // Pipelined producers: the partition is dirty again whenever the
+                    // flusher comes back for it.
+                    while !stop.get() {
+                        log.append(batch_at(1, 1, 100), opts(Acks::None, 0))
+                            .await
+                            .expect("append");
+                        futures_lite::future::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let mut points = Vec::new();
+        for _ in 0..5 {
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            let checkpoint = std::pin::pin!(log.checkpoint());
+            let limit = std::pin::pin!(glommio::timer::sleep(std::time::Duration::from_secs(5)));
+            match futures::future::select(checkpoint, limit).await {
+                futures::future::Either::Left((result, _)) => result.expect("checkpoint"),
+                futures::future::Either::Right(_) => panic!("checkpoint starved for 5 s"),
+            }
+            points.push(log.recovery_point.get());
+        }
+        stop.set(true);
+        for producer in producers {
+            producer.await;
+        }
+        assert!(
+            points.windows(2).all(|w| w[0] < w[1]),
+            "the recovery point advances: {points:?}"
+        );
+        manager.shutdown().await;
+    });
+}

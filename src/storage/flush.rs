@@ -27,7 +27,7 @@ impl PartitionLog {
     /// Writes every queued byte with one write, then fdatasyncs when the flush policy (or
     /// `force_fsync`) asks for it. One call covers every append queued before it started.
     pub async fn flush(&self, force_fsync: bool) -> Result<(), StorageError> {
-        let _guard = self.flush_lock.lock().await;
+        let _guard = self.lock_flush().await;
         if self.closed.get() {
             return Ok(());
         }
@@ -205,26 +205,46 @@ impl PartitionLog {
 
     /// Persists the recovery point: active indexes (fdatasync), producer snapshot, then the
     /// checkpoint file naming the durable offset. Recovery scans only what lies above it.
+    /// `flush_lock` is held only for the index write (rolls rewrite the same files) and the
+    /// synchronous capture of the durable offset and producer state; the snapshot and the
+    /// checkpoint file are written under `checkpoint_lock`, so group commits go on meanwhile.
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
-        let _guard = self.flush_lock.lock().await;
-        let durable = self.offsets.get().durable;
-        if durable == self.recovery_point.get() || self.failed.get() || self.closed.get() {
+        let (durable, snapshot) = {
+            let _guard = self.lock_flush().await;
+            let durable = self.offsets.get().durable;
+            if durable == self.recovery_point.get() || self.failed.get() || self.closed.get() {
+                return Ok(());
+            }
+            let index_bytes = self.config.borrow().segment_index_bytes;
+            self.active_segment()
+                .write_indexes(false, index_bytes)
+                .await?;
+            // No await from here to the end of the block: flushes wait, so `durable` holds.
+            assert_eq!(durable, self.offsets.get().durable);
+            (durable, self.producer_snapshot(durable))
+        };
+        let _checkpoint = self.checkpoint_lock.lock().await;
+        if durable <= self.recovery_point.get() || self.failed.get() || self.closed.get() {
             return Ok(());
         }
-        let index_bytes = self.config.borrow().segment_index_bytes;
-        self.active_segment()
-            .write_indexes(false, index_bytes)
-            .await?;
-        self.write_recovery_point(durable).await
+        self.write_recovery_point(durable, snapshot).await
     }
 
-    /// Snapshot of producer state as of `offset`, then the recovery-point file.
-    async fn write_recovery_point(&self, offset: i64) -> Result<(), StorageError> {
-        let snapshot = {
-            let mut producers = self.producers.borrow().clone();
-            producers.truncate_to(Offset(offset));
-            producers.encode_snapshot()
-        };
+    /// Producer state as of `offset`, encoded (synchronous).
+    fn producer_snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut producers = self.producers.borrow().clone();
+        producers.truncate_to(Offset(offset));
+        producers.encode_snapshot()
+    }
+
+    /// The producer snapshot at `offset`, then the recovery-point file. Called with
+    /// `checkpoint_lock` held.
+    async fn write_recovery_point(
+        &self,
+        offset: i64,
+        snapshot: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        assert!(self.checkpoint_lock.is_locked());
         let io = self.shard.io.clone();
         let path = self
             .dir
@@ -256,12 +276,14 @@ impl PartitionLog {
             self.close_waiters();
             return Err(err);
         }
-        let _guard = self.flush_lock.lock().await;
+        let _guard = self.lock_flush().await;
         self.close_waiters();
         let index_bytes = self.config.borrow().segment_index_bytes;
         self.active_segment().close_active(index_bytes).await?;
         let end = self.offsets.get().log_end;
-        self.write_recovery_point(end).await?;
+        let snapshot = self.producer_snapshot(end);
+        let _checkpoint = self.checkpoint_lock.lock().await;
+        self.write_recovery_point(end, snapshot).await?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         self.shard.io.write_file_atomic(&marker, Vec::new()).await?;
         Ok(())

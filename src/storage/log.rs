@@ -20,6 +20,7 @@ use super::appender::APPEND_BUFFER_BYTES_MAX;
 use super::batch::{self, BatchHeader};
 use super::config::{Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult};
 use super::error::StorageError;
+use super::fifo_lock::{FifoGuard, FifoLock};
 use super::index::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::manager::ShardContext;
 use super::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
@@ -82,7 +83,12 @@ pub struct PartitionLog {
     /// taken synchronously: see `reserve_append`); maintenance that must exclude appends
     /// takes its turn in the same queue.
     pub(super) append_lock: crate::order::OrderQueue,
-    pub(super) flush_lock: futures::lock::Mutex<()>,
+    /// Serialises writes, fdatasyncs, checkpoints and rolls (one write in flight per segment).
+    /// FIFO: see `fifo_lock`.
+    pub(super) flush_lock: FifoLock,
+    /// Serialises writes of the producer snapshot and recovery-point file (taken after
+    /// `flush_lock` when both are held).
+    pub(super) checkpoint_lock: FifoLock,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -130,7 +136,8 @@ impl PartitionLog {
             waiters: RefCell::new(VecDeque::new()),
             hwm_waiters: WakerSet::default(),
             append_lock: crate::order::OrderQueue::new(),
-            flush_lock: futures::lock::Mutex::new(()),
+            flush_lock: FifoLock::default(),
+            checkpoint_lock: FifoLock::default(),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
@@ -184,6 +191,11 @@ impl PartitionLog {
     /// Whether the log stopped after an fdatasync error (see [`StorageError::LogFailed`]).
     pub fn is_failed(&self) -> bool {
         self.failed.get()
+    }
+    /// Takes `flush_lock`, in arrival order: a checkpoint waiting behind a hot partition's
+    /// group commits gets its turn (with an unfair lock the flusher re-locks first).
+    pub(super) async fn lock_flush(&self) -> FifoGuard<'_> {
+        self.flush_lock.lock().await
     }
     pub(super) fn flush_policy(&self) -> FlushPolicy {
         FlushPolicy::resolve(&self.config.borrow(), &self.shard.broker)
@@ -461,7 +473,7 @@ impl PartitionLog {
     /// Called with the append lock held.
     pub(super) async fn roll(&self) -> Result<(), StorageError> {
         self.flush(true).await?;
-        let _flush = self.flush_lock.lock().await;
+        let _flush = self.lock_flush().await;
         let active = self.active_segment();
         let index_bytes = self.config.borrow().segment_index_bytes;
         if active.is_active() {

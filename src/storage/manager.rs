@@ -125,7 +125,7 @@ impl LogManager {
         if let Some(failed) = existing {
             self.partitions.borrow_mut().remove(tp);
             let _append = failed.append_lock.lock().await;
-            let _flush = failed.flush_lock.lock().await;
+            let _flush = failed.lock_flush().await;
             failed.close_waiters();
             tracing::warn!(partition = %tp, "reopening a failed partition log: unclean recovery");
         }
@@ -151,7 +151,7 @@ impl LogManager {
         let dir = self.context.broker.data_dir.join(tp.dir_name());
         if let Some(log) = log {
             let _append = log.append_lock.lock().await;
-            let _flush = log.flush_lock.lock().await;
+            let _flush = log.lock_flush().await;
             log.close_waiters();
         }
         self.context.io.remove_dir_all(&dir).await?;

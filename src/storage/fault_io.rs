@@ -163,9 +163,13 @@ impl FaultyIo {
     /// `YIELDS_PER_OPERATION_MAX` times), drawn from an RNG seeded with `seed`.
     pub fn with_yields(seed: u64, percent: u64) -> FaultyIo {
         let io = FaultyIo::default();
-        io.yields.seed.set(seed);
-        io.yields.percent.set(percent.min(100));
+        io.set_yields(seed, percent);
         io
+    }
+    /// Starts (or changes) seeded yields, as `with_yields` does.
+    pub fn set_yields(&self, seed: u64, percent: u64) {
+        self.yields.seed.set(seed);
+        self.yields.percent.set(percent.min(100));
     }
     /// Queues a fault for the next write to a direct (segment) file.
     pub fn inject_write_fault(&self, fault: WriteFault) {

@@ -343,3 +343,168 @@ fn checkpoints_progress_on_a_hot_partition() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn retention_racing_delete_records_deletes_only_what_it_chose() {
+    run(|| async {
+        for seed in 0..8 {
+            let io = FaultyIo::new();
+            let cfg = LogConfig {
+                segment_bytes: 2048,
+                ..small_config()
+            };
+            let manager = fake_manager(&io, &data_dir());
+            let log = manager
+                .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+                .await
+                .expect("open");
+            // Offsets 0..12 are old (timestamp 1), 12..40 recent.
+            for i in 0..40 {
+                let ts = if i < 12 { 1 } else { 1_000_000 };
+                log.append(batch_at(ts, 1, 400), opts(Acks::All, 0))
+                    .await
+                    .expect("append");
+            }
+            manager.shutdown().await;
+            // After a restart, retention reads sealed segments' time indexes (I/O that yields).
+            io.set_yields(seed, 100);
+            let log = open(&io, cfg.clone()).await;
+            *log.config.borrow_mut() = LogConfig {
+                retention_ms: Some(1000),
+                ..cfg
+            };
+            let bases = log.segment_base_offsets();
+            let retention = {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.apply_retention(1_000_010, 1 << 40).await })
+            };
+            let start = log
+                .delete_records_before(bases[1])
+                .await
+                .expect("delete records");
+            assert!(start >= bases[1]);
+            retention.await.expect("retention");
+            assert!(
+                log.log_start_offset() <= Offset(12),
+                "seed {seed}: an unexpired segment was deleted: log start {}",
+                log.log_start_offset()
+            );
+            assert_eq!(read_all(&log, 12).await.len(), 28, "seed {seed}");
+        }
+    });
+}
+
+#[test]
+fn segments_deleted_by_recovery_stay_deleted_after_a_crash() {
+    run(|| async {
+        let io = FaultyIo::with_yields(11, 30);
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..small_config()
+        };
+        let log = open(&io, cfg.clone()).await;
+        for i in 0..20 {
+            log.append(batch_at(i, 1, 400), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4);
+        let path = log_path(&log, bases[1].0);
+        drop(log);
+        io.crash();
+        // Corrupt the second segment's last batch: recovery truncates it and deletes the rest.
+        let mut bytes = io.file_bytes(&path).expect("segment");
+        let len = bytes.len();
+        bytes[len - 10] ^= 0xff;
+        io.set_file_bytes(&path, bytes);
+        let log = open(&io, cfg.clone()).await;
+        let (end, count) = (log.log_end_offset(), log.segment_count());
+        assert_eq!(count, 2);
+        assert!(end < bases[2]);
+        drop(log);
+        io.crash();
+        let log = open(&io, cfg).await;
+        assert_eq!(
+            (log.log_end_offset(), log.segment_count()),
+            (end, count),
+            "deleted segments did not come back"
+        );
+        assert_eq!(read_all(&log, 0).await.len() as i64, end.0);
+    });
+}
+
+#[test]
+fn a_gap_between_segments_ends_the_log_at_the_gap() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..small_config()
+        };
+        let log = open(&io, cfg.clone()).await;
+        for i in 0..20 {
+            log.append(batch_at(i, 1, 400), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        let bases = log.segment_base_offsets();
+        let dir = data_dir().join("t-0");
+        for suffix in [
+            super::file_names::LOG_SUFFIX,
+            super::file_names::INDEX_SUFFIX,
+            super::file_names::TIME_INDEX_SUFFIX,
+        ] {
+            let path = super::file_names::offset_file_path(&dir, bases[1], suffix);
+            super::io::StorageIo::remove_file(&io, &path)
+                .await
+                .expect("remove");
+        }
+        drop(log);
+        let log = open(&io, cfg).await;
+        assert_eq!(log.log_end_offset(), bases[1], "the log ends at the gap");
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(read_all(&log, 0).await.len() as i64, bases[1].0);
+    });
+}
+
+#[test]
+fn a_producer_snapshot_above_the_recovered_log_end_is_discarded() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        for seq in 0..10 {
+            log.append(idempotent(seq, i64::from(seq)), opts(Acks::All, 0))
+                .await
+                .expect("append");
+        }
+        let path = log_path(&log, 0);
+        manager.shutdown().await; // snapshot at 10, clean marker
+        let dir = data_dir().join("t-0");
+        super::io::StorageIo::remove_file(&io, &dir.join(super::file_names::CLEAN_SHUTDOWN_FILE))
+            .await
+            .expect("remove marker");
+        // Batch 8 goes bad: recovery truncates the log to 8, below the snapshot.
+        let batch_len = idempotent(0, 0).len();
+        let mut bytes = io.file_bytes(&path).expect("segment");
+        bytes[8 * batch_len + 70] ^= 0xff;
+        io.set_file_bytes(&path, bytes);
+        let log = open(&io, small_config()).await;
+        assert_eq!(log.log_end_offset(), Offset(8));
+        // The retry of batch 8 is appended, not answered as a duplicate of data that is gone.
+        let retry = log
+            .append(idempotent(8, 8), opts(Acks::All, 0))
+            .await
+            .expect("retry");
+        assert_eq!(retry.base_offset, Offset(8));
+        assert_eq!(log.log_end_offset(), Offset(9));
+        let entry = log
+            .producer_state(crate::model::ProducerId(7))
+            .expect("rebuilt from the log");
+        assert_eq!(entry.batches.back().map(|b| b.last_seq), Some(8));
+    });
+}

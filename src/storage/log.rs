@@ -89,6 +89,9 @@ pub struct PartitionLog {
     /// Serialises writes of the producer snapshot and recovery-point file (taken after
     /// `flush_lock` when both are held).
     pub(super) checkpoint_lock: FifoLock,
+    /// Serialises segment deletions (retention, DeleteRecords): the segments chosen are the
+    /// segments deleted.
+    pub(super) delete_lock: FifoLock,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -138,6 +141,7 @@ impl PartitionLog {
             append_lock: crate::order::OrderQueue::new(),
             flush_lock: FifoLock::default(),
             checkpoint_lock: FifoLock::default(),
+            delete_lock: FifoLock::default(),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
@@ -482,8 +486,9 @@ impl PartitionLog {
         let base = self.offsets.get().log_end;
         let segment =
             Segment::create(self.shard.io.clone(), &self.dir, Offset(base), index_bytes).await?;
-        self.segments.borrow_mut().insert(base, segment);
+        // The new files' entries are durable before the segment takes appends.
         self.shard.io.sync_dir(&self.dir).await?;
+        self.segments.borrow_mut().insert(base, segment);
         tracing::debug!(partition = %self.tp, base, "rolled segment");
         Ok(())
     }

@@ -252,3 +252,41 @@ impl Reader<'_> {
         self.take::<8>().map(i64::from_be_bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::parse_header;
+    use crate::storage::test_util::encode_batch;
+
+    fn header(seq: i32, offset: i64) -> BatchHeader {
+        let mut header = parse_header(&encode_batch(&[0], 10, (7, 3, seq))).expect("header");
+        header.base_offset = offset;
+        header
+    }
+
+    #[test]
+    fn truncation_keeps_epoch_and_last_sequence() {
+        let mut state = ProducerStateManager::default();
+        for seq in 0..10 {
+            state.update(&header(seq, i64::from(seq)));
+        }
+        // Every remembered batch (5..10) is above the snapshot offset.
+        state.truncate_to(Offset(4));
+        let entry = state.get(ProducerId(7)).expect("kept");
+        assert_eq!(entry.epoch, 3);
+        assert!(entry.batches.is_empty());
+        assert_eq!(entry.last_seq_before, Some(4));
+        assert_eq!(
+            state.check(&header(5, 5)).expect("next"),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            state.check(&header(7, 5)),
+            Err(StorageError::OutOfOrderSequence { expected: 5, .. })
+        ));
+        let decoded =
+            ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("decodes");
+        assert_eq!(decoded, state);
+    }
+}

@@ -537,7 +537,8 @@ impl Segment {
             .await
     }
 
-    async fn scan_headers(
+    /// Batch headers from `position` up to `limit` bytes, until `found` says stop.
+    pub(super) async fn scan_headers(
         &self,
         mut position: u64,
         limit: u64,

@@ -152,6 +152,8 @@ pub struct FaultyIo {
     direct_writes: Rc<Cell<u64>>,
     fsyncs: Rc<Cell<u64>>,
     dir_syncs: Rc<Cell<u64>>,
+    /// Set by `power_cut`: every later operation through this instance fails.
+    dead: Rc<Cell<bool>>,
 }
 
 impl FaultyIo {
@@ -233,6 +235,36 @@ impl FaultyIo {
         state.durable_dirs = dirs.clone();
         state.dirs = dirs;
     }
+    /// Power cut while the process runs: this instance (and every file opened through it)
+    /// fails all later operations, as the tasks of a dead process would issue none; the
+    /// returned instance is the machine after reboot, holding only the durable images (same
+    /// yield settings, a new seed).
+    pub fn power_cut(&self) -> FaultyIo {
+        self.dead.set(true);
+        let old = self.state.borrow();
+        let mut state = State::default();
+        for (path, file) in &old.durable_files {
+            if !old.durably_reachable(path) {
+                continue;
+            }
+            let image = file.durable.borrow().clone();
+            let copy = Rc::new(MemFile {
+                data: RefCell::new(image.clone()),
+                durable: RefCell::new(image),
+            });
+            state.files.insert(path.clone(), copy.clone());
+            state.durable_files.insert(path.clone(), copy);
+        }
+        for dir in old.durable_dirs.iter().filter(|d| old.durably_reachable(d)) {
+            state.dirs.insert(dir.clone());
+            state.durable_dirs.insert(dir.clone());
+        }
+        state.created_dirs = old.created_dirs.clone();
+        let io = FaultyIo::default();
+        *io.state.borrow_mut() = state;
+        io.set_yields(self.yields.next(), self.yields.percent.get());
+        io
+    }
     /// Raw current content of a file (tests use it to corrupt bytes).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.state.borrow();
@@ -264,12 +296,17 @@ impl FaultyIo {
     fn next_fault(&self) -> Option<WriteFault> {
         self.state.borrow_mut().write_faults.pop_front()
     }
-    /// The seeded yield before an operation takes effect.
-    async fn maybe_yield(&self) {
+    /// The seeded yield before an operation takes effect; then fails if the power was cut
+    /// (the process that issued it is gone).
+    async fn maybe_yield(&self) -> io::Result<()> {
         for _ in 0..self.yields.count() {
             self.yields.taken.set(self.yields.taken.get() + 1);
             futures_lite::future::yield_now().await;
         }
+        if self.dead.get() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
     }
     fn fsync_fails(&self, kind: FileKind) -> bool {
         if self.fsync_faults.always.get() {
@@ -301,7 +338,7 @@ impl IoFile for FakeFile {
     }
     fn write_at(&self, buf: IoBuffer, pos: u64) -> IoFuture<'_, usize> {
         Box::pin(async move {
-            self.io.maybe_yield().await;
+            self.io.maybe_yield().await?;
             let bytes = buf.as_bytes();
             if self.kind == FileKind::Direct {
                 let align = FAKE_DIRECT_ALIGNMENT;
@@ -336,7 +373,7 @@ impl IoFile for FakeFile {
     }
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes> {
         Box::pin(async move {
-            self.io.maybe_yield().await;
+            self.io.maybe_yield().await?;
             let data = self.file.data.borrow();
             let start = (pos as usize).min(data.len());
             let end = (start + len).min(data.len());
@@ -345,7 +382,7 @@ impl IoFile for FakeFile {
     }
     fn fdatasync(&self) -> IoFuture<'_, ()> {
         Box::pin(async move {
-            self.io.maybe_yield().await;
+            self.io.maybe_yield().await?;
             self.io.fsyncs.set(self.io.fsyncs.get() + 1);
             if self.io.fsync_fails(self.kind) {
                 self.file.lose_unsynced();
@@ -358,14 +395,14 @@ impl IoFile for FakeFile {
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
         // A size change: durable with the next fdatasync of this file, not before.
         Box::pin(async move {
-            self.io.maybe_yield().await;
+            self.io.maybe_yield().await?;
             self.file.data.borrow_mut().resize(len as usize, 0);
             Ok(())
         })
     }
     fn file_size(&self) -> IoFuture<'_, u64> {
         Box::pin(async move {
-            self.io.maybe_yield().await;
+            self.io.maybe_yield().await?;
             Ok(self.file.data.borrow().len() as u64)
         })
     }
@@ -379,7 +416,7 @@ impl StorageIo for FaultyIo {
         create: bool,
     ) -> IoFuture<'a, Rc<dyn IoFile>> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             match self.fail_open_after.get() {
                 Some(0) => {
                     self.fail_open_after.set(None);
@@ -404,7 +441,7 @@ impl StorageIo for FaultyIo {
     }
     fn create_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             let mut state = self.state.borrow_mut();
             if state.dirs.insert(path.to_owned()) {
                 state.created_dirs.insert(path.to_owned());
@@ -414,7 +451,7 @@ impl StorageIo for FaultyIo {
     }
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             let mut state = self.state.borrow_mut();
             state.files.retain(|p, _| !p.starts_with(path));
             state.dirs.retain(|p| !p.starts_with(path));
@@ -423,14 +460,14 @@ impl StorageIo for FaultyIo {
     }
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             self.state.borrow_mut().files.remove(path);
             Ok(())
         })
     }
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             let mut state = self.state.borrow_mut();
             if let Some(file) = state.files.remove(from) {
                 state.files.insert(to.to_path_buf(), file);
@@ -440,7 +477,7 @@ impl StorageIo for FaultyIo {
     }
     fn list_dir<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             let state = self.state.borrow();
             let names = state
                 .files
@@ -453,7 +490,7 @@ impl StorageIo for FaultyIo {
     }
     fn read_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             Ok(self.file_bytes(path))
         })
     }
@@ -474,7 +511,7 @@ impl StorageIo for FaultyIo {
     }
     fn sync_dir<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             self.dir_syncs.set(self.dir_syncs.get() + 1);
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
@@ -502,7 +539,7 @@ impl StorageIo for FaultyIo {
     }
     fn disk_space<'a>(&'a self, _path: &'a Path) -> IoFuture<'a, DiskSpace> {
         Box::pin(async move {
-            self.maybe_yield().await;
+            self.maybe_yield().await?;
             Ok(self.disk_space.get().unwrap_or(DiskSpace {
                 capacity_bytes: 1 << 40,
                 free_bytes: 1 << 40,

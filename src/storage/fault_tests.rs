@@ -508,3 +508,61 @@ fn a_producer_snapshot_above_the_recovered_log_end_is_discarded() {
         assert_eq!(entry.batches.back().map(|b| b.last_seq), Some(8));
     });
 }
+
+#[test]
+fn acknowledged_appends_survive_power_cuts_at_random_points() {
+    run(|| async {
+        for seed in 0..12u64 {
+            let io = FaultyIo::with_yields(seed, 40);
+            let cfg = LogConfig {
+                segment_bytes: 8192,
+                ..small_config()
+            };
+            let manager = fake_manager(&io, &data_dir());
+            manager.start_background();
+            let log = manager
+                .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+                .await
+                .expect("open");
+            let acked = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let producers: Vec<_> = (0..4i64)
+                .map(|p| {
+                    let (log, acked) = (log.clone(), acked.clone());
+                    glommio::spawn_local(async move {
+                        for k in 0..1000i64 {
+                            let id = p * 1_000_000 + k + 1;
+                            let value = 20 + ((id * 37) % 300) as usize;
+                            match log.append(batch_at(id, 1, value), opts(Acks::All, 0)).await {
+                                Ok(result) => acked.borrow_mut().push((result.base_offset, id)),
+                                Err(_) => break,
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..(20 + (seed * 53) % 400) {
+                futures_lite::future::yield_now().await;
+            }
+            let rebooted = io.power_cut();
+            for producer in producers {
+                producer.await;
+            }
+            manager.shutdown().await;
+            let log = open(&rebooted, cfg).await;
+            let stored: std::collections::HashMap<Offset, i64> = read_all(&log, 0)
+                .await
+                .into_iter()
+                .map(|h| (Offset(h.base_offset), h.max_timestamp))
+                .collect();
+            let acked = acked.borrow();
+            assert!(!acked.is_empty(), "seed {seed}: something was acknowledged");
+            for (offset, id) in acked.iter() {
+                assert_eq!(
+                    stored.get(offset),
+                    Some(id),
+                    "seed {seed}: acknowledged {offset} lost"
+                );
+            }
+        }
+    });
+}

@@ -68,7 +68,7 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::CorruptRecord(_) => code::CORRUPT_MESSAGE,
         // Retriable: producers back off and retry until space returns.
         StorageError::DiskPressure => code::KAFKA_STORAGE_ERROR,
-        StorageError::Io(_) => code::KAFKA_STORAGE_ERROR,
+        StorageError::Io(_) | StorageError::LogFailed => code::KAFKA_STORAGE_ERROR,
         StorageError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         StorageError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         StorageError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,

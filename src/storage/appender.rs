@@ -16,7 +16,16 @@ pub const APPEND_BUFFER_BYTES_MIN: usize = 64 * 1024;
 /// Bytes queued but not yet written above which an append first waits for a write.
 pub const APPEND_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Smallest alignment of appends: a partial block is rewritten from a 4 KiB boundary (as
+/// Redpanda and TigerBeetle do), so a 512e drive never read-modify-writes a 4 KiB physical
+/// sector that holds acknowledged bytes.
+pub const APPEND_ALIGNMENT_MIN: u64 = 4096;
+/// Largest physical block size honoured (anything larger is not believed).
+pub const APPEND_ALIGNMENT_MAX: u64 = 64 * 1024;
+
 const _: () = assert!(APPEND_BUFFER_BYTES_MIN <= APPEND_BUFFER_BYTES_MAX);
+const _: () = assert!(APPEND_ALIGNMENT_MIN.is_power_of_two());
+const _: () = assert!(APPEND_ALIGNMENT_MAX as usize <= APPEND_BUFFER_BYTES_MIN);
 const _: () = assert!(APPEND_BUFFER_BYTES_MIN.is_power_of_two());
 
 /// One write to issue: `buf` goes to `pos`; afterwards the file holds valid bytes up to `end`.
@@ -183,10 +192,39 @@ impl Appender {
     }
 }
 
+/// Alignment of a segment's appends: the file's (logical block) alignment, at least
+/// `APPEND_ALIGNMENT_MIN`, and the physical block size when known and sane.
+pub fn append_alignment(file_alignment: u64, physical_block_size: Option<u64>) -> u64 {
+    let physical = physical_block_size
+        .filter(|p| p.is_power_of_two() && *p <= APPEND_ALIGNMENT_MAX)
+        .unwrap_or(1);
+    let alignment = file_alignment.max(APPEND_ALIGNMENT_MIN).max(physical);
+    assert!(alignment.is_power_of_two() && alignment.is_multiple_of(file_alignment));
+    alignment
+}
+
 pub fn align_down(value: u64, alignment: u64) -> u64 {
     value & !(alignment - 1)
 }
 
 pub fn align_up(value: u64, alignment: u64) -> u64 {
     align_down(value + alignment - 1, alignment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_align_to_4k_or_the_physical_block() {
+        assert_eq!(append_alignment(512, None), 4096, "512e drive");
+        assert_eq!(append_alignment(512, Some(4096)), 4096);
+        assert_eq!(append_alignment(4096, Some(16 * 1024)), 16 * 1024);
+        assert_eq!(
+            append_alignment(512, Some(3000)),
+            4096,
+            "not a power of two"
+        );
+        assert_eq!(append_alignment(512, Some(1 << 30)), 4096, "not believed");
+    }
 }

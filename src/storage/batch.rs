@@ -69,6 +69,21 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }
+    /// The log append time for a `LogAppendTime` batch (its max timestamp), else -1.
+    pub fn log_append_time_ms(&self) -> i64 {
+        if self.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0 {
+            self.max_timestamp
+        } else {
+            -1
+        }
+    }
+    /// Marks the parsed header as `LogAppendTime` at `now_ms` (as `set_log_append_time` does
+    /// to the bytes).
+    pub fn set_log_append_time(&mut self, now_ms: i64) {
+        self.attributes |= TIMESTAMP_TYPE_LOG_APPEND_TIME;
+        self.base_timestamp = now_ms;
+        self.max_timestamp = now_ms;
+    }
     /// Last sequence number of the batch (wraps at i32::MAX like Kafka).
     pub fn last_sequence(&self) -> i32 {
         if self.base_sequence < 0 {

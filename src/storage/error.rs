@@ -44,6 +44,11 @@ pub enum StorageError {
     /// A single batch is larger than `segment.bytes`.
     #[error("record batch of {size} bytes exceeds segment.bytes {segment_bytes}")]
     RecordBatchTooLarge { size: usize, segment_bytes: u64 },
+    /// The partition's log stopped after an fdatasync error (fail-stop): nothing written since
+    /// the last good fdatasync is trusted. Retriable: the log recovers (as after an unclean
+    /// stop) when it is reopened or the broker restarts.
+    #[error("partition log stopped after an fdatasync error; it recovers when reopened")]
+    LogFailed,
     /// The log (or the shard's log manager) is closed.
     #[error("log closed")]
     Closed,

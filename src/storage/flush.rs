@@ -27,9 +27,12 @@ impl PartitionLog {
     /// Writes every queued byte with one write, then fdatasyncs when the flush policy (or
     /// `force_fsync`) asks for it. One call covers every append queued before it started.
     pub async fn flush(&self, force_fsync: bool) -> Result<(), StorageError> {
-        let _guard = self.flush_lock.lock().await;
+        let _guard = self.lock_flush().await;
         if self.closed.get() {
             return Ok(());
+        }
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
         }
         self.write_queued().await?;
         let policy = self.flush_policy();
@@ -46,15 +49,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Whether an fsync is due without a new append: a relaxed policy's timer or message count,
-    /// or a retry after a failed fdatasync under the default policy (the flusher's tick asks).
+    /// Whether a relaxed policy's fsync (timer or message count) is due without a new append
+    /// (the flusher's tick asks). A failed fdatasync is never retried: the log fail-stops.
     pub(super) fn fsync_due(&self) -> bool {
         let offsets = self.offsets.get();
         let since = (wall_clock_ms() - self.last_fsync_ms.get()).max(0) as u64;
         let policy = self.flush_policy();
         !self.closed.get()
+            && !self.failed.get()
             && offsets.durable < offsets.written
-            && (policy.is_sync() || policy.fsync_due(self.unflushed_messages.get(), since))
+            && !policy.is_sync()
+            && policy.fsync_due(self.unflushed_messages.get(), since)
     }
 
     async fn write_queued(&self) -> Result<(), StorageError> {
@@ -103,8 +108,7 @@ impl PartitionLog {
         let committed = active.committed_mark();
         let file = active.log_file().await?;
         if let Err(err) = file.fdatasync().await {
-            tracing::warn!(partition = %self.tp, error = %err, "fdatasync failed");
-            self.fail_waiters_above(self.offsets.get().durable, &err, true);
+            self.fail_stop(&err);
             return Err(StorageError::Io(err));
         }
         let mut offsets = self.offsets.get();
@@ -122,17 +126,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Forgets everything after the last successful write: segment tail, producer state, log end
-    /// offset; fails every waiting append above it. Nothing of a failed write becomes visible.
+    /// Forgets everything after the last successful write: segment tail, indexes, producer
+    /// state, log end offset; fails every waiting append above it. Nothing of a failed write
+    /// becomes visible. Every in-memory change is made before the first `.await`: an append
+    /// arriving while the file is truncated sees the rolled-back log, never half of it.
     async fn fail_write(&self, active: &Segment, err: &io::Error) {
         active.rollback();
         let committed = active.committed_mark();
-        // Best effort: drop any torn bytes so a crash before the next write cannot resurrect them.
-        if let Ok(file) = active.log_file().await {
-            if let Err(truncate_err) = file.truncate(committed.size).await {
-                tracing::warn!(partition = %self.tp, error = %truncate_err, "truncate after failed write");
-            }
-        }
         self.producers
             .borrow_mut()
             .truncate_to(Offset(committed.next_offset));
@@ -141,6 +141,30 @@ impl PartitionLog {
         offsets.log_end = committed.next_offset;
         self.set_offsets(offsets);
         self.fail_waiters_above(committed.next_offset, err, false);
+        // Best effort: drop any torn bytes so a crash before the next write cannot resurrect
+        // them. The flush lock is held, so no write of the appends queued meanwhile starts
+        // before this truncate.
+        if let Ok(file) = active.log_file().await {
+            if let Err(truncate_err) = file.truncate(committed.size).await {
+                tracing::warn!(partition = %self.tp, error = %truncate_err, "truncate after failed write");
+            }
+        }
+    }
+
+    /// Fail-stop after an fdatasync error: Linux does not promise that a later fdatasync covers
+    /// the writes made before the error, so nothing written since the last good one is trusted.
+    /// Every waiter fails, appends are refused (`LogFailed`), the high watermark stays at the
+    /// last durable offset, no fdatasync is retried, and no checkpoint or clean-shutdown marker
+    /// is written: reopening the log (or restarting) recovers it as after an unclean stop.
+    pub(super) fn fail_stop(&self, err: &io::Error) {
+        if !self.failed.replace(true) {
+            let offsets = self.offsets.get();
+            tracing::error!(partition = %self.tp, error = %err, durable = offsets.durable,
+                written = offsets.written, log_end = offsets.log_end,
+                "fdatasync failed: the partition log stops (fail-stop) until it is reopened");
+        }
+        self.fail_waiters_above(i64::MIN, err, false);
+        self.hwm_waiters.wake_all();
     }
 
     fn resolve_waiters(&self, upto: i64, durable: bool) {
@@ -181,26 +205,46 @@ impl PartitionLog {
 
     /// Persists the recovery point: active indexes (fdatasync), producer snapshot, then the
     /// checkpoint file naming the durable offset. Recovery scans only what lies above it.
+    /// `flush_lock` is held only for the index write (rolls rewrite the same files) and the
+    /// synchronous capture of the durable offset and producer state; the snapshot and the
+    /// checkpoint file are written under `checkpoint_lock`, so group commits go on meanwhile.
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
-        let _guard = self.flush_lock.lock().await;
-        let durable = self.offsets.get().durable;
-        if durable == self.recovery_point.get() {
+        let (durable, snapshot) = {
+            let _guard = self.lock_flush().await;
+            let durable = self.offsets.get().durable;
+            if durable == self.recovery_point.get() || self.failed.get() || self.closed.get() {
+                return Ok(());
+            }
+            let index_bytes = self.config.borrow().segment_index_bytes;
+            self.active_segment()
+                .write_indexes(false, index_bytes)
+                .await?;
+            // No await from here to the end of the block: flushes wait, so `durable` holds.
+            assert_eq!(durable, self.offsets.get().durable);
+            (durable, self.producer_snapshot(durable))
+        };
+        let _checkpoint = self.checkpoint_lock.lock().await;
+        if durable <= self.recovery_point.get() || self.failed.get() || self.closed.get() {
             return Ok(());
         }
-        let index_bytes = self.config.borrow().segment_index_bytes;
-        self.active_segment()
-            .write_indexes(false, index_bytes)
-            .await?;
-        self.write_recovery_point(durable).await
+        self.write_recovery_point(durable, snapshot).await
     }
 
-    /// Snapshot of producer state as of `offset`, then the recovery-point file.
-    async fn write_recovery_point(&self, offset: i64) -> Result<(), StorageError> {
-        let snapshot = {
-            let mut producers = self.producers.borrow().clone();
-            producers.truncate_to(Offset(offset));
-            producers.encode_snapshot()
-        };
+    /// Producer state as of `offset`, encoded (synchronous).
+    fn producer_snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut producers = self.producers.borrow().clone();
+        producers.truncate_to(Offset(offset));
+        producers.encode_snapshot()
+    }
+
+    /// The producer snapshot at `offset`, then the recovery-point file. Called with
+    /// `checkpoint_lock` held.
+    async fn write_recovery_point(
+        &self,
+        offset: i64,
+        snapshot: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        assert!(self.checkpoint_lock.is_locked());
         let io = self.shard.io.clone();
         let path = self
             .dir
@@ -227,13 +271,19 @@ impl PartitionLog {
             return Ok(());
         }
         let _append = self.append_lock.lock().await;
-        self.flush(true).await?;
-        let _guard = self.flush_lock.lock().await;
+        if let Err(err) = self.flush(true).await {
+            // A failed log is left for recovery: no truncation, checkpoint or marker.
+            self.close_waiters();
+            return Err(err);
+        }
+        let _guard = self.lock_flush().await;
         self.close_waiters();
         let index_bytes = self.config.borrow().segment_index_bytes;
         self.active_segment().close_active(index_bytes).await?;
         let end = self.offsets.get().log_end;
-        self.write_recovery_point(end).await?;
+        let snapshot = self.producer_snapshot(end);
+        let _checkpoint = self.checkpoint_lock.lock().await;
+        self.write_recovery_point(end, snapshot).await?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         self.shard.io.write_file_atomic(&marker, Vec::new()).await?;
         Ok(())

@@ -71,6 +71,10 @@ impl IoBuffer {
 pub trait IoFile {
     /// Write alignment (position and length) this file requires; 1 for buffered files.
     fn alignment(&self) -> u64;
+    /// The device's physical block size, where known (direct files on a block device).
+    fn physical_block_size(&self) -> Option<u64> {
+        None
+    }
     /// A zeroed buffer of `size` bytes suitable for `write_at` on this file.
     fn alloc_buffer(&self, size: usize) -> IoBuffer;
     /// Writes the whole buffer at `pos`; returns bytes written (may be short).
@@ -122,6 +126,7 @@ pub struct GlommioIo;
 struct GlommioDmaFile {
     file: DmaFile,
     path: PathBuf,
+    physical_block_size: Option<u64>,
     buffered_reader: std::cell::RefCell<Option<Rc<BufferedFile>>>,
 }
 
@@ -145,6 +150,9 @@ struct GlommioBufferedFile(BufferedFile);
 impl IoFile for GlommioDmaFile {
     fn alignment(&self) -> u64 {
         self.file.alignment()
+    }
+    fn physical_block_size(&self) -> Option<u64> {
+        self.physical_block_size
     }
     fn alloc_buffer(&self, size: usize) -> IoBuffer {
         // Not zeroed: the appender fills every byte it writes (data, then zero padding of the
@@ -243,6 +251,7 @@ impl StorageIo for GlommioIo {
                 FileKind::Direct => Rc::new(GlommioDmaFile {
                     file: options.dma_open(path).await?,
                     path: path.to_owned(),
+                    physical_block_size: physical_block_size_of(path),
                     buffered_reader: std::cell::RefCell::new(None),
                 }),
                 FileKind::Buffered => {
@@ -334,7 +343,20 @@ impl StorageIo for GlommioIo {
     }
 }
 
-/// Parent directory of a file path (the path itself when it has none).
+/// The physical block size of the block device holding `path`, from sysfs (the device, or
+/// the whole disk for a partition); `None` when unknown (not a block device, no sysfs).
+/// sysfs is in memory: these small reads never wait for a disk.
+fn physical_block_size_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let device = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    [device.join("queue"), device.join("../queue")]
+        .iter()
+        .find_map(|queue| std::fs::read_to_string(queue.join("physical_block_size")).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+}
+
 /// Removing or renaming something already gone is not an error.
 fn absent_is_done(result: io::Result<()>) -> io::Result<()> {
     match result {
@@ -343,6 +365,7 @@ fn absent_is_done(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
+/// Parent directory of a file path (the path itself when it has none).
 pub fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(path)
 }

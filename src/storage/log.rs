@@ -20,6 +20,7 @@ use super::appender::APPEND_BUFFER_BYTES_MAX;
 use super::batch::{self, BatchHeader};
 use super::config::{Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult};
 use super::error::StorageError;
+use super::fifo_lock::{FifoGuard, FifoLock};
 use super::index::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::manager::ShardContext;
 use super::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
@@ -82,7 +83,15 @@ pub struct PartitionLog {
     /// taken synchronously: see `reserve_append`); maintenance that must exclude appends
     /// takes its turn in the same queue.
     pub(super) append_lock: crate::order::OrderQueue,
-    pub(super) flush_lock: futures::lock::Mutex<()>,
+    /// Serialises writes, fdatasyncs, checkpoints and rolls (one write in flight per segment).
+    /// FIFO: see `fifo_lock`.
+    pub(super) flush_lock: FifoLock,
+    /// Serialises writes of the producer snapshot and recovery-point file (taken after
+    /// `flush_lock` when both are held).
+    pub(super) checkpoint_lock: FifoLock,
+    /// Serialises segment deletions (retention, DeleteRecords): the segments chosen are the
+    /// segments deleted.
+    pub(super) delete_lock: FifoLock,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -91,6 +100,9 @@ pub struct PartitionLog {
     /// write fsyncs the directory before touching the log (see recovery).
     pub(super) marker_sync_pending: Cell<bool>,
     pub(super) closed: Cell<bool>,
+    /// Set by the first fdatasync error (fail-stop): appends are refused, the high watermark is
+    /// frozen, and the log recovers as after an unclean stop when reopened.
+    pub(super) failed: Cell<bool>,
 }
 
 /// What recovery hands to [`PartitionLog::from_loaded`].
@@ -127,13 +139,16 @@ impl PartitionLog {
             waiters: RefCell::new(VecDeque::new()),
             hwm_waiters: WakerSet::default(),
             append_lock: crate::order::OrderQueue::new(),
-            flush_lock: futures::lock::Mutex::new(()),
+            flush_lock: FifoLock::default(),
+            checkpoint_lock: FifoLock::default(),
+            delete_lock: FifoLock::default(),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
             recovered_bytes: Cell::new(loaded.recovered_bytes),
             marker_sync_pending: Cell::new(loaded.marker_sync_pending),
             closed: Cell::new(false),
+            failed: Cell::new(false),
         })
     }
 
@@ -176,6 +191,15 @@ impl PartitionLog {
     }
     pub fn producer_state(&self, producer_id: crate::model::ProducerId) -> Option<ProducerEntry> {
         self.producers.borrow().get(producer_id).cloned()
+    }
+    /// Whether the log stopped after an fdatasync error (see [`StorageError::LogFailed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed.get()
+    }
+    /// Takes `flush_lock`, in arrival order: a checkpoint waiting behind a hot partition's
+    /// group commits gets its turn (with an unfair lock the flusher re-locks first).
+    pub(super) async fn lock_flush(&self) -> FifoGuard<'_> {
+        self.flush_lock.lock().await
     }
     pub(super) fn flush_policy(&self) -> FlushPolicy {
         FlushPolicy::resolve(&self.config.borrow(), &self.shard.broker)
@@ -227,6 +251,9 @@ impl PartitionLog {
         if self.closed.get() || self.shard.closed.get() {
             return Err(StorageError::Closed);
         }
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
+        }
         if self.shard.read_only.get() {
             return Err(StorageError::DiskPressure);
         }
@@ -245,8 +272,9 @@ impl PartitionLog {
         let rx = {
             place.turn().await;
             let _guard = place;
-            if let Some(duplicate) = self.check_producers(&batches)? {
-                return Ok(duplicate);
+            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+                drop(_guard);
+                return duplicate.acknowledged().await;
             }
             self.prepare_room(records.len() as u64, &batches, opts.now_ms)
                 .await?;
@@ -255,8 +283,9 @@ impl PartitionLog {
             if self.shard.read_only.get() {
                 return Err(StorageError::DiskPressure);
             }
-            if let Some(duplicate) = self.check_producers(&batches)? {
-                return Ok(duplicate);
+            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+                drop(_guard);
+                return duplicate.acknowledged().await;
             }
             self.append_queued(&records, &batches, opts)
         };
@@ -279,21 +308,31 @@ impl PartitionLog {
         Ok(result)
     }
 
-    /// `Some(original result)` when the only batch is a duplicate of a remembered one.
+    /// Whether the log takes these batches now (it may have failed while the append waited for
+    /// its turn), and `Some` when the only batch is a duplicate of a remembered one: its
+    /// acknowledgement then waits, like the original's, until the original batch's end is
+    /// written or (acks=all, default policy) durable, and carries the original's offsets and
+    /// append time. Synchronous: the waiter is registered before the caller awaits anything.
     fn check_producers(
         &self,
         batches: &[(usize, BatchHeader)],
-    ) -> Result<Option<AppendResult>, StorageError> {
+        acks: Acks,
+    ) -> Result<Option<DuplicateAck>, StorageError> {
+        if self.failed.get() {
+            return Err(StorageError::LogFailed);
+        }
         let producers = self.producers.borrow();
         for (_, header) in batches {
             if let SequenceCheck::Duplicate(original) = producers.check(header)? {
                 if batches.len() == 1 {
-                    return Ok(Some(AppendResult {
+                    let result = AppendResult {
                         base_offset: Offset(original.first_offset),
                         last_offset: Offset(original.last_offset),
-                        log_append_time_ms: -1,
+                        log_append_time_ms: original.log_append_time_ms,
                         log_start_offset: self.log_start_offset(),
-                    }));
+                    };
+                    let rx = self.wait_for(original.last_offset + 1, acks);
+                    return Ok(Some(DuplicateAck { result, rx }));
                 }
                 return Err(StorageError::OutOfOrderSequence {
                     producer_id: crate::model::ProducerId(header.producer_id),
@@ -303,6 +342,35 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+
+    /// A waiter for the bytes below `end_offset` per `acks` (written; with acks=all under the
+    /// default policy, fdatasync'ed), or `None` when there is nothing to wait for.
+    fn wait_for(
+        &self,
+        end_offset: i64,
+        acks: Acks,
+    ) -> Option<oneshot::Receiver<Result<(), StorageError>>> {
+        if acks == Acks::None {
+            return None;
+        }
+        let durable = acks == Acks::All && self.flush_policy().is_sync();
+        let offsets = self.offsets.get();
+        let reached = if durable {
+            offsets.durable
+        } else {
+            offsets.written
+        };
+        if end_offset <= reached {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push_back(Waiter {
+            end_offset,
+            durable,
+            tx,
+        });
+        Some(rx)
     }
 
     /// Rolls the active segment if this append would not fit, and bounds queued bytes.
@@ -395,20 +463,7 @@ impl PartitionLog {
         offsets.log_end = last + 1;
         offsets.leader_epoch = offsets.leader_epoch.max(opts.leader_epoch.0);
         self.set_offsets(offsets);
-        let policy = self.flush_policy();
-        let rx = match opts.acks {
-            Acks::None => None,
-            acks => {
-                let (tx, rx) = oneshot::channel();
-                let durable = acks == Acks::All && policy.is_sync();
-                self.waiters.borrow_mut().push_back(Waiter {
-                    end_offset: last + 1,
-                    durable,
-                    tx,
-                });
-                Some(rx)
-            }
-        };
+        let rx = self.wait_for(last + 1, opts.acks);
         let result = AppendResult {
             base_offset: Offset(first),
             last_offset: Offset(last),
@@ -422,7 +477,7 @@ impl PartitionLog {
     /// Called with the append lock held.
     pub(super) async fn roll(&self) -> Result<(), StorageError> {
         self.flush(true).await?;
-        let _flush = self.flush_lock.lock().await;
+        let _flush = self.lock_flush().await;
         let active = self.active_segment();
         let index_bytes = self.config.borrow().segment_index_bytes;
         if active.is_active() {
@@ -431,8 +486,9 @@ impl PartitionLog {
         let base = self.offsets.get().log_end;
         let segment =
             Segment::create(self.shard.io.clone(), &self.dir, Offset(base), index_bytes).await?;
-        self.segments.borrow_mut().insert(base, segment);
+        // The new files' entries are durable before the segment takes appends.
         self.shard.io.sync_dir(&self.dir).await?;
+        self.segments.borrow_mut().insert(base, segment);
         tracing::debug!(partition = %self.tp, base, "rolled segment");
         Ok(())
     }
@@ -638,6 +694,26 @@ impl PartitionLog {
             }
         }
         Ok(Some((Offset(offset), ts)))
+    }
+}
+
+/// The answer to an idempotent duplicate: the original's result, once the original is as
+/// durable as the duplicate's `acks` asks (see `PartitionLog::check_producers`).
+pub(super) struct DuplicateAck {
+    result: AppendResult,
+    rx: Option<oneshot::Receiver<Result<(), StorageError>>>,
+}
+
+impl DuplicateAck {
+    pub(super) async fn acknowledged(self) -> Result<AppendResult, StorageError> {
+        if let Some(rx) = self.rx {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(StorageError::Closed),
+            }
+        }
+        Ok(self.result)
     }
 }
 

@@ -101,7 +101,9 @@ impl LogManager {
     }
 
     /// Opens the partition's log (creating its directory if absent; recovering if the last stop
-    /// was unclean). Returns the open log if it already is.
+    /// was unclean). Returns the open log if it already is, unless that log failed
+    /// (fail-stop after an fdatasync error): it is then closed and recovered again, as after an
+    /// unclean stop.
     pub async fn open_partition(
         &self,
         tp: &TopicPartition,
@@ -115,10 +117,18 @@ impl LogManager {
         self.opened
             .wait_until(|| !self.opening.borrow().contains(tp))
             .await;
-        if let Some(log) = self.get(tp) {
-            return Ok(log);
+        let existing = self.get(tp);
+        if let Some(log) = existing.as_ref().filter(|log| !log.is_failed()) {
+            return Ok(log.clone());
         }
         self.opening.borrow_mut().insert(tp.clone());
+        if let Some(failed) = existing {
+            self.partitions.borrow_mut().remove(tp);
+            let _append = failed.append_lock.lock().await;
+            let _flush = failed.lock_flush().await;
+            failed.close_waiters();
+            tracing::warn!(partition = %tp, "reopening a failed partition log: unclean recovery");
+        }
         let loaded = recovery::load(self.context.clone(), tp, topic_id, cfg).await;
         self.opening.borrow_mut().remove(tp);
         self.opened.wake_all();
@@ -141,7 +151,7 @@ impl LogManager {
         let dir = self.context.broker.data_dir.join(tp.dir_name());
         if let Some(log) = log {
             let _append = log.append_lock.lock().await;
-            let _flush = log.flush_lock.lock().await;
+            let _flush = log.lock_flush().await;
             log.close_waiters();
         }
         self.context.io.remove_dir_all(&dir).await?;

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod fault_io;
+pub mod fifo_lock;
 pub mod file_names;
 pub mod flush;
 pub mod index;
@@ -31,6 +32,8 @@ pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};
 pub use log::PartitionLog;
 pub use manager::LogManager;
 pub use producer_state::{BatchMetadata, ProducerEntry};
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

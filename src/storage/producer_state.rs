@@ -3,10 +3,12 @@
 //! the owning shard.
 //!
 //! Snapshot file `<offset>.snapshot` (ours, not Kafka's layout), big-endian:
-//! `i16 version (=1)`, `u32 CRC-32C of everything after it`, `i32 producer count`, then per
-//! producer `i64 producer id`, `i16 epoch`, `i32 batch count`, then per batch
-//! `i32 first seq, i32 last seq, i64 first offset, i64 last offset, i64 max timestamp`.
-//! `<offset>` is the log end offset the snapshot covers (batches below it).
+//! `i16 version (=2)`, `u32 CRC-32C of everything after it`, `i32 producer count`, then per
+//! producer `i64 producer id`, `i16 epoch`, `i32 last sequence before the batches (i32::MIN:
+//! none)`, `i32 batch count`, then per batch `i32 first seq, i32 last seq, i64 first offset,
+//! i64 last offset, i64 max timestamp, i64 log append time (-1: CreateTime)`. Version 1 (no
+//! last sequence, no log append time) is still read. `<offset>` is the log end offset the
+//! snapshot covers (batches below it).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,7 +19,10 @@ use super::error::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5 in-flight requests).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
-const SNAPSHOT_VERSION: i16 = 1;
+const SNAPSHOT_VERSION: i16 = 2;
+const SNAPSHOT_VERSION_V1: i16 = 1;
+/// Snapshot encoding of `ProducerEntry::last_seq_before == None`.
+const NO_SEQUENCE: i32 = i32::MIN;
 const NO_PRODUCER_ID: i64 = -1;
 
 /// Sequence range and offsets of one appended batch.
@@ -28,6 +33,8 @@ pub struct BatchMetadata {
     pub first_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// The append time a `LogAppendTime` batch was given (a duplicate answers with it), else -1.
+    pub log_append_time_ms: i64,
 }
 
 /// State of one producer id.
@@ -35,6 +42,9 @@ pub struct BatchMetadata {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMetadata>,
+    /// The last sequence before the first remembered batch, kept when a truncation removed
+    /// every remembered batch (the sequence check continues from it); `None` otherwise.
+    pub last_seq_before: Option<i32>,
 }
 
 /// What the producer check decided for one batch.
@@ -95,9 +105,10 @@ impl ProducerStateManager {
         {
             return Ok(SequenceCheck::Duplicate(*dup));
         }
-        let expected = match entry.batches.back() {
-            Some(last) if last.last_seq == i32::MAX => 0,
-            Some(last) => last.last_seq + 1,
+        let last = entry.batches.back().map(|b| b.last_seq);
+        let expected = match last.or(entry.last_seq_before) {
+            Some(i32::MAX) => 0,
+            Some(last) => last + 1,
             None => header.base_sequence,
         };
         if header.base_sequence != expected {
@@ -119,6 +130,7 @@ impl ProducerStateManager {
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+            entry.last_seq_before = None;
         }
         entry.batches.push_back(BatchMetadata {
             first_seq: header.base_sequence,
@@ -126,18 +138,29 @@ impl ProducerStateManager {
             first_offset: header.base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
+            log_append_time_ms: header.log_append_time_ms(),
         });
         while entry.batches.len() > PRODUCER_BATCHES_MAX {
             entry.batches.pop_front();
         }
     }
 
-    /// Forgets batches at or above `offset` (after a failed write or a truncation).
+    /// Forgets batches at or above `offset` (after a failed write, for a snapshot at `offset`).
+    /// A producer keeps its epoch, and its last sequence below `offset` when every remembered
+    /// batch is removed: a retry of a removed batch is then checked against it, not accepted
+    /// as the first batch of an unknown producer.
     pub fn truncate_to(&mut self, offset: Offset) {
         for entry in self.producers.values_mut() {
+            let Some(first) = entry.batches.front().copied() else {
+                continue;
+            };
             entry.batches.retain(|b| b.last_offset < offset.0);
+            if entry.batches.is_empty() {
+                // Sequences of one epoch are consecutive: the batch before the first
+                // remembered one ended just below it.
+                entry.last_seq_before = Some(first.first_seq - 1);
+            }
         }
-        self.producers.retain(|_, e| !e.batches.is_empty());
     }
 
     pub fn encode_snapshot(&self) -> Vec<u8> {
@@ -149,6 +172,8 @@ impl ProducerStateManager {
             let entry = &self.producers[id];
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&entry.epoch.to_be_bytes());
+            let before = entry.last_seq_before.unwrap_or(NO_SEQUENCE);
+            body.extend_from_slice(&before.to_be_bytes());
             body.extend_from_slice(&(entry.batches.len() as i32).to_be_bytes());
             for b in &entry.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -156,6 +181,7 @@ impl ProducerStateManager {
                 body.extend_from_slice(&b.first_offset.to_be_bytes());
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
                 body.extend_from_slice(&b.max_timestamp.to_be_bytes());
+                body.extend_from_slice(&b.log_append_time_ms.to_be_bytes());
             }
         }
         let mut out = Vec::with_capacity(body.len() + 6);
@@ -168,9 +194,11 @@ impl ProducerStateManager {
     /// `None` when the snapshot is damaged (the caller then rebuilds from the log).
     pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerStateManager> {
         let mut reader = Reader { bytes, at: 0 };
-        if reader.i16()? != SNAPSHOT_VERSION {
+        let version = reader.i16()?;
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_V1 {
             return None;
         }
+        let v2 = version == SNAPSHOT_VERSION;
         let crc = reader.i32()? as u32;
         if crc32c::crc32c(bytes.get(6..)?) != crc {
             return None;
@@ -179,9 +207,11 @@ impl ProducerStateManager {
         for _ in 0..reader.i32()? {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
+            let before = if v2 { reader.i32()? } else { NO_SEQUENCE };
             let mut entry = ProducerEntry {
                 epoch,
                 batches: VecDeque::new(),
+                last_seq_before: (before != NO_SEQUENCE).then_some(before),
             };
             for _ in 0..reader.i32()? {
                 entry.batches.push_back(BatchMetadata {
@@ -190,6 +220,7 @@ impl ProducerStateManager {
                     first_offset: reader.i64()?,
                     last_offset: reader.i64()?,
                     max_timestamp: reader.i64()?,
+                    log_append_time_ms: if v2 { reader.i64()? } else { -1 },
                 });
             }
             state.producers.insert(id, entry);
@@ -219,5 +250,43 @@ impl Reader<'_> {
     }
     fn i64(&mut self) -> Option<i64> {
         self.take::<8>().map(i64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::parse_header;
+    use crate::storage::test_util::encode_batch;
+
+    fn header(seq: i32, offset: i64) -> BatchHeader {
+        let mut header = parse_header(&encode_batch(&[0], 10, (7, 3, seq))).expect("header");
+        header.base_offset = offset;
+        header
+    }
+
+    #[test]
+    fn truncation_keeps_epoch_and_last_sequence() {
+        let mut state = ProducerStateManager::default();
+        for seq in 0..10 {
+            state.update(&header(seq, i64::from(seq)));
+        }
+        // Every remembered batch (5..10) is above the snapshot offset.
+        state.truncate_to(Offset(4));
+        let entry = state.get(ProducerId(7)).expect("kept");
+        assert_eq!(entry.epoch, 3);
+        assert!(entry.batches.is_empty());
+        assert_eq!(entry.last_seq_before, Some(4));
+        assert_eq!(
+            state.check(&header(5, 5)).expect("next"),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            state.check(&header(7, 5)),
+            Err(StorageError::OutOfOrderSequence { expected: 5, .. })
+        ));
+        let decoded =
+            ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("decodes");
+        assert_eq!(decoded, state);
     }
 }

@@ -36,15 +36,21 @@ pub(super) async fn load(
     let io = shard.io.clone();
     let dir = shard.broker.data_dir.join(tp.dir_name());
     io.create_dir_all(&dir).await?;
-    check_partition_metadata(io.as_ref(), &dir, topic_id).await?;
+    if check_partition_metadata(io.as_ref(), &dir, topic_id).await? {
+        // A new partition directory: its entry in the data directory must be durable before
+        // anything written in it is acknowledged.
+        io.sync_dir(&shard.broker.data_dir).await?;
+    }
     let names = io.list_dir(&dir).await?;
     // Temporary files of an interrupted atomic write, and segments retention had already
     // removed (`.deleted`) whose delayed unlink did not happen before the stop.
+    let mut deleted = false;
     for name in names
         .iter()
         .filter(|n| n.ends_with(TMP_SUFFIX) || n.ends_with(DELETED_SUFFIX))
     {
         io.remove_file(&dir.join(name)).await?;
+        deleted = true;
     }
     let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
     let mut bases: Vec<Offset> = names
@@ -59,7 +65,7 @@ pub(super) async fn load(
     let interval = config.index_interval_bytes;
 
     let mut segments = open_segments(&io, &dir, &bases, log_start_checkpoint, index_bytes).await?;
-    drop_segments_below(&mut segments, log_start_checkpoint).await?;
+    deleted |= drop_segments_below(&mut segments, log_start_checkpoint).await?;
     let bases: Vec<Offset> = segments.keys().map(|b| Offset(*b)).collect();
     let (snapshot_offset, mut producers) = load_snapshot(io.as_ref(), &dir, &names).await?;
     let mut leader_epoch = 0;
@@ -83,8 +89,7 @@ pub(super) async fn load(
         })
         .map(|base| base.0)
         .collect();
-    let recovered = recover_segments(
-        io.as_ref(),
+    let (recovered, dropped_later) = recover_segments(
         &mut segments,
         start,
         interval,
@@ -93,6 +98,11 @@ pub(super) async fn load(
         &mut apply,
     )
     .await?;
+    if deleted || dropped_later {
+        // Deleted segments must not come back after a crash: a segment that reappears above a
+        // truncation would leave a gap in the offsets.
+        io.sync_dir(&dir).await?;
+    }
 
     let Some(active) = segments.values().next_back().cloned() else {
         return Err(StorageError::CorruptRecord(
@@ -108,6 +118,15 @@ pub(super) async fn load(
     let mark = active.mark();
     let first_base = segments.keys().next().copied().unwrap_or(0);
     let log_end = mark.next_offset;
+    if snapshot_offset > log_end {
+        // The snapshot describes batches the log no longer has (they were truncated): it
+        // would answer duplicates for them. Rebuild producer state from the log instead.
+        tracing::warn!(partition = %tp, snapshot_offset, log_end,
+            "producer snapshot above the recovered log end: rebuilding producer state");
+        let path = offset_file_path(&dir, Offset(snapshot_offset), SNAPSHOT_SUFFIX);
+        io.remove_file(&path).await?;
+        producers = rebuild_producers(&segments).await?;
+    }
     let log_start = log_start_checkpoint
         .unwrap_or(first_base)
         .max(first_base)
@@ -188,13 +207,15 @@ async fn open_segments(
 
 /// Deletes segments wholly below the checkpointed log start offset: their deletion (retention,
 /// DeleteRecords) was decided before the last stop but may not have reached the files.
+/// Returns whether any was deleted.
 async fn drop_segments_below(
     segments: &mut BTreeMap<i64, Rc<Segment>>,
     log_start: Option<i64>,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let Some(log_start) = log_start else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut deleted = false;
     let bases: Vec<i64> = segments.keys().copied().collect();
     for pair in bases.windows(2) {
         if pair[1] > log_start {
@@ -207,29 +228,46 @@ async fn drop_segments_below(
                 "deleting segment below the log start offset"
             );
             segment.delete_files().await?;
+            deleted = true;
         }
     }
-    Ok(())
+    Ok(deleted)
+}
+
+/// Producer state from every batch header of the log (when no usable snapshot exists).
+async fn rebuild_producers(
+    segments: &BTreeMap<i64, Rc<Segment>>,
+) -> Result<ProducerStateManager, StorageError> {
+    let producers = std::cell::RefCell::new(ProducerStateManager::default());
+    for segment in segments.values() {
+        segment
+            .scan_headers(0, segment.size(), |header| {
+                producers.borrow_mut().update(header);
+                false
+            })
+            .await?;
+    }
+    Ok(producers.into_inner())
 }
 
 /// Scans the segments that may hold unverified bytes. `start`: `None` after a clean shutdown
 /// (only the active segment's tail after its last index entry), else the recovery point.
-/// Returns the bytes scanned.
+/// Returns the bytes scanned, and whether later segments were deleted (a truncation, or a
+/// segment that does not continue where the scanned one before it ends).
 async fn recover_segments(
-    io: &dyn StorageIo,
     segments: &mut BTreeMap<i64, Rc<Segment>>,
     start: Option<i64>,
     interval: u64,
     index_bytes: u64,
     missing_indexes: &[i64],
     apply: &mut impl FnMut(&batch::BatchHeader),
-) -> Result<u64, StorageError> {
+) -> Result<(u64, bool), StorageError> {
     let bases: Vec<i64> = segments.keys().copied().collect();
     for pair in bases.windows(2) {
         segments[&pair[0]].set_next_offset(pair[1]);
     }
     let Some(&last) = bases.last() else {
-        return Ok(0);
+        return Ok((0, false));
     };
     let (first_scanned, start_offset) = match start {
         None => (last, None),
@@ -271,26 +309,38 @@ async fn recover_segments(
         scanned += outcome.scanned_bytes;
         if base != last {
             segment.write_indexes(true, 0).await?;
-        } else if rebuild {
+        } else if rebuild || start_offset.is_some() {
+            // Unclean: the scan rebuilt the entries above the recovery point and may have
+            // truncated; the file must not keep entries the log no longer has.
             segment.write_indexes(false, index_bytes).await?;
         }
-        if outcome.truncated {
-            tracing::warn!(
-                base,
-                valid = outcome.valid_bytes,
-                "truncated invalid bytes in segment"
-            );
+        let next_base = segments.range(base + 1..).next().map(|(b, _)| *b);
+        let gap = next_base.filter(|next| *next != segment.mark().next_offset);
+        if outcome.truncated || gap.is_some() {
+            if outcome.truncated {
+                tracing::warn!(
+                    base,
+                    valid = outcome.valid_bytes,
+                    "truncated invalid bytes in segment"
+                );
+            } else {
+                tracing::error!(
+                    base,
+                    end = segment.mark().next_offset,
+                    next_base = gap,
+                    "segments are not contiguous: deleting the segments after the gap"
+                );
+            }
             let later: Vec<i64> = segments.range(base + 1..).map(|(b, _)| *b).collect();
             for later_base in later {
                 if let Some(dropped) = segments.remove(&later_base) {
                     dropped.delete_files().await?;
                 }
             }
-            break;
+            return Ok((scanned, next_base.is_some()));
         }
     }
-    let _ = io;
-    Ok(scanned)
+    Ok((scanned, false))
 }
 
 /// Max timestamp of the active segment's first batch (segment.ms rolls count from it).
@@ -350,12 +400,13 @@ async fn read_checkpoint(io: &dyn StorageIo, path: &Path) -> Result<Option<i64>,
     }
 }
 
-/// Writes `partition.metadata` if absent; fails if it names another topic id.
+/// Writes `partition.metadata` if absent (returns true then: a new partition directory); fails
+/// if it names another topic id.
 async fn check_partition_metadata(
     io: &dyn StorageIo,
     dir: &Path,
     topic_id: TopicId,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let expected = encode_topic_id(topic_id);
     if let Some(bytes) = io.read_file(&path).await? {
@@ -365,7 +416,7 @@ async fn check_partition_metadata(
             .find_map(|l| l.strip_prefix("topic_id: "))
             .map(str::trim);
         if found == Some(expected.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         return Err(StorageError::CorruptRecord(format!(
             "{} names topic id {found:?}, expected {expected}",
@@ -374,7 +425,7 @@ async fn check_partition_metadata(
     }
     let content = format!("version: 0\ntopic_id: {expected}\n");
     io.write_file_atomic(&path, content.into_bytes()).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Kafka's `Uuid.toString()`, as `partition.metadata` stores it.

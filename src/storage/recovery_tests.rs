@@ -12,7 +12,7 @@ use super::config::{Acks, LogConfig};
 use super::error::StorageError;
 use super::fault_io::{FaultyIo, WriteFault};
 use super::file_names::offset_file_path;
-use super::io::StorageIo;
+use super::io::{FileKind, StorageIo};
 use super::log::PartitionLog;
 use super::manager::LogManager;
 use super::test_util::*;
@@ -171,7 +171,7 @@ fn write_errors_leave_no_visible_half_batch() {
 }
 
 #[test]
-fn fsync_failure_fails_acks_all_without_advancing_hwm() {
+fn fsync_failure_fail_stops_the_log() {
     run(|| async {
         let io = FaultyIo::new();
         let manager = fake_manager(&io, &data_dir());
@@ -182,16 +182,42 @@ fn fsync_failure_fails_acks_all_without_advancing_hwm() {
         log.append(batch_at(1, 1, 10), opts(Acks::All, 0))
             .await
             .expect("append");
-        io.set_fsync_fails(true);
+        io.fail_next_fsync(FileKind::Direct);
         let err = log
             .append(batch_at(1, 1, 10), opts(Acks::All, 0))
             .await
             .expect_err("fsync fails");
-        assert!(matches!(err, StorageError::Io(_)));
+        assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+        assert!(log.is_failed());
         assert_eq!(log.high_watermark(), Offset(1));
-        io.set_fsync_fails(false);
-        log.flush(true).await.expect("fsync again");
-        assert_eq!(log.high_watermark(), Offset(2));
+        // The device would accept the next fdatasync; the log does not try it.
+        let err = log
+            .append(batch_at(1, 1, 10), opts(Acks::Leader, 0))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, StorageError::LogFailed), "{err:?}");
+        assert!(matches!(
+            log.flush(true).await,
+            Err(StorageError::LogFailed)
+        ));
+        log.checkpoint().await.expect("checkpoint is a no-op");
+        assert_eq!(log.high_watermark(), Offset(1), "frozen");
+        // Reopening recovers it as after an unclean stop: the batch whose fdatasync failed
+        // reads back as zeros (the fault layer's fsyncgate model) and is truncated.
+        let reopened = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("reopen");
+        assert!(!Rc::ptr_eq(&log, &reopened));
+        assert!(!reopened.is_failed());
+        assert!(reopened.recovered_bytes() > 0, "scanned as unclean");
+        assert_eq!(reopened.log_end_offset(), Offset(1));
+        let ok = reopened
+            .append(batch_at(2, 1, 10), opts(Acks::All, 0))
+            .await
+            .expect("append after recovery");
+        assert_eq!(ok.base_offset, Offset(1));
+        assert_eq!(read_all(&reopened, 0).await.len(), 2);
     });
 }
 
@@ -433,7 +459,7 @@ fn failed_roll_is_finished_by_the_next_append() {
 }
 
 #[test]
-fn flusher_retries_a_failed_fsync() {
+fn flusher_never_retries_a_failed_fsync_and_restart_recovers_uncleanly() {
     run(|| async {
         let io = FaultyIo::new();
         let manager = fake_manager(&io, &data_dir());
@@ -442,17 +468,36 @@ fn flusher_retries_a_failed_fsync() {
             .open_partition(&tp(), uuid::Uuid::nil(), small_config())
             .await
             .expect("open");
+        log.append(batch_at(0, 1, 10), opts(Acks::All, 0))
+            .await
+            .expect("append");
         io.set_fsync_fails(true);
         let err = log
             .append(batch_at(1, 1, 10), opts(Acks::All, 0))
             .await
             .expect_err("fsync fails");
         assert!(matches!(err, StorageError::Io(_)));
-        assert_eq!(log.high_watermark(), Offset(0));
         io.set_fsync_fails(false);
-        log.wait_hwm_above(Offset(0)).await;
+        let fsyncs = io.fsyncs();
+        // Several flusher ticks (FLUSH_TICK_MS) pass: no retry, nothing becomes visible.
+        glommio::timer::sleep(std::time::Duration::from_millis(350)).await;
+        assert_eq!(io.fsyncs(), fsyncs, "no fdatasync retried");
         assert_eq!(log.high_watermark(), Offset(1));
+        assert!(log.is_failed());
         manager.shutdown().await;
+        let dir = data_dir().join("t-0");
+        assert!(
+            !io.exists(&dir.join(super::file_names::CLEAN_SHUTDOWN_FILE)),
+            "a failed log is not marked clean"
+        );
+        io.crash();
+        let log = fake_manager(&io, &data_dir())
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("restart");
+        assert!(log.recovered_bytes() > 0, "unclean recovery");
+        assert_eq!(log.log_end_offset(), Offset(1));
+        assert_eq!(read_all(&log, 0).await.len(), 1);
     });
 }
 

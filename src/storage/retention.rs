@@ -50,6 +50,7 @@ impl PartitionLog {
         now_ms: i64,
         capacity_bytes: u64,
     ) -> Result<usize, StorageError> {
+        let _delete = self.delete_lock.lock().await;
         let cfg = self.config();
         let limit = retention_bytes_limit(
             cfg.retention_bytes,
@@ -58,24 +59,24 @@ impl PartitionLog {
             capacity_bytes,
         );
         let doomed = self
-            .count_obsolete(now_ms, cfg.retention_ms.filter(|ms| *ms >= 0), limit)
+            .obsolete_segments(now_ms, cfg.retention_ms.filter(|ms| *ms >= 0), limit)
             .await?;
-        self.delete_oldest_segments(doomed).await?;
-        Ok(doomed)
+        self.delete_segments(&doomed).await?;
+        Ok(doomed.len())
     }
 
-    /// Length of the prefix of sealed segments that are below the log start offset, older than
-    /// `retention_ms`, or over the byte `limit` (Kafka stops at the first segment to keep).
-    async fn count_obsolete(
+    /// Base offsets of the prefix of sealed segments that are below the log start offset, older
+    /// than `retention_ms`, or over the byte `limit` (Kafka stops at the first segment to keep).
+    async fn obsolete_segments(
         &self,
         now_ms: i64,
         retention_ms: Option<i64>,
         limit: Option<u64>,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<Vec<i64>, StorageError> {
         let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
         let log_start = self.offsets.get().log_start;
         let mut remaining = self.size_bytes();
-        let mut doomed = 0;
+        let mut doomed = Vec::new();
         for pair in segments.windows(2) {
             let (segment, next_base) = (&pair[0], pair[1].base_offset().0);
             let below_start = next_base <= log_start;
@@ -91,13 +92,14 @@ impl PartitionLog {
                 break;
             }
             remaining -= segment.size();
-            doomed += 1;
+            doomed.push(segment.base_offset().0);
         }
         Ok(doomed)
     }
 
     /// DeleteRecords: advances the log start offset to `offset` and deletes whole segments below it.
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let _delete = self.delete_lock.lock().await;
         let offsets = self.offsets.get();
         if offset.0 > offsets.high_watermark || offset.0 < 0 {
             return Err(self.out_of_range(offset));
@@ -112,22 +114,31 @@ impl PartitionLog {
             offsets.log_start = offsets.log_start.max(offset.0);
             self.set_offsets(offsets);
         }
-        let doomed = self.count_obsolete(0, None, None).await?;
-        self.delete_oldest_segments(doomed).await?;
+        let doomed = self.obsolete_segments(0, None, None).await?;
+        self.delete_segments(&doomed).await?;
         Ok(self.log_start_offset())
     }
 
-    /// Deletes the `count` oldest segments (never the active one). The new log start offset is
-    /// checkpointed first, so a restart never resurrects a segment whose deletion was pending.
-    async fn delete_oldest_segments(&self, count: usize) -> Result<(), StorageError> {
-        if count == 0 {
+    /// Deletes exactly the segments with these base offsets, the oldest ones (never the active
+    /// one). Called with `delete_lock` held, so no other deletion changed the set since they
+    /// were chosen. The new log start offset is checkpointed first, so a restart never
+    /// resurrects a segment whose deletion was pending.
+    async fn delete_segments(&self, doomed_bases: &[i64]) -> Result<(), StorageError> {
+        assert!(self.delete_lock.is_locked());
+        let Some(&last_doomed) = doomed_bases.last() else {
             return Ok(());
-        }
-        let (doomed_bases, new_start) = {
+        };
+        let new_start = {
             let segments = self.segments.borrow();
-            assert!(count < segments.len(), "never delete the active segment");
-            let bases: Vec<i64> = segments.keys().take(count + 1).copied().collect();
-            (bases[..count].to_vec(), bases[count])
+            let oldest: Vec<i64> = segments.keys().take(doomed_bases.len()).copied().collect();
+            assert_eq!(
+                oldest, doomed_bases,
+                "retention deletes the oldest segments it chose"
+            );
+            match segments.range(last_doomed + 1..).next() {
+                Some((base, _)) => *base,
+                None => panic!("never delete the active segment"),
+            }
         };
         if new_start > self.offsets.get().log_start {
             let checkpoint = encode_checkpoint(&self.tp, Offset(new_start));

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::model::Offset;
 
-use super::appender::{align_down, Appender, PendingWrite};
+use super::appender::{align_down, append_alignment, Appender, PendingWrite};
 use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use super::file_names::{offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use super::index::{OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
@@ -112,7 +112,8 @@ impl Segment {
             let mut state = segment.state.borrow_mut();
             state.offset_index = Some(OffsetIndex::default());
             state.time_index = Some(TimeIndex::default());
-            state.appender = Some(Appender::new(log.alignment(), 0, Vec::new()));
+            let alignment = append_alignment(log.alignment(), log.physical_block_size());
+            state.appender = Some(Appender::new(alignment, 0, Vec::new()));
         }
         *segment.log.borrow_mut() = Some(log);
         Ok(Rc::new(segment))
@@ -343,8 +344,7 @@ impl Segment {
             header.partition_leader_epoch = edit.leader_epoch;
             if let Some(now_ms) = edit.log_append_time_ms {
                 batch::set_log_append_time(batch, now_ms);
-                header.base_timestamp = now_ms;
-                header.max_timestamp = now_ms;
+                header.set_log_append_time(now_ms);
             }
             next_offset = header.last_offset() + 1;
             stored.push((*at, header));
@@ -537,7 +537,8 @@ impl Segment {
             .await
     }
 
-    async fn scan_headers(
+    /// Batch headers from `position` up to `limit` bytes, until `found` says stop.
+    pub(super) async fn scan_headers(
         &self,
         mut position: u64,
         limit: u64,
@@ -587,8 +588,12 @@ impl Segment {
                     "short index write",
                 ));
             }
-            file.truncate(if trim { len } else { len.max(index_bytes) })
-                .await?;
+            // Cut at the entries first, then (not trimming) extend again: the extension reads
+            // as zeros, so no entry of an earlier, longer write survives past the new ones.
+            file.truncate(len).await?;
+            if !trim && index_bytes > len {
+                file.truncate(index_bytes).await?;
+            }
             file.fdatasync().await?;
         }
         Ok(())
@@ -681,7 +686,24 @@ impl Segment {
         self.ensure_indexes().await?;
         let file = self.log_file().await?;
         let file_size = file.file_size().await?;
-        let start_offset = self.reset_to(position);
+        let mut position = position;
+        let mut start_offset = self.reset_to(position);
+        if position > 0
+            && !self
+                .batch_starts_at(file.as_ref(), position, start_offset)
+                .await?
+        {
+            // The index disagrees with the log (a stale entry): drop it and rescan the
+            // segment from byte 0. Never truncate because the index and the log disagree.
+            tracing::warn!(
+                base = self.base_offset.0,
+                position,
+                start_offset,
+                "index entry does not match the log: rebuilding the index from the segment"
+            );
+            position = 0;
+            start_offset = self.reset_to(0);
+        }
         let mut pos = position;
         let mut expected = start_offset;
         let mut truncated = false;
@@ -751,6 +773,27 @@ impl Segment {
         })
     }
 
+    /// Whether a valid batch (CRC checked) with base offset `offset` starts at `position`.
+    async fn batch_starts_at(
+        &self,
+        file: &dyn IoFile,
+        position: u64,
+        offset: i64,
+    ) -> io::Result<bool> {
+        let head = file.read_at(position, BATCH_HEADER_BYTES).await?;
+        let Some(header) = batch::parse_header(&head) else {
+            return Ok(false);
+        };
+        if header.base_offset != offset
+            || header.batch_length <= 0
+            || header.size_bytes() > batch::BATCH_BYTES_MAX
+        {
+            return Ok(false);
+        }
+        let whole = file.read_at(position, header.size_bytes()).await?;
+        Ok(batch::verify_batch(&whole).is_ok_and(|h| h.base_offset == offset))
+    }
+
     /// Resets metadata to the index entry at `position` (0 or an offset index entry) and returns
     /// the base offset of the batch there.
     fn reset_to(&self, position: u64) -> i64 {
@@ -795,13 +838,14 @@ impl Segment {
     pub async fn activate(&self, rolling_timestamp: Option<i64>) -> io::Result<()> {
         let file = self.log_file().await?;
         let size = self.size();
-        let tail_start = align_down(size, file.alignment());
+        let alignment = append_alignment(file.alignment(), file.physical_block_size());
+        let tail_start = align_down(size, alignment);
         let tail = file
             .read_at(tail_start, (size - tail_start) as usize)
             .await?
             .to_vec();
         let mut state = self.state.borrow_mut();
-        state.appender = Some(Appender::new(file.alignment(), size, tail));
+        state.appender = Some(Appender::new(alignment, size, tail));
         if rolling_timestamp.is_some() {
             state.current.rolling_timestamp = rolling_timestamp;
             state.committed = state.current;

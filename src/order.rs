@@ -9,8 +9,12 @@
 //! come strictly in the order the tickets were taken. Dropping a ticket — after its turn, before
 //! it, or without ever awaiting it — gives the turn to the next one.
 //!
-//! Two queues use it: each connection (the order in which state-changing requests reach their
-//! owners) and each partition log (the order in which appends take their offsets).
+//! Users: each connection (the order in which state-changing requests reach their owners), each
+//! partition log's append queue (the order in which appends take their offsets), and the log's
+//! other fair locks (flush, checkpoint, delete): a caller that releases and at once asks again
+//! queues behind everyone already waiting, which neither `futures::lock::Mutex` nor glommio
+//! 0.9's `Semaphore` guarantees (the semaphore wakes its oldest waiter but leaves the units
+//! free for a new caller that finds the wait list empty).
 //!
 //! Lives on one core (`Rc`); never sent across shards.
 
@@ -66,6 +70,12 @@ impl OrderQueue {
         let ticket = self.take();
         ticket.turn().await;
         ticket
+    }
+
+    /// Whether a ticket is out: held by the holder of the turn, or waiting for it. Inside the
+    /// turn (the lock held) this is always true; for assertions.
+    pub fn is_locked(&self) -> bool {
+        self.outstanding() > 0
     }
 
     /// Tickets handed out and not yet dropped.

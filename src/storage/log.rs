@@ -20,12 +20,12 @@ use super::appender::APPEND_BUFFER_BYTES_MAX;
 use super::batch::{self, BatchHeader};
 use super::config::{Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult};
 use super::error::StorageError;
-use super::fifo_lock::{FifoGuard, FifoLock};
 use super::index::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::manager::ShardContext;
 use super::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
 use super::segment::{BatchEdit, RollLimits, Segment, NO_TIMESTAMP};
 use super::waiters::WakerSet;
+use crate::order::{OrderQueue, Ticket};
 
 /// Offsets of the log. `written`/`durable` are offset ends (last offset + 1) of the bytes the
 /// device confirmed / fdatasync'ed; the high watermark is one of them per the flush policy.
@@ -82,16 +82,16 @@ pub struct PartitionLog {
     /// Appends take their offsets in the order they took a place here (FIFO, the place
     /// taken synchronously: see `reserve_append`); maintenance that must exclude appends
     /// takes its turn in the same queue.
-    pub(super) append_lock: crate::order::OrderQueue,
+    pub(super) append_lock: OrderQueue,
     /// Serialises writes, fdatasyncs, checkpoints and rolls (one write in flight per segment).
-    /// FIFO: see `fifo_lock`.
-    pub(super) flush_lock: FifoLock,
+    /// FIFO with hand-off: see `crate::order`.
+    pub(super) flush_lock: OrderQueue,
     /// Serialises writes of the producer snapshot and recovery-point file (taken after
     /// `flush_lock` when both are held).
-    pub(super) checkpoint_lock: FifoLock,
+    pub(super) checkpoint_lock: OrderQueue,
     /// Serialises segment deletions (retention, DeleteRecords): the segments chosen are the
     /// segments deleted.
-    pub(super) delete_lock: FifoLock,
+    pub(super) delete_lock: OrderQueue,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -138,10 +138,10 @@ impl PartitionLog {
             producers: RefCell::new(loaded.producers),
             waiters: RefCell::new(VecDeque::new()),
             hwm_waiters: WakerSet::default(),
-            append_lock: crate::order::OrderQueue::new(),
-            flush_lock: FifoLock::default(),
-            checkpoint_lock: FifoLock::default(),
-            delete_lock: FifoLock::default(),
+            append_lock: OrderQueue::new(),
+            flush_lock: OrderQueue::new(),
+            checkpoint_lock: OrderQueue::new(),
+            delete_lock: OrderQueue::new(),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
@@ -198,7 +198,7 @@ impl PartitionLog {
     }
     /// Takes `flush_lock`, in arrival order: a checkpoint waiting behind a hot partition's
     /// group commits gets its turn (with an unfair lock the flusher re-locks first).
-    pub(super) async fn lock_flush(&self) -> FifoGuard<'_> {
+    pub(super) async fn lock_flush(&self) -> Ticket {
         self.flush_lock.lock().await
     }
     pub(super) fn flush_policy(&self) -> FlushPolicy {
@@ -237,14 +237,14 @@ impl PartitionLog {
     /// the order their places were taken, whatever happens between this call and
     /// [`append_reserved`](Self::append_reserved) — so callers take the place at the moment
     /// the order is known (a request taken off its connection or the mesh).
-    pub fn reserve_append(&self) -> crate::order::Ticket {
+    pub fn reserve_append(&self) -> Ticket {
         self.append_lock.take()
     }
 
     /// [`append`](Self::append) at a place taken earlier with `reserve_append`.
     pub async fn append_reserved(
         &self,
-        place: crate::order::Ticket,
+        place: Ticket,
         records: Bytes,
         opts: AppendOptions,
     ) -> Result<AppendResult, StorageError> {

@@ -9,7 +9,6 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod fault_io;
-pub mod fifo_lock;
 pub mod file_names;
 pub mod flush;
 pub mod index;

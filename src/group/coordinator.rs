@@ -63,11 +63,12 @@ impl Group {
 /// Load and write state of one `__consumer_offsets` partition owned by this shard.
 struct OffsetsPartition {
     /// Held across each append+apply, and across replay and snapshots.
-    /// Serialises appends to this `__consumer_offsets` partition. A glommio semaphore of one
-    /// permit, because it is fair (FIFO, no barging): with `futures::lock::Mutex` a committer
-    /// could be overtaken by newer ones for as long as they kept coming (seen: commits starved
-    /// for the whole length of a benchmark run, and kafkajs members expired meanwhile).
-    write_lock: glommio::sync::Semaphore,
+    /// Serialises appends to this `__consumer_offsets` partition. A FIFO hand-off lock
+    /// (`order::OrderQueue`): with `futures::lock::Mutex` a committer could be overtaken by
+    /// newer ones for as long as they kept coming (seen: commits starved for the whole length of
+    /// a benchmark run, and kafkajs members expired meanwhile); glommio 0.9's semaphore leaves
+    /// the permit free for a caller that re-acquires before the woken waiter runs.
+    write_lock: crate::order::OrderQueue,
     loaded: Cell<bool>,
     bytes_since_snapshot: Cell<u64>,
     last_snapshot_bytes: Cell<u64>,
@@ -174,7 +175,7 @@ impl GroupCoordinator {
             .entry(partition)
             .or_insert_with(|| {
                 Rc::new(OffsetsPartition {
-                    write_lock: glommio::sync::Semaphore::new(1),
+                    write_lock: crate::order::OrderQueue::new(),
                     loaded: Cell::new(false),
                     bytes_since_snapshot: Cell::new(0),
                     last_snapshot_bytes: Cell::new(0),
@@ -189,11 +190,7 @@ impl GroupCoordinator {
         if state.loaded.get() {
             return Ok(());
         }
-        let _guard = state
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| GroupError::Append(e.to_string()))?;
+        let _guard = state.write_lock.lock().await;
         if state.loaded.get() {
             return Ok(());
         }
@@ -351,11 +348,7 @@ impl GroupCoordinator {
         }
         let state = self.partition_state(partition);
         {
-            let _guard = state
-                .write_lock
-                .acquire_permit(1)
-                .await
-                .map_err(|e| GroupError::Append(e.to_string()))?;
+            let _guard = state.write_lock.lock().await;
             let (_, n) = self.append_locked(partition, &records).await?;
             state
                 .bytes_since_snapshot
@@ -406,11 +399,7 @@ impl GroupCoordinator {
     /// Writes every live record of the partition as one batch, then drops what precedes it.
     async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
         let state = self.partition_state(partition);
-        let _guard = state
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| GroupError::Append(e.to_string()))?;
+        let _guard = state.write_lock.lock().await;
         let records = self.live_records(partition);
         let base = if records.is_empty() {
             let tp = TopicPartition::new(OFFSETS_TOPIC, partition);

@@ -17,15 +17,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use common::{Broker, BrokerOpts};
+use common::{run_bounded, Broker, BrokerOpts};
 
 /// Bound on building the jar (a first build downloads kafka-clients and Maven's plugins).
 const MAVEN_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -163,60 +160,4 @@ fn jar_is_fresh(project: &Path, jar: &Path) -> bool {
         }
     }
     built >= newest
-}
-
-/// Runs `command` in its own process group, with stdout and stderr captured together (in
-/// separate sections); kills the whole group and panics once `timeout` has passed.
-/// (The same as tests/kafkajs.rs's; each test binary has its own copy.)
-fn run_bounded(what: &str, command: &mut Command, timeout: Duration) -> (ExitStatus, String) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (is it installed and on PATH?)"));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    })
-    .collect();
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kill(2) on the process group we created; the leader is not reaped yet,
-            // so its pid (the group id) cannot have been reused.
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let mut output = readers
-        .into_iter()
-        .zip(["stdout", "stderr"])
-        .map(|(reader, name)| format!("---- {what} {name} ----\n{}", reader.join().unwrap()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    match status {
-        Some(status) => (status, output),
-        None => {
-            output.insert_str(0, &format!("{what} did not finish within {timeout:?}\n"));
-            panic!("{output}");
-        }
-    }
 }

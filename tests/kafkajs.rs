@@ -9,76 +9,16 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::Broker;
+use common::{run_bounded, Broker};
 
 /// Bound on `npm ci` (a download of one small package from the registry).
 const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on the node test run; the JS test itself gives up after 85 s.
 const NODE_TEST_TIMEOUT: Duration = Duration::from_secs(150);
-
-/// Runs `command` in its own process group, with stdout and stderr captured together (in
-/// separate sections); kills the whole group and panics once `timeout` has passed.
-fn run_bounded(what: &str, command: &mut Command, timeout: Duration) -> (ExitStatus, String) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group, so a timeout also reaches what it spawned (node --test runs
-        // each test file in a child process).
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (is it installed and on PATH?)"));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    })
-    .collect();
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kill(2) on the process group we created; the leader is not reaped yet,
-            // so its pid (the group id) cannot have been reused.
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let mut output = readers
-        .into_iter()
-        .zip(["stdout", "stderr"])
-        .map(|(reader, name)| format!("---- {what} {name} ----\n{}", reader.join().unwrap()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    match status {
-        Some(status) => (status, output),
-        None => {
-            output.insert_str(0, &format!("{what} did not finish within {timeout:?}\n"));
-            panic!("{output}");
-        }
-    }
-}
 
 /// Installs kafkajs from the lock file unless it is there already.
 fn ensure_kafkajs(root: &Path) {

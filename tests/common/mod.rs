@@ -611,3 +611,60 @@ fn read_tail(path: &Path, bytes: u64) -> String {
     let _ = file.read_to_end(&mut buffer);
     String::from_utf8_lossy(&buffer).into_owned()
 }
+
+/// Runs `command` in its own process group, with stdout and stderr captured together (in
+/// separate sections); kills the whole group and panics once `timeout` has passed.
+pub fn run_bounded(what: &str, command: &mut Command, timeout: Duration) -> (ExitStatus, String) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group, so a timeout also reaches what it spawned (node --test runs
+        // each test file in a child process).
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (is it installed and on PATH?)"));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    })
+    .collect();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the process group we created; the leader is not reaped yet,
+            // so its pid (the group id) cannot have been reused.
+            unsafe {
+                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let mut output = readers
+        .into_iter()
+        .zip(["stdout", "stderr"])
+        .map(|(reader, name)| format!("---- {what} {name} ----\n{}", reader.join().unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    match status {
+        Some(status) => (status, output),
+        None => {
+            output.insert_str(0, &format!("{what} did not finish within {timeout:?}\n"));
+            panic!("{output}");
+        }
+    }
+}

@@ -76,8 +76,48 @@ func runProduceConsume(bootstrap, codec string) {
 	ok("%s: %d records consumed back exactly in %v (keys, values, headers, timestamps; offsets dense; batch codec %d)",
 		codec, len(consumed), time.Since(started).Round(time.Millisecond), spec.want)
 
+	listOffsetsByTime(adm, codec, topic, acked)
 	logDirs(adm, codec, topic)
 	deleteRecords(adm, bootstrap, codec, topic, acked)
+}
+
+// listOffsetsByTime requires ListOffsets by timestamp to answer the first record at or after
+// it (Kafka looks inside the batch, compressed or not) and ListOffsets max timestamp (KIP-734)
+// the record with the largest timestamp, in partition 0.
+func listOffsetsByTime(adm *kadm.Client, codec, topic string, acked []sent) {
+	var partition0 []*kgo.Record
+	for _, s := range acked {
+		if s.record.Partition == 0 {
+			partition0 = append(partition0, s.record)
+		}
+	}
+	byTimestamp := func() {
+		for _, k := range []int{0, 1, len(partition0) / 2, len(partition0) - 1} {
+			target := partition0[k]
+			listed, err := adm.ListOffsetsAfterMilli(ctx(), target.Timestamp.UnixMilli(), topic)
+			noErr(err, "ListOffsets by timestamp")
+			got, _ := listed.Lookup(topic, 0)
+			noErr(got.Err, "ListOffsets by timestamp (partition error)")
+			require(got.Offset == target.Offset && got.Timestamp == target.Timestamp.UnixMilli(),
+				"ListOffsets by timestamp %d: offset %d timestamp %d, want offset %d timestamp %d (the record with that timestamp)",
+				target.Timestamp.UnixMilli(), got.Offset, got.Timestamp, target.Offset, target.Timestamp.UnixMilli())
+		}
+		ok("%s: ListOffsets by timestamp answers the exact record (offsets 0, 1, %d, %d)", codec, len(partition0)/2, len(partition0)-1)
+	}
+	if codecs[codec].want != 0 {
+		known("list-offsets-by-timestamp-compressed", byTimestamp)
+	} else {
+		byTimestamp()
+	}
+	last := partition0[len(partition0)-1]
+	maxTs, err := adm.ListMaxTimestampOffsets(ctx(), topic)
+	noErr(err, "ListOffsets max timestamp")
+	got, _ := maxTs.Lookup(topic, 0)
+	noErr(got.Err, "ListOffsets max timestamp (partition error)")
+	require(got.Offset == last.Offset && got.Timestamp == last.Timestamp.UnixMilli(),
+		"ListOffsets max timestamp: offset %d timestamp %d, want offset %d timestamp %d",
+		got.Offset, got.Timestamp, last.Offset, last.Timestamp.UnixMilli())
+	ok("%s: ListOffsets max timestamp: offset %d, timestamp %d", codec, got.Offset, got.Timestamp)
 }
 
 // logDirs requires DescribeLogDirs to report every partition of topic with data on disk.
@@ -155,9 +195,14 @@ func produce(bootstrap, topic, codec string, compression []kgo.CompressionCodec)
 	cl := newClient(bootstrap, "franz-go-producer-"+codec, opts...)
 	defer cl.Close()
 	results := make([]sent, produceRecords)
+	// One millisecond apart, so every record of a partition has its own timestamp and
+	// ListOffsets by timestamp has exactly one right answer. From now on (at most seconds
+	// ahead, within any broker's allowed skew): franz-go counts a record's delivery timeout
+	// from its timestamp, so timestamps in the past would time out at once.
+	base := time.UnixMilli(time.Now().UnixMilli())
 	var wg sync.WaitGroup
 	for i := range results {
-		r := numbered(codec, i)
+		r := numbered(codec, i, base)
 		results[i].record = r
 		wg.Add(1)
 		cl.Produce(ctx(), r, func(r *kgo.Record, err error) {
@@ -180,8 +225,8 @@ func produce(bootstrap, topic, codec string, compression []kgo.CompressionCodec)
 }
 
 // numbered is record i of a run: key "key-i" (null for every 100th), a compressible value,
-// two headers, and a timestamp.
-func numbered(codec string, i int) *kgo.Record {
+// two headers, and timestamp base + i ms.
+func numbered(codec string, i int, base time.Time) *kgo.Record {
 	r := &kgo.Record{
 		Partition: int32(i % producePartitions),
 		Value:     []byte(fmt.Sprintf("value-%05d-%s", i, strings.Repeat("sluice franz-go ", 16))),
@@ -189,7 +234,7 @@ func numbered(codec string, i int) *kgo.Record {
 			{Key: "seq", Value: []byte(fmt.Sprint(i))},
 			{Key: "codec", Value: []byte(codec)},
 		},
-		Timestamp: time.UnixMilli(time.Now().UnixMilli()),
+		Timestamp: base.Add(time.Duration(i) * time.Millisecond),
 	}
 	if i%100 != 0 {
 		r.Key = []byte(fmt.Sprintf("key-%05d", i))

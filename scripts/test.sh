@@ -73,6 +73,22 @@ fi
 log "mvn package (tests/java)"
 (cd tests/java && { mvn -B -q -o package 2>/dev/null || mvn -B -q package; })
 
+# ---- Go client -------------------------------------------------------------------------------
+# Go 1.26+ (franz-go's minimum; Debian's golang-go is older) for tests/go_client.rs, which builds
+# tests/go (franz-go, pinned in tests/go/go.mod and go.sum). The modules are downloaded here so
+# cargo test needs no network; `go mod download` only checks the module cache once they are in it.
+# The build fills Go's build cache (a first build compiles franz-go's codecs: ~1-2 min on 2 cores),
+# so the test's own `go build` is a cache hit and the Go tests stay within their time.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    export PATH="$PATH:/usr/local/go/bin"
+fi
+if ! command -v go >/dev/null; then
+    echo "missing go: the franz-go tests need Go 1.26+ on PATH (install the official release in /usr/local/go)" >&2
+    exit 1
+fi
+log "go mod download (tests/go, $(go env GOVERSION))"
+(cd tests/go && GOTOOLCHAIN=local go mod download && GOTOOLCHAIN=local go build -buildvcs=false -o /dev/null .)
+
 # ---- Rust ------------------------------------------------------------------------------------
 # Each broker under test runs 2 shards (--cores 2) on a 2-core machine: two test threads keep
 # the machine busy without starving brokers of CPU into client timeouts.

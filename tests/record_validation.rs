@@ -332,12 +332,14 @@ async fn max_timestamp_comes_from_the_records() {
         (0, 3)
     );
 
-    // Exact per record in uncompressed batches; a compressed batch answers its base offset.
+    // Exact per record, in compressed batches too (Kafka decompresses to answer).
     let consumer = broker.consumer(&[]);
     for (ts, expected) in [
         (BASE_TIMESTAMP + 1, 1),
         (BASE_TIMESTAMP + 2, 2),
-        (BASE_TIMESTAMP + 11, 3),
+        (BASE_TIMESTAMP + 10, 3),
+        (BASE_TIMESTAMP + 11, 4),
+        (BASE_TIMESTAMP + 12, 5),
     ] {
         let mut query = TopicPartitionList::new();
         query

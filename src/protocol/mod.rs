@@ -6,6 +6,5 @@
 //! Architecture Invariant: protocol/ does no I/O and knows nothing of shards.
 
 pub mod api;
-pub mod decompress;
 pub mod frame;
 pub mod records;

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 
-use super::decompress;
 use crate::storage::batch::{verify_batch, BatchDefect, BatchHeader, BATCH_HEADER_BYTES};
+use crate::storage::decompress;
 use crate::storage::record_walk::{walk_records, RecordDefect, RecordsSummary, SliceSource};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -236,20 +236,30 @@ pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Offset and timestamp of each record of an uncompressed batch (`batch` = the whole batch).
-/// `None` for compressed batches (their records are not decompressed here) or malformed records.
+/// Offset and timestamp of each record of a batch (`batch` = the whole batch); compressed
+/// batches are walked through the bounded streaming decompressor. `None` for malformed records.
 /// Used only by ListOffsets lookups, which need per-record answers. The vector grows with the
 /// records actually walked, never with the count the header claims.
 pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     let header = parse_header(batch)?;
-    if header.attributes & COMPRESSION_MASK != 0 || batch.len() < header.size_bytes() {
+    if batch.len() < header.size_bytes() {
         return None;
     }
     let mut out = Vec::new();
-    let mut source = SliceSource::new(&batch[BATCH_HEADER_BYTES..header.size_bytes()]);
-    walk_records(&header, &mut source, |offset_delta, timestamp| {
+    let payload = &batch[BATCH_HEADER_BYTES..header.size_bytes()];
+    let mut push = |offset_delta: i32, timestamp: i64| {
         out.push((header.base_offset + i64::from(offset_delta), timestamp));
-    })
-    .ok()?;
+    };
+    let codec = (header.attributes & COMPRESSION_MASK) as u8;
+    if codec == 0 {
+        walk_records(&header, &mut SliceSource::new(payload), &mut push).ok()?;
+    } else {
+        // Stored batches were walked at produce time; a failure here means corruption.
+        super::decompress::with_records(codec, payload, |source| {
+            walk_records(&header, source, &mut push)
+        })
+        .ok()?
+        .ok()?;
+    }
     Some(out)
 }

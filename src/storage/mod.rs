@@ -7,6 +7,7 @@
 pub mod appender;
 pub mod batch;
 pub mod config;
+pub mod decompress;
 pub mod error;
 pub mod fault_io;
 pub mod file_names;

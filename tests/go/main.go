@@ -117,12 +117,7 @@ func ctx() context.Context {
 // knownFailures are Sluice gaps this program found that are not fixed yet: id -> reason. A check
 // run through known prints KNOWN-FAILURE with the reason instead of failing; once it passes,
 // the subcommand fails until the entry is removed, so a fix is noticed.
-var knownFailures = map[string]string{
-	"list-offsets-by-timestamp-compressed": "ListOffsets by timestamp inside a compressed batch answers the " +
-		"batch's base offset and max timestamp; Kafka decompresses the batch and answers the first record " +
-		"whose timestamp is >= the one asked, with that record's timestamp (src/storage/batch.rs " +
-		"record_timestamps, src/storage/log.rs offset_for_timestamp)",
-}
+var knownFailures = map[string]string{}
 
 // known runs check; see knownFailures.
 func known(id string, check func()) {

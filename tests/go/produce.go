@@ -104,11 +104,7 @@ func listOffsetsByTime(adm *kadm.Client, codec, topic string, acked []sent) {
 		}
 		ok("%s: ListOffsets by timestamp answers the exact record (offsets 0, 1, %d, %d)", codec, len(partition0)/2, len(partition0)-1)
 	}
-	if codecs[codec].want != 0 {
-		known("list-offsets-by-timestamp-compressed", byTimestamp)
-	} else {
-		byTimestamp()
-	}
+	byTimestamp()
 	last := partition0[len(partition0)-1]
 	maxTs, err := adm.ListMaxTimestampOffsets(ctx(), topic)
 	noErr(err, "ListOffsets max timestamp")

@@ -106,11 +106,7 @@ final class Check {
      * subcommand; once it passes, the subcommand fails until the entry is removed (strict, so a
      * fix is noticed and the check guards it from then on).
      */
-    static final java.util.Map<String, String> KNOWN_FAILURES = java.util.Map.of(
-            "list-offsets-by-timestamp-compressed",
-            "ListOffsets by timestamp inside a compressed batch answers the batch's base offset; Kafka "
-                    + "decompresses the batch and answers the first record whose timestamp is >= the one "
-                    + "asked (src/storage/log.rs offset_for_timestamp)");
+    static final java.util.Map<String, String> KNOWN_FAILURES = java.util.Map.of();
 
     /** Runs check; see {@link #KNOWN_FAILURES}. */
     static void known(String id, Runnable check) {

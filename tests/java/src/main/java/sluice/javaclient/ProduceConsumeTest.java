@@ -226,11 +226,7 @@ final class ProduceConsumeTest {
             ok("offsetsForTimes (%s): %d probes, each the first offset at or after its timestamp", compression,
                     TIMESTAMP_PROBES);
         };
-        if (compression.equals("none")) {
-            exact.run();
-        } else {
-            Check.known("list-offsets-by-timestamp-compressed", exact);
-        }
+        exact.run();
         TopicPartition tp = new TopicPartition(topic, 0);
         OffsetAndTimestamp none = consumer.offsetsForTimes(Map.of(tp, Long.MAX_VALUE / 2)).get(tp);
         require(none == null, "%s: offsetsForTimes(far future) on %s returned %s", compression, tp, none);

@@ -11,13 +11,14 @@
 //! - lz4 (3): the LZ4 frame format (Kafka's `Lz4BlockInputStream`, magic v1+ checksums);
 //! - zstd (4): zstd frames.
 //!
-//! Only the walk decompresses; the compressed bytes are stored and served as they came.
+//! Only the walk decompresses (Produce validation, and ListOffsets by timestamp, which needs
+//! each record's timestamp); the compressed bytes are stored and served as they came.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
 
+use super::record_walk::{RecordSource, SourceError};
 use crate::limits::{DECOMPRESSED_BATCH_BYTES_MAX, DECOMPRESSION_SCRATCH_BYTES};
-use crate::storage::record_walk::{RecordSource, SourceError};
 
 /// Compression codec ids of the batch attributes.
 pub const CODEC_GZIP: u8 = 1;

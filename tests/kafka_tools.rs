@@ -8,7 +8,8 @@
 //!   mean what Kafka's mean. This is what makes "Kafka's on-disk format" a checked claim.
 //! - `kafka-topics` (`org.apache.kafka.tools.TopicCommand`), `kafka-configs`
 //!   (`kafka.admin.ConfigCommand`) and `kafka-consumer-groups`
-//!   (`org.apache.kafka.tools.consumer.group.ConsumerGroupCommand`) against the running broker.
+//!   (`org.apache.kafka.tools.consumer.group.ConsumerGroupCommand`) against the running broker;
+//!   then `kafka-dump-log --offsets-decoder` reads the group's commits from `__consumer_offsets`.
 //!
 //! The jars: `scripts/kafka-jars.sh` (which scripts/test.sh runs first, so that `cargo test`
 //! itself does not download) keeps them in the cache `scripts/kafka-control.sh` uses; when they
@@ -162,7 +163,7 @@ async fn kafka_dump_log_reads_sluice_segments_as_the_consumer_read_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_topics_configs_and_consumer_groups_work_against_sluice() {
     let libs = kafka_libs();
-    let broker = Broker::start_with(BrokerOpts {
+    let mut broker = Broker::start_with(BrokerOpts {
         cores: 1,
         ..BrokerOpts::default()
     });
@@ -281,6 +282,46 @@ async fn kafka_topics_configs_and_consumer_groups_work_against_sluice() {
         "kafka-consumer-groups --describe: partition -> [current offset, log end offset, lag]\n{}",
         described.text
     );
+
+    // The commits as Kafka's coordinator would have stored them: DumpLogSegments
+    // --offsets-decoder reads __consumer_offsets (OffsetCommitKey / OffsetCommitValue).
+    broker.stop();
+    let logs: Vec<String> = std::fs::read_dir(broker.data_dir())
+        .expect("read data dir")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|dir| {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("__consumer_offsets-")
+        })
+        .flat_map(|dir| segment_files(&dir))
+        .filter(|s| std::fs::metadata(&s.log).is_ok_and(|m| m.len() > 0))
+        .map(|s| s.log.display().to_string())
+        .collect();
+    assert!(
+        !logs.is_empty(),
+        "no __consumer_offsets data after a commit"
+    );
+    let offsets = kafka_tool(
+        &libs,
+        "kafka.tools.DumpLogSegments",
+        &["--offsets-decoder", "--files", &logs.join(",")],
+    );
+    assert_no_stderr(&offsets);
+    for (partition, offset) in [(0, 7), (2, 10)] {
+        let key = format!(
+            "key: {{\"type\":\"1\",\"data\":{{\"group\":\"{group}\",\"topic\":\"{topic}\",\
+             \"partition\":{partition}}}}}"
+        );
+        let value = format!("\"data\":{{\"offset\":{offset},");
+        assert!(
+            offsets
+                .stdout
+                .lines()
+                .any(|l| l.contains(&key) && l.contains(&value)),
+            "DumpLogSegments --offsets-decoder: no line with {key} and {value}\n{}",
+            offsets.text
+        );
+    }
 }
 
 // ---- Kafka's jars and tools ------------------------------------------------------------------

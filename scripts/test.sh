@@ -73,6 +73,14 @@ fi
 log "mvn package (tests/java)"
 (cd tests/java && { mvn -B -q -o package 2>/dev/null || mvn -B -q package; })
 
+# ---- Kafka's jars ----------------------------------------------------------------------------
+# Apache Kafka 4.1's jars (pinned in scripts/kafka-control.pom.xml) for tests/kafka_tools.rs, which
+# runs Kafka's own tools (kafka-dump-log on Sluice's segment files; kafka-topics, kafka-configs,
+# kafka-consumer-groups against the broker). Fetched here, into the cache scripts/kafka-control.sh
+# uses, so that cargo test does not download; does nothing once the cache is complete.
+log "Kafka's jars (scripts/kafka-jars.sh)"
+scripts/kafka-jars.sh >/dev/null
+
 # ---- Go client -------------------------------------------------------------------------------
 # Go 1.26+ (franz-go's minimum; Debian's golang-go is older) for tests/go_client.rs, which builds
 # tests/go (franz-go, pinned in tests/go/go.mod and go.sum). The modules are downloaded here so

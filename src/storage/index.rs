@@ -2,9 +2,10 @@
 //!
 //! `.index`: 8-byte entries, big-endian `u32 relative offset` (offset - segment base offset),
 //! `u32 file position` of the batch in the `.log`. An entry is added every `index.interval.bytes`
-//! of appended data, pointing at the first batch appended after the interval elapsed.
+//! of appended data, pointing at the first batch appended after the interval elapsed; its offset
+//! is that batch's last offset, as in Kafka (`LogSegment.append`), so Kafka's tools agree.
 //! `.timeindex`: 12-byte entries, big-endian `i64 timestamp`, `u32 relative offset`: the largest
-//! timestamp seen so far in the segment and the base offset of the batch holding it; added with
+//! timestamp seen so far in the segment and the last offset of the batch holding it; added with
 //! the offset entries when the timestamp grew, and once more when the segment is sealed.
 //! Both are strictly increasing; a file is read up to the first entry that is not (the zero
 //! padding of a preallocated index ends it).
@@ -45,6 +46,14 @@ impl OffsetIndex {
         } else {
             self.entries[at - 1]
         }
+    }
+    /// The relative offset of the entry at `position`, if there is one.
+    pub fn offset_at_position(&self, position: u32) -> Option<u32> {
+        let at = self.entries.partition_point(|e| e.1 < position);
+        self.entries
+            .get(at)
+            .filter(|e| e.1 == position)
+            .map(|e| e.0)
     }
     /// Drops entries whose relative offset is >= `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {

@@ -263,7 +263,15 @@ fn clean_shutdown_skips_scan_and_keeps_producer_state() {
 
 #[test]
 fn checkpoint_bounds_recovery_scan() {
-    run(|| async {
+    // Batches of several records too: recovery starts at the index entry at or below the
+    // recovery point only if the batch there has the entry's (last) offset.
+    for records in [1usize, 4] {
+        checkpoint_bounds_recovery_scan_with(records);
+    }
+}
+
+fn checkpoint_bounds_recovery_scan_with(records: usize) {
+    run(move || async move {
         let io = FaultyIo::new();
         let manager = fake_manager(&io, &data_dir());
         let cfg = LogConfig {
@@ -275,13 +283,13 @@ fn checkpoint_bounds_recovery_scan() {
             .await
             .expect("open");
         for i in 0..200 {
-            log.append(batch_at(i, 1, 200), opts(Acks::All, 0))
+            log.append(batch_at(i, records, 200), opts(Acks::All, 0))
                 .await
                 .expect("append");
         }
         log.checkpoint().await.expect("checkpoint");
         for i in 0..5 {
-            log.append(batch_at(i, 1, 200), opts(Acks::All, 0))
+            log.append(batch_at(i, records, 200), opts(Acks::All, 0))
                 .await
                 .expect("append");
         }
@@ -292,13 +300,14 @@ fn checkpoint_bounds_recovery_scan() {
             .open_partition(&tp(), uuid::Uuid::nil(), cfg)
             .await
             .expect("recover");
-        assert_eq!(log.log_end_offset(), Offset(205));
+        let end = 205 * records;
+        assert_eq!(log.log_end_offset(), Offset(end as i64));
         assert!(
             log.recovered_bytes() < size / 10,
-            "scanned {} of {size}",
+            "{records} records a batch: scanned {} of {size}",
             log.recovered_bytes()
         );
-        assert_eq!(read_all(&log, 0).await.len(), 205);
+        assert_eq!(read_all(&log, 0).await.len(), 205, "batches");
     });
 }
 

@@ -378,7 +378,8 @@ impl Segment {
         let relative = |offset: i64| (offset - base.0) as u32;
         if mark.bytes_since_last_index > interval {
             if let Some(index) = state.offset_index.as_mut() {
-                index.append(relative(header.base_offset), position as u32);
+                // Kafka's meaning of an entry (LogSegment.append): the batch's last offset.
+                index.append(relative(header.last_offset()), position as u32);
             }
             if let Some(index) = state.time_index.as_mut() {
                 if mark.max_timestamp != NO_TIMESTAMP {
@@ -687,23 +688,32 @@ impl Segment {
         let file = self.log_file().await?;
         let file_size = file.file_size().await?;
         let mut position = position;
-        let mut start_offset = self.reset_to(position);
-        if position > 0
-            && !self
-                .batch_starts_at(file.as_ref(), position, start_offset)
-                .await?
-        {
-            // The index disagrees with the log (a stale entry): drop it and rescan the
-            // segment from byte 0. Never truncate because the index and the log disagree.
-            tracing::warn!(
-                base = self.base_offset.0,
-                position,
-                start_offset,
-                "index entry does not match the log: rebuilding the index from the segment"
-            );
-            position = 0;
-            start_offset = self.reset_to(0);
+        let mut start_offset = self.base_offset.0;
+        if position > 0 {
+            let indexed = self.indexed_offset_at(position);
+            assert!(indexed.is_some(), "recovery starts at 0 or an index entry");
+            match self.batch_at(file.as_ref(), position).await? {
+                Some(header)
+                    if Some(header.last_offset()) == indexed
+                        && header.base_offset >= self.base_offset.0 =>
+                {
+                    start_offset = header.base_offset;
+                }
+                _ => {
+                    // The index disagrees with the log (a stale entry, or one written before
+                    // entries held the last offset): drop it and rescan the segment from byte
+                    // 0. Never truncate because the index and the log disagree.
+                    tracing::warn!(
+                        base = self.base_offset.0,
+                        position,
+                        ?indexed,
+                        "index entry does not match the log: rebuilding the index from the segment"
+                    );
+                    position = 0;
+                }
+            }
         }
+        self.reset_to(position, start_offset);
         let mut pos = position;
         let mut expected = start_offset;
         let mut truncated = false;
@@ -773,45 +783,34 @@ impl Segment {
         })
     }
 
-    /// Whether a valid batch (CRC checked) with base offset `offset` starts at `position`.
-    async fn batch_starts_at(
-        &self,
-        file: &dyn IoFile,
-        position: u64,
-        offset: i64,
-    ) -> io::Result<bool> {
+    /// The valid batch (CRC checked) that starts at `position`, if one does.
+    async fn batch_at(&self, file: &dyn IoFile, position: u64) -> io::Result<Option<BatchHeader>> {
         let head = file.read_at(position, BATCH_HEADER_BYTES).await?;
         let Some(header) = batch::parse_header(&head) else {
-            return Ok(false);
+            return Ok(None);
         };
-        if header.base_offset != offset
-            || header.batch_length <= 0
-            || header.size_bytes() > batch::BATCH_BYTES_MAX
-        {
-            return Ok(false);
+        if header.batch_length <= 0 || header.size_bytes() > batch::BATCH_BYTES_MAX {
+            return Ok(None);
         }
         let whole = file.read_at(position, header.size_bytes()).await?;
-        Ok(batch::verify_batch(&whole).is_ok_and(|h| h.base_offset == offset))
+        Ok(batch::verify_batch(&whole).ok())
     }
 
-    /// Resets metadata to the index entry at `position` (0 or an offset index entry) and returns
-    /// the base offset of the batch there.
-    fn reset_to(&self, position: u64) -> i64 {
+    /// The offset of the offset index entry at `position`: the last offset of the batch there.
+    fn indexed_offset_at(&self, position: u64) -> Option<i64> {
+        let position = u32::try_from(position).ok()?;
+        let state = self.state.borrow();
+        let relative = state.offset_index.as_ref()?.offset_at_position(position)?;
+        Some(self.base_offset.0 + i64::from(relative))
+    }
+
+    /// Resets metadata to `position` (0 or an offset index entry), where the batch with base
+    /// offset `start_offset` starts; drops the index entries from there on.
+    fn reset_to(&self, position: u64, start_offset: i64) {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        let mut start_offset = self.base_offset.0;
         if let Some(index) = state.offset_index.as_mut() {
-            index.truncate_to_position(position as u32 + 1);
-            match index.last() {
-                Some((rel, pos)) if u64::from(pos) == position => {
-                    start_offset += i64::from(rel);
-                    index.truncate_to_position(pos);
-                }
-                _ => {
-                    assert_eq!(position, 0, "recovery starts at 0 or an index entry");
-                    index.truncate_to_position(0);
-                }
-            }
+            index.truncate_to_position(u32::try_from(position).unwrap_or(u32::MAX));
         }
         let mut mark = SegmentMark {
             size: position,
@@ -831,7 +830,6 @@ impl Segment {
         state.current = mark;
         state.committed = mark;
         state.dispatched = mark;
-        start_offset
     }
 
     /// Makes this segment the active one after recovery: appends continue at its logical end.

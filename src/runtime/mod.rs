@@ -335,40 +335,41 @@ pub type LocalWork = std::pin::Pin<Box<dyn std::future::Future<Output = ShardRes
 pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
     use crate::handler::local;
     match request {
+        // Takes each partition's append place now, before the future is polled.
         ShardRequest::Produce(batch) => {
             let appends = local::produce(&shard, batch);
             Box::pin(async move { ShardResponse::Produce(appends.await) })
         }
-        other => Box::pin(dispatch_unordered(shard, other)),
-    }
-}
-
-async fn dispatch_unordered(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
-    use crate::handler::local;
-    match request {
-        ShardRequest::ApplyImage(image) => {
+        ShardRequest::ApplyImage(image) => Box::pin(async move {
             shard.apply_image(image).await;
             ShardResponse::Applied
-        }
+        }),
         ShardRequest::Controller(cmd) => {
-            ShardResponse::Controller(run_controller(&shard, cmd).await)
+            Box::pin(async move { ShardResponse::Controller(run_controller(&shard, cmd).await) })
         }
-        ShardRequest::Produce(batch) => ShardResponse::Produce(local::produce(&shard, batch).await),
         ShardRequest::Fetch { items, max_bytes } => {
-            ShardResponse::Fetch(local::fetch(&shard, items, max_bytes).await)
+            Box::pin(
+                async move { ShardResponse::Fetch(local::fetch(&shard, items, max_bytes).await) },
+            )
         }
-        ShardRequest::WaitForData { items, wait_ms } => {
+        ShardRequest::WaitForData { items, wait_ms } => Box::pin(async move {
             local::wait_for_data(&shard, items, wait_ms).await;
             ShardResponse::DataReady
-        }
+        }),
         ShardRequest::ListOffsets(items) => {
-            ShardResponse::ListOffsets(local::list_offsets(&shard, items).await)
+            Box::pin(
+                async move { ShardResponse::ListOffsets(local::list_offsets(&shard, items).await) },
+            )
         }
-        ShardRequest::DeleteRecords(items) => {
+        ShardRequest::DeleteRecords(items) => Box::pin(async move {
             ShardResponse::DeleteRecords(local::delete_records(&shard, items).await)
+        }),
+        ShardRequest::LogDirs(items) => {
+            Box::pin(async move { ShardResponse::LogDirs(local::log_dirs(&shard, items)) })
         }
-        ShardRequest::LogDirs(items) => ShardResponse::LogDirs(local::log_dirs(&shard, items)),
-        ShardRequest::Group(req) => ShardResponse::Group(shard.groups.handle(*req).await),
+        ShardRequest::Group(req) => {
+            Box::pin(async move { ShardResponse::Group(shard.groups.handle(*req).await) })
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod meta;
 
 pub use controller::{ControllerCommand, ControllerError};
 pub use image::{BrokerImage, MetadataImage, TopicImage};

@@ -56,6 +56,9 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // A directory formatted for another cluster or node is refused before anything opens.
+    let configured_cluster = config.get("cluster.id").to_string();
+    crate::cluster::meta::check(&config.data_dir, config.node_id, Some(&configured_cluster))?;
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
@@ -219,6 +222,13 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// Loads the persisted image (or makes one), and creates the internal topics.
 fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<MetadataImage> {
     let mut image = MetadataImage::load_or_new(&config.data_dir, broker)?;
+    let stored = crate::cluster::meta::read(&config.data_dir)?;
+    match (stored, config.get("cluster.id")) {
+        // The directory's recorded cluster id wins (`sluice format` may have written it).
+        (Some(meta), _) => image.cluster_id = meta.cluster_id,
+        (None, configured) if !configured.is_empty() => image.cluster_id = configured.to_string(),
+        (None, _) => {}
+    }
     if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
         let mut configs = std::collections::BTreeMap::new();
         configs.insert(

@@ -19,6 +19,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -51,6 +53,10 @@ pub struct BrokerOpts {
     /// Start as the README's quickstart does: in the broker's own directory, with no
     /// `--data-dir`, so the default relative `./data` is used.
     pub default_data_dir: bool,
+    /// Value of `--listen`; `None` leaves the listeners to the config file.
+    pub listen: Option<String>,
+    /// A server.properties text, written beside the data dir and passed as `--config`.
+    pub config_text: Option<String>,
 }
 
 impl Default for BrokerOpts {
@@ -61,6 +67,8 @@ impl Default for BrokerOpts {
             extra_args: Vec::new(),
             rust_log: None,
             default_data_dir: false,
+            listen: Some("127.0.0.1:0".to_string()),
+            config_text: None,
         }
     }
 }
@@ -224,9 +232,15 @@ impl Broker {
         } else {
             command.arg("--data-dir").arg(self.data_dir());
         }
-        command
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--cores", &self.opts.cores.to_string()]);
+        if let Some(listen) = &self.opts.listen {
+            command.args(["--listen", listen]);
+        }
+        if let Some(text) = &self.opts.config_text {
+            let path = self.root.path().join("server.properties");
+            std::fs::write(&path, text).expect("write server.properties");
+            command.arg("--config").arg(path);
+        }
+        command.args(["--cores", &self.opts.cores.to_string()]);
         for (key, value) in &self.opts.overrides {
             command.arg("--override").arg(format!("{key}={value}"));
         }

@@ -154,3 +154,98 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
+
+/// What one node's Metadata answer says about the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub cluster_id: Option<String>,
+    pub controller: i32,
+    /// Broker ids with their Kafka ports.
+    pub brokers: std::collections::BTreeMap<i32, u16>,
+    pub topics: std::collections::BTreeMap<String, Vec<PartitionView>>,
+}
+
+/// One partition as Metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    pub error: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+/// Metadata v12 for every topic, from the node listening on `kafka_port`.
+pub fn metadata(kafka_port: u16) -> std::io::Result<View> {
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+    let resp: MetadataResponse = super::wire::call(
+        &format!("127.0.0.1:{kafka_port}"),
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )?;
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Ok(View {
+        cluster_id: resp.cluster_id.map(|c| c.to_string()),
+        controller: resp.controller_id.0,
+        brokers: resp
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.port as u16))
+            .collect(),
+        topics: resp
+            .topics
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.as_ref()?.0.to_string();
+                let mut parts: Vec<_> = t.partitions.iter().collect();
+                parts.sort_by_key(|p| p.partition_index);
+                let parts = parts
+                    .into_iter()
+                    .map(|p| PartitionView {
+                        error: p.error_code,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        replicas: ids(&p.replica_nodes),
+                        isr: ids(&p.isr_nodes),
+                        offline: ids(&p.offline_replicas),
+                    })
+                    .collect();
+                Some((name, parts))
+            })
+            .collect(),
+    })
+}
+
+/// CreateTopics v7 sent to the node on `kafka_port`; returns the topic's error code and message.
+pub fn create_topic(
+    kafka_port: u16,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> std::io::Result<(i16, Option<String>)> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)]);
+    let resp: CreateTopicsResponse = super::wire::call(
+        &format!("127.0.0.1:{kafka_port}"),
+        ApiKey::CreateTopics,
+        7,
+        &req,
+    )?;
+    let t = resp
+        .topics
+        .first()
+        .ok_or_else(|| std::io::Error::other("CreateTopics answered no topic"))?;
+    Ok((
+        t.error_code,
+        t.error_message.as_ref().map(|m| m.to_string()),
+    ))
+}

@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod wire;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -207,6 +208,39 @@ impl Broker {
         self.spawn();
     }
 
+    /// Starts the broker again and expects it to exit with a failure by itself within
+    /// `timeout` (a refused start); panics if it is still running then or exits 0.
+    pub fn start_again_expecting_exit(&mut self, timeout: Duration) {
+        assert!(self.child.is_none(), "broker is still running");
+        self.starts += 1;
+        let mut command = self.command();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sluice binary");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                assert!(
+                    !status.success(),
+                    "broker exited 0; a refusal was expected\n{}",
+                    self.stderr_tail()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker still running after {timeout:?}; a refusal was expected\n{}",
+                    self.stderr_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last [`STDERR_TAIL_BYTES`] of the broker's stderr, framed for a panic message.
     pub fn stderr_tail(&self) -> String {
         self.tail_shown.set(true);
@@ -217,8 +251,8 @@ impl Broker {
         )
     }
 
-    fn spawn(&mut self) {
-        self.starts += 1;
+    /// The `sluice serve` command line, with stderr appended to the broker's log file.
+    fn command(&self) -> Command {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -258,10 +292,16 @@ impl Broker {
                 Ok(())
             });
         }
+        command.stderr(Stdio::from(log));
+        command
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut command = self.command();
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice binary");
         let stdout = child.stdout.take().expect("child stdout");

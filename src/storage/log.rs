@@ -92,6 +92,9 @@ pub struct PartitionLog {
     /// Serialises segment deletions (retention, DeleteRecords): the segments chosen are the
     /// segments deleted.
     pub(super) delete_lock: OrderQueue,
+    /// Bumped by every truncation: a checkpoint that captured its offset and producer state
+    /// before one does not write them after it.
+    pub(super) truncations: Cell<u64>,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -142,6 +145,7 @@ impl PartitionLog {
             flush_lock: OrderQueue::new(),
             checkpoint_lock: OrderQueue::new(),
             delete_lock: OrderQueue::new(),
+            truncations: Cell::new(0),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),

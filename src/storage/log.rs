@@ -506,6 +506,7 @@ impl PartitionLog {
         min_one_batch: bool,
     ) -> Result<ReadResult, StorageError> {
         let offsets = self.offsets.get();
+        let truncations = self.truncations.get();
         let mut result = ReadResult {
             records: Bytes::new(),
             high_watermark: Offset(offsets.high_watermark),
@@ -532,6 +533,17 @@ impl PartitionLog {
                     && offset.0 < self.offsets.get().log_start =>
             {
                 Err(self.out_of_range(offset))
+            }
+            // A truncation cut or deleted the file under the read: answer as of the new log.
+            Err(_) if self.truncations.get() != truncations => {
+                let now = self.offsets.get();
+                if offset.0 < now.log_start || offset.0 > now.high_watermark {
+                    return Err(self.out_of_range(offset));
+                }
+                result.high_watermark = Offset(now.high_watermark);
+                result.log_start_offset = Offset(now.log_start);
+                result.last_stable_offset = Offset(now.high_watermark);
+                Ok(result)
             }
             Err(err) => Err(err),
         }

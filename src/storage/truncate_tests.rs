@@ -474,3 +474,52 @@ async fn power_cut_during_truncation(
     assert_eq!(contents(&again).await, contents(&log).await, "cut {cut_at}");
     finished
 }
+
+#[test]
+fn reads_racing_a_truncation_see_the_old_or_the_new_log() {
+    run(|| async {
+        for seed in 0..8 {
+            let io = FaultyIo::new();
+            // Older segments and the cut one (the file cut shortly after the memory change).
+            let cfg = if seed % 2 == 0 {
+                small_config()
+            } else {
+                segmented()
+            };
+            let (_manager, log) = open(&io, &cfg).await;
+            append_batches(&log, 0, 24).await;
+            io.set_yields(seed, 100);
+            let done = Rc::new(std::cell::Cell::new(false));
+            let readers: Vec<_> = (0..24i64)
+                .map(|k| {
+                    let (log, done) = (log.clone(), done.clone());
+                    glommio::spawn_local(async move {
+                        while !done.get() {
+                            let offset = Offset(k * RECORDS as i64 + 1);
+                            match log.read(offset, 4096, true).await {
+                                Ok(read) => {
+                                    let batches = batch::split_batches(&read.records)
+                                        .expect("whole, valid batches");
+                                    if let Some((_, first)) = batches.first() {
+                                        assert!(first.base_offset <= offset.0);
+                                        assert!(offset.0 <= first.last_offset());
+                                    }
+                                }
+                                Err(StorageError::OffsetOutOfRange { .. }) => {}
+                                Err(err) => panic!("seed {seed}: read at {offset}: {err:?}"),
+                            }
+                            futures_lite::future::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            futures_lite::future::yield_now().await;
+            log.truncate_to(Offset(13)).await.expect("truncate");
+            done.set(true);
+            for reader in readers {
+                reader.await;
+            }
+            assert_eq!(contents(&log).await, expected(4), "seed {seed}");
+        }
+    });
+}

@@ -63,17 +63,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             }
         }
     }
-    let b = &image.broker;
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(b.node_id))
-        .with_host(str_bytes(b.host.clone()))
-        .with_port(i32::from(b.port))
-        .with_rack(b.rack.clone().map(str_bytes));
+    let brokers = image
+        .unfenced_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
     let mut resp = MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_topics(topics);
     if v >= 1 {
-        resp = resp.with_controller_id(BrokerId(b.node_id));
+        resp = resp.with_controller_id(BrokerId(ctx.shard.controller_id.get()));
     }
     if v >= 2 {
         resp = resp.with_cluster_id(Some(str_bytes(image.cluster_id.clone())));
@@ -97,10 +101,12 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 async fn auto_create(ctx: &RequestContext, name: &str, v: i16) -> MetadataResponseTopic {
     let cmd = ControllerCommand::CreateTopic {
         name: name.to_string(),
+        id: uuid::Uuid::new_v4(),
         partitions: ctx.shard.config.int("num.partitions", 1) as i32,
         replication_factor: ctx.shard.config.int("default.replication.factor", 1) as i16,
         configs: Default::default(),
         internal: false,
+        assignment: None,
     };
     let outcome = ctx
         .shard
@@ -126,17 +132,29 @@ async fn auto_create(ctx: &RequestContext, name: &str, v: i16) -> MetadataRespon
 const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 const TOPIC_OPERATIONS_ALL: i32 = 3576;
 
+/// A topic's partitions: leader (LEADER_NOT_AVAILABLE without one), leader epoch (v7+),
+/// replicas, ISR and offline replicas (v5+: fenced or unregistered).
 pub fn topic_entry(image: &MetadataImage, t: &TopicImage, v: i16) -> MetadataResponseTopic {
-    let node = BrokerId(image.broker.node_id);
-    let partitions = (0..t.partitions)
-        .map(|p| {
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partitions = (0..)
+        .zip(&t.partitions)
+        .map(|(index, p)| {
+            let error = if image.leader_available(p) {
+                code::NONE
+            } else {
+                code::LEADER_NOT_AVAILABLE
+            };
             let mut part = MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+                .with_error_code(error)
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr));
+            if v >= 5 {
+                part = part.with_offline_replicas(ids(&image.offline_replicas(p)));
+            }
             if v >= 7 {
-                part = part.with_leader_epoch(t.leader_epoch);
+                part = part.with_leader_epoch(p.leader_epoch);
             }
             part
         })

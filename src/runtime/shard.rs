@@ -43,6 +43,9 @@ pub struct Shard {
     pub open_sockets: RefCell<std::collections::HashMap<u64, std::os::fd::RawFd>>,
     pub next_connection_id: Cell<u64>,
     pub shutting_down: Cell<bool>,
+    /// The node id of the active controller as this node last learned it (this node in
+    /// single-node mode; the runtime updates it when the Raft leader changes).
+    pub controller_id: Cell<i32>,
     pub stats: Stats,
 }
 
@@ -95,6 +98,7 @@ impl Shard {
         Shard {
             id,
             nr_shards,
+            controller_id: Cell::new(config.node_id),
             config,
             logs,
             groups,
@@ -120,6 +124,16 @@ impl Shard {
     /// The last metadata image this shard received.
     pub fn metadata(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
+    }
+
+    /// This node's id (`node.id`).
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether this node leads `tp` in the current image.
+    pub fn leads(&self, tp: &TopicPartition) -> bool {
+        self.metadata().leads(self.node_id(), tp)
     }
 
     pub fn shard_for(&self, tp: &TopicPartition) -> ShardId {
@@ -203,11 +217,14 @@ impl Shard {
             return;
         }
         *self.image.borrow_mut() = image.clone();
+        // This shard opens the partitions of which this node holds a replica and which it
+        // owns among the node's shards (a pure function of the partition and the shard count).
+        let node = self.node_id();
         let mut wanted: HashSet<TopicPartition> = HashSet::new();
         for t in image.topics.values() {
-            for p in 0..t.partitions {
+            for (p, part) in (0..).zip(&t.partitions) {
                 let tp = TopicPartition::new(t.name.clone(), p);
-                if self.shard_for(&tp) == self.id {
+                if part.replicas.contains(&node) && self.shard_for(&tp) == self.id {
                     wanted.insert(tp);
                 }
             }
@@ -226,9 +243,12 @@ impl Shard {
         }
         let mut to_open = Vec::new();
         for t in image.topics.values() {
-            let changed = old.topic(&t.name) != Some(t);
+            // What the log configuration is made of; leader and ISR changes do not touch it.
+            let changed = old
+                .topic(&t.name)
+                .is_none_or(|o| o.configs != t.configs || o.partitions.len() != t.partitions.len());
             let cfg = log_config(&self.config, t);
-            for p in 0..t.partitions {
+            for p in 0..t.partition_count() {
                 let tp = TopicPartition::new(t.name.clone(), p);
                 if !wanted.contains(&tp) {
                     continue;
@@ -311,7 +331,7 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
         retention_ms: opt_pos("retention.ms"),
         retention_bytes: opt_pos("retention.bytes"),
         retention_disk_percent: disk,
-        topic_partition_count: t.partitions.max(1) as u32,
+        topic_partition_count: t.partition_count().max(1) as u32,
         // Unset (or Long.MAX) means Sluice's durable default: fsync before acknowledging.
         flush_messages: (!unset("flush.messages")
             && flush_messages > 0

@@ -184,6 +184,7 @@ impl MetadataImage {
     /// migrated: every partition gets `node_id` as its one replica, ISR and leader.
     pub fn load_or_new(dir: &Path, node_id: i32) -> std::io::Result<MetadataImage> {
         let path = dir.join(IMAGE_FILE_NAME);
+        check_stored_node_id(dir, node_id)?;
         match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes, node_id).map_err(|e| {
                 std::io::Error::new(
@@ -206,6 +207,30 @@ impl MetadataImage {
             self.cluster_id
         );
         write_atomic(&dir.join(META_PROPERTIES_FILE_NAME), meta.as_bytes())
+    }
+}
+
+/// Refuses a data directory written by another node (as Kafka does): its partitions name that
+/// node's id as replica, so this node would open none of them.
+fn check_stored_node_id(dir: &Path, node_id: i32) -> std::io::Result<()> {
+    let text = match std::fs::read_to_string(dir.join(META_PROPERTIES_FILE_NAME)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let stored = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("node.id="))
+        .find_map(|v| v.trim().parse::<i32>().ok());
+    match stored {
+        Some(stored) if stored != node_id => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: stored node id {stored} doesn't match the configured node.id {node_id}",
+                dir.join(META_PROPERTIES_FILE_NAME).display()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -418,5 +443,8 @@ mod tests {
         // Written back in the new format, it loads as it is.
         img.persist(dir.path(), 1).unwrap();
         assert_eq!(MetadataImage::load_or_new(dir.path(), 1).unwrap(), img);
+        // Another node id is refused rather than leaving every partition unopened.
+        let e = MetadataImage::load_or_new(dir.path(), 2).unwrap_err();
+        assert!(e.to_string().contains("stored node id 1"), "{e}");
     }
 }

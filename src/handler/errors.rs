@@ -126,3 +126,68 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+    use crate::model::TopicPartition;
+
+    #[test]
+    fn current_leader_is_named_only_for_not_here_errors_with_a_live_leader() {
+        let mut image = MetadataImage::empty();
+        image.brokers.insert(
+            2,
+            BrokerRegistration {
+                node_id: 2,
+                incarnation_id: uuid::Uuid::nil(),
+                epoch: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+        );
+        let p = |leader| PartitionImage {
+            replicas: vec![1, 2],
+            isr: vec![2],
+            leader,
+            leader_epoch: 4,
+            partition_epoch: 5,
+        };
+        image.topics.insert(
+            "t".into(),
+            TopicImage {
+                name: "t".into(),
+                id: uuid::Uuid::from_u128(1),
+                configs: Default::default(),
+                internal: false,
+                partitions: vec![p(2), p(-1), p(1)],
+            },
+        );
+        let tp = |i| TopicPartition::new("t", i);
+        assert_eq!(
+            current_leader(&image, &tp(0), code::NOT_LEADER_OR_FOLLOWER),
+            Some((2, 4))
+        );
+        assert_eq!(
+            current_leader(&image, &tp(0), code::FENCED_LEADER_EPOCH),
+            Some((2, 4))
+        );
+        assert_eq!(current_leader(&image, &tp(0), code::NONE), None);
+        // No leader, or a leader that is not registered: nothing to name.
+        assert_eq!(
+            current_leader(&image, &tp(1), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
+        assert_eq!(
+            current_leader(&image, &tp(2), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
+        assert_eq!(
+            current_leader(&image, &tp(9), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
+    }
+}

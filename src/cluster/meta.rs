@@ -154,6 +154,30 @@ pub fn format(
     Ok(meta)
 }
 
+/// Records `cluster_id` and `node_id` unless the directory already says exactly that (its
+/// directory id is kept). Called whenever the image's cluster id may be new.
+pub fn ensure(dir: &Path, cluster_id: &str, node_id: i32) -> Result<(), MetaError> {
+    let existing = read(dir)?;
+    if existing
+        .as_ref()
+        .is_some_and(|m| m.cluster_id == cluster_id && m.node_id == node_id)
+    {
+        return Ok(());
+    }
+    let directory_id = existing
+        .map(|m| m.directory_id)
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| crate::model::kafka_uuid_string(&uuid::Uuid::new_v4()));
+    write(
+        dir,
+        &MetaProperties {
+            cluster_id: cluster_id.to_string(),
+            node_id,
+            directory_id,
+        },
+    )
+}
+
 /// Kafka's cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).
 pub fn valid_cluster_id(id: &str) -> bool {
     id.len() == 22

@@ -22,17 +22,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn leader_epoch(shard: &Shard, topic: &str) -> i32 {
+fn leader_epoch(shard: &Shard, tp: &TopicPartition) -> i32 {
     shard
         .metadata()
-        .topic(topic)
-        .map(|t| t.leader_epoch)
+        .partition(tp)
+        .map(|p| p.leader_epoch)
         .unwrap_or(0)
 }
 
 /// Checks a client's `current_leader_epoch` against ours (KIP-320); -1 means "not given".
 fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<i16> {
-    errors::leader_epoch(client_epoch, leader_epoch(shard, &tp.topic))
+    errors::leader_epoch(client_epoch, leader_epoch(shard, tp))
 }
 
 /// Appends a produce request's batches on this (the owning) shard. Each partition's place
@@ -79,7 +79,7 @@ pub fn produce(
                 let size = item.records.len() as u64;
                 let opts = AppendOptions {
                     acks: acks_of(),
-                    leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp.topic)),
+                    leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp)),
                     now_ms: now_ms(),
                 };
                 match log.append_reserved(place, item.records, opts).await {
@@ -244,7 +244,7 @@ pub async fn list_offsets(
             out.push(r);
             continue;
         }
-        let epoch = leader_epoch(shard, &item.tp.topic);
+        let epoch = leader_epoch(shard, &item.tp);
         match item.timestamp {
             -1 | -5 => {
                 r.offset = log.high_watermark().get();

@@ -1,7 +1,8 @@
-//! OffsetForLeaderEpoch (KIP-101/320). One node, one epoch per partition so far:
-//! the end offset of the current epoch is the partition's end (its high
-//! watermark, which on one node is the durable log end); an older epoch ends
-//! where the current one began (0: no epoch change has happened yet).
+//! OffsetForLeaderEpoch (KIP-101/320), answered by the partition's leader
+//! (NOT_LEADER_OR_FOLLOWER elsewhere). The end offset of the current epoch is the
+//! partition's end (its high watermark); an older epoch ends where the current one
+//! began, taken as 0: there is no leader epoch cache yet, and a single node keeps
+//! its leader epoch (see `cluster::controller`'s broker registration).
 
 use std::collections::HashMap;
 
@@ -21,11 +22,12 @@ pub async fn handle(
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let image = ctx.shard.metadata();
+    let node = ctx.shard.node_id();
     let mut items = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.topic.0.to_string(), p.partition);
-            if image.has_partition(&tp) {
+            if image.leads(node, &tp) {
                 items.push(ListOffsetsItem {
                     tp,
                     timestamp: -1,
@@ -59,21 +61,28 @@ pub async fn handle(
                 .map(|p| {
                     let base = EpochEndOffset::default().with_partition(p.partition);
                     let tp = TopicPartition::new(t.topic.0.to_string(), p.partition);
-                    let (Some(ti), Some(&(err, end))) = (topic, ends.get(&tp)) else {
+                    let Some(pi) = topic.and_then(|ti| ti.partition_image(p.partition)) else {
                         return base.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    if pi.leader != node {
+                        return base.with_error_code(code::NOT_LEADER_OR_FOLLOWER);
+                    }
+                    let Some(&(err, end)) = ends.get(&tp) else {
+                        return base.with_error_code(code::NOT_LEADER_OR_FOLLOWER);
                     };
                     if err != code::NONE {
                         return base.with_error_code(err);
                     }
-                    if let Some(e) = errors::leader_epoch(p.current_leader_epoch, ti.leader_epoch) {
+                    let epoch = pi.leader_epoch;
+                    if let Some(e) = errors::leader_epoch(p.current_leader_epoch, epoch) {
                         return base.with_error_code(e);
                     }
-                    match p.leader_epoch.cmp(&ti.leader_epoch) {
+                    match p.leader_epoch.cmp(&epoch) {
                         std::cmp::Ordering::Equal => {
-                            base.with_leader_epoch(ti.leader_epoch).with_end_offset(end)
+                            base.with_leader_epoch(epoch).with_end_offset(end)
                         }
                         std::cmp::Ordering::Less => {
-                            base.with_leader_epoch(ti.leader_epoch).with_end_offset(0)
+                            base.with_leader_epoch(epoch).with_end_offset(0)
                         }
                         std::cmp::Ordering::Greater => {
                             base.with_leader_epoch(-1).with_end_offset(-1)

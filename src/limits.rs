@@ -48,6 +48,12 @@ pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
 /// Mesh requests (partition and group work from other shards) one shard works on at once;
 /// beyond it the shard stops reading its request mesh and senders wait.
 pub const MESH_REQUESTS_IN_PROGRESS_MAX: usize = 1024;
+/// Long polls (a Fetch's wait for data) from other shards parked on one shard at once. They
+/// hold no permit of `MESH_REQUESTS_IN_PROGRESS_MAX` (parked for up to `FETCH_WAIT_MS_MAX`, they
+/// would stop the mesh for that long); past this bound a wait is answered at once and its
+/// fetch re-reads. Each holds only its partition list, whose request frame its own shard's
+/// `queued.max.request.bytes` share still counts while the fetch waits.
+pub const MESH_WAITS_PARKED_MAX: usize = 16 * 1024;
 /// Incremental fetch sessions (KIP-227) cached per shard (`max.incremental.fetch.session.cache.slots`).
 pub const FETCH_SESSIONS_PER_SHARD_MAX: usize = 1000;
 /// Longest `max_wait_ms` a fetch may park for.
@@ -76,3 +82,4 @@ const _: () = assert!(RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX >= MESSAGE_BYTES_
 const _: () = assert!(READ_BUFFER_UNCOUNTED_BYTES <= READ_BUFFER_BYTES);
 const _: () = assert!(RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX <= FETCH_RESPONSE_BYTES_MAX);
 const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
+const _: () = assert!(MESH_WAITS_PARKED_MAX >= MESH_REQUESTS_IN_PROGRESS_MAX);

@@ -827,3 +827,137 @@ async fn a_client_that_never_reads_is_closed_by_the_idle_timeout() {
     api_versions_round_trip(&mut connect(&broker), 1).expect("a new connection answered");
     drop(stream);
 }
+
+/// Far more cross-shard work than `MESH_REQUESTS_IN_PROGRESS_MAX` (1024): 100 connections
+/// each pipeline 30 long polls over a partition of each shard (about 1,500 waits parked on
+/// each shard for the other), then another client produces and fetches. The broker keeps
+/// answering (the produce and the fetch complete well before the long polls' 30 s), every
+/// long poll is answered (with the new data), and RSS stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_long_polls_beyond_the_mesh_bound_do_not_stop_the_broker() {
+    const CONNECTIONS: usize = 100;
+    const POLLS_PER_CONNECTION: i32 = 30;
+    const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+    const RSS_GROWTH_MAX: u64 = 128 * 1024 * 1024;
+    let broker = Broker::start_with(BrokerOpts {
+        cores: 2,
+        ..BrokerOpts::default()
+    });
+    // Partitions 0 and 1 are owned by different shards (placement adds the partition to
+    // the topic's hash, modulo the shards).
+    let topic = unique_topic("mesh-bound");
+    broker.create_topic(&topic, 2, &[]).await;
+    let producer = broker.producer(&[]);
+    for p in 0..2 {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(&topic)
+                    .partition(p)
+                    .payload(b"first"),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("not delivered: {e}"));
+    }
+    let before = rss_bytes(broker.pid());
+    let poll = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(
+                (0..2)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(1)
+                            .with_partition_max_bytes(64 * 1024)
+                    })
+                    .collect(),
+            )]);
+    let mut pollers = Vec::new();
+    let mut requests = Vec::new();
+    for i in 0..POLLS_PER_CONNECTION {
+        requests.extend(frame(ApiKey::Fetch, 4, i, &poll));
+    }
+    for _ in 0..CONNECTIONS {
+        let mut s = connect(&broker);
+        s.write_all(&requests).expect("send long polls");
+        pollers.push(s);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(broker.pid(), stop.clone());
+    // Let the polls reach their owners and park.
+    thread::sleep(Duration::from_secs(2));
+
+    let started = Instant::now();
+    for p in 0..2 {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(&topic)
+                    .partition(p)
+                    .payload(b"second"),
+                ANSWER_WITHIN,
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {p} not delivered: {e}"));
+    }
+    let produced = started.elapsed();
+    for p in 0..2 {
+        let read = broker.read_range(&topic, p, 0, 2);
+        assert_eq!(read[1].value.as_deref(), Some(&b"second"[..]));
+    }
+    let fetched = started.elapsed();
+    eprintln!("produce answered after {produced:?}, fetch after {fetched:?}");
+    assert!(
+        fetched < ANSWER_WITHIN,
+        "a produce and a fetch took {fetched:?} behind the parked long polls\n{}",
+        broker.stderr_tail()
+    );
+
+    // Every long poll is answered, in order, with the new data.
+    for (c, s) in pollers.iter_mut().enumerate() {
+        s.set_read_timeout(Some(ANSWER_WITHIN))
+            .expect("read timeout");
+        for i in 0..POLLS_PER_CONNECTION {
+            let mut body = read_response(s).unwrap_or_else(|e| {
+                panic!(
+                    "long poll {i} of connection {c} not answered: {e}\n{}",
+                    broker.stderr_tail()
+                )
+            });
+            let header =
+                ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(4))
+                    .expect("response header");
+            assert_eq!(header.correlation_id, i);
+            let response = FetchResponse::decode(&mut body, 4).expect("fetch response");
+            let with_data = response.responses[0]
+                .partitions
+                .iter()
+                .filter(|p| {
+                    assert_eq!(p.error_code, 0);
+                    p.records.as_ref().is_some_and(|r| !r.is_empty())
+                })
+                .count();
+            assert!(
+                with_data > 0,
+                "long poll {i} of connection {c} answered empty"
+            );
+        }
+    }
+    let answered = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    eprintln!(
+        "all {} long polls answered after {answered:?}; RSS before {} MiB, peak {} MiB",
+        CONNECTIONS * POLLS_PER_CONNECTION as usize,
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < before + RSS_GROWTH_MAX,
+        "RSS grew from {before} to {peak} bytes"
+    );
+}

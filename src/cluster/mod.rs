@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod raft;
 
 pub use controller::{ControllerCommand, ControllerError};
 pub use image::{BrokerImage, MetadataImage, TopicImage};

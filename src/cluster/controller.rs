@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::image::{MetadataImage, TopicImage};
 use crate::config::topic;
 use crate::limits;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AlterMode {
     /// AlterConfigs: the given map replaces every override.
     Replace(BTreeMap<String, String>),
@@ -19,7 +21,7 @@ pub enum AlterMode {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ControllerCommand {
     CreateTopic {
         name: String,
@@ -44,7 +46,7 @@ pub enum ControllerCommand {
     AllocateProducerIds,
 }
 
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 pub enum ControllerError {
     #[error("Topic '{0}' already exists.")]
     TopicAlreadyExists(String),
@@ -67,7 +69,7 @@ pub enum ControllerError {
 }
 
 /// What a command produced besides the new image.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Outcome {
     Topic(TopicImage),
     ProducerIdBlock { first: i64, len: i64 },

@@ -275,8 +275,22 @@ impl MetadataRaft {
         reply.map_err(|e| remote_to_propose(e, Some(leader)))
     }
 
-    /// Stops Raft and the listener, and closes the log cleanly.
-    pub async fn shutdown(&self) {
+    /// Makes a snapshot now (openraft's trigger; it also purges the log up to openraft's
+    /// `max_in_snapshot_log_to_keep`). Returns once the snapshot is requested.
+    pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ProposeError::Fatal(e.to_string()))
+    }
+
+    /// Stops Raft and the listener, and closes the log cleanly. A leader first hands
+    /// leadership to the most caught-up voter and waits (at most `handoff_within`) for another
+    /// leader, so that the quorum does not wait an election timeout.
+    pub async fn shutdown(&self, handoff_within: Duration) {
+        self.inner.hand_off_leadership(handoff_within).await;
         if let Err(err) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %err, "raft shutdown");
         }
@@ -315,6 +329,42 @@ impl Inner {
             .get(&node)
             .map(|a| a.to_string())
             .ok_or(ProposeError::NotLeader { leader: Some(node) })
+    }
+
+    /// Leader only: asks the most caught-up other voter to take over, and waits for it.
+    async fn hand_off_leadership(&self, within: Duration) {
+        if !self.raft.is_leader() {
+            return;
+        }
+        let target = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let replication = m.replication.clone().unwrap_or_default();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .filter(|id| *id != self.node_id as u64)
+                .max_by_key(|id| replication.get(id).cloned().flatten().map(|l| l.index))
+        };
+        let Some(target) = target else {
+            return;
+        };
+        if let Err(err) = self.raft.trigger().transfer_leader(target).await {
+            tracing::warn!(error = %err, "leadership hand-off");
+            return;
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.leader().is_some_and(|l| l != self.node_id) {
+                tracing::info!(to = target, "metadata leadership handed off");
+                return;
+            }
+            GlommioRuntime::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(
+            to = target,
+            "metadata leadership hand-off not confirmed in time"
+        );
     }
 
     async fn initialize_if_empty(&self) -> Result<(), RaftError> {
@@ -420,20 +470,43 @@ impl Inner {
         let m = metrics.borrow_watched();
         let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
         let replication = m.replication.clone().unwrap_or_default();
+        let heartbeats = m.heartbeat.clone().unwrap_or_default();
+        let now = Instant::now();
+        let wall_now = crate::storage::flush::wall_clock_ms();
+        let own_end = m.last_log_index.map_or(-1, |i| i as i64 + 1);
         let replica = |id: u64| {
-            let log_end_offset = if id == self.node_id as u64 {
-                m.last_log_index.map_or(-1, |i| i as i64 + 1)
-            } else {
-                replication
+            if id == self.node_id as u64 {
+                let seen = if m.current_leader == Some(id) {
+                    wall_now
+                } else {
+                    -1
+                };
+                return ReplicaState {
+                    replica_id: id as i32,
+                    log_end_offset: own_end,
+                    last_fetch_timestamp: seen,
+                    last_caught_up_timestamp: seen,
+                };
+            }
+            let log_end_offset = replication
+                .get(&id)
+                .and_then(|l| l.as_ref())
+                .map_or(-1, |l| l.index as i64 + 1);
+            // The last acknowledged heartbeat, as wall-clock milliseconds.
+            let last_fetch_timestamp =
+                heartbeats
                     .get(&id)
-                    .and_then(|l| l.as_ref())
-                    .map_or(-1, |l| l.index as i64 + 1)
-            };
+                    .and_then(|t| t.as_ref())
+                    .map_or(-1, |t| {
+                        let ago = now.saturating_duration_since((*t).into_inner());
+                        wall_now - ago.as_millis() as i64
+                    });
+            let caught_up = log_end_offset >= 0 && log_end_offset == own_end;
             ReplicaState {
                 replica_id: id as i32,
                 log_end_offset,
-                last_fetch_timestamp: -1,
-                last_caught_up_timestamp: -1,
+                last_fetch_timestamp,
+                last_caught_up_timestamp: if caught_up { last_fetch_timestamp } else { -1 },
             }
         };
         QuorumState {
@@ -514,6 +587,11 @@ impl rpc::Service for Service {
                         None => Err(RemoteError::NoHandler),
                     };
                     rpc::reply_payload(&result)
+                }
+                Kind::TransferLeader => {
+                    let req = rpc::request(&payload)?;
+                    let result = inner.raft.handle_transfer_leader(req).await;
+                    rpc::reply_payload(&result.map_err(|e| raft_err(&e)))
                 }
                 Kind::Reply => Err(io::Error::new(
                     io::ErrorKind::InvalidData,

@@ -29,7 +29,8 @@ use glommio::net::{TcpListener, TcpStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::AsyncRuntime;
 use serde::de::DeserializeOwned;
@@ -57,6 +58,8 @@ pub enum Kind {
     Forward = 5,
     /// A `ControlRequest` for the handler the lead installs (broker heartbeats).
     Control = 6,
+    /// The leader hands leadership to this node (controlled shutdown).
+    TransferLeader = 7,
     Reply = 0x80,
 }
 
@@ -69,6 +72,7 @@ impl Kind {
             4 => Kind::InstallSnapshot,
             5 => Kind::Forward,
             6 => Kind::Control,
+            7 => Kind::TransferLeader,
             0x80 => Kind::Reply,
             _ => return None,
         })
@@ -403,6 +407,12 @@ impl PeerClient {
         self.conn = Some(stream);
         let result: Result<Resp, RemoteError> =
             serde_json::from_slice(&reply).map_err(|e| CallError::Network(json_err(e)))?;
+        if let Err(err @ RemoteError::ClusterIdMismatch { .. }) = &result {
+            // This node was started with another cluster's data (or id): it cannot join.
+            tracing::error!(target = self.target, addr = %self.addr, error = %err,
+                "refused by a voter of another cluster");
+            self.conn = None;
+        }
         result.map_err(CallError::Remote)
     }
 }
@@ -446,6 +456,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(Kind::PreVote, &rpc, option.soft_ttl())
+            .await
+            .map_err(rpc_error)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Kind::TransferLeader, &req, option.soft_ttl())
             .await
             .map_err(rpc_error)
     }

@@ -18,6 +18,8 @@ use crate::cluster::image::{BrokerImage, MetadataImage};
 /// Longest wait for any expected state (elections on a loaded 2-core machine included).
 const WAIT_MAX: Duration = Duration::from_secs(30);
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a stopping leader waits for its hand-off (a stopped target never confirms).
+const HANDOFF_MAX: Duration = Duration::from_secs(2);
 
 /// The image before the first entry. (Adapt here when the image's fields change.)
 fn empty_image() -> Arc<MetadataImage> {
@@ -53,6 +55,10 @@ enum Cmd {
     ),
     Leader(oneshot::Sender<Option<i32>>),
     Image(oneshot::Sender<Arc<MetadataImage>>),
+    Quorum(oneshot::Sender<super::QuorumState>),
+    Snapshot(oneshot::Sender<Result<(), ProposeError>>),
+    /// Clean stop: leadership hand-off, raft shutdown, log closed.
+    Shutdown(oneshot::Sender<()>),
     /// Stops the executor without any shutdown: its tasks and files are dropped as they are.
     Kill,
 }
@@ -63,22 +69,39 @@ struct Node {
     thread: Option<JoinHandle<()>>,
 }
 
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
 fn start_node(id: i32, voters: &BTreeMap<i32, SocketAddr>, dir: PathBuf) -> Node {
+    start_node_in(id, voters, dir, None)
+}
+
+fn start_node_in(
+    id: i32,
+    voters: &BTreeMap<i32, SocketAddr>,
+    dir: PathBuf,
+    cluster_id: Option<&str>,
+) -> Node {
     let settings = RaftSettings {
         node_id: id,
         voters: voters.clone(),
         listen: voters[&id],
         dir,
-        cluster_id: None,
+        cluster_id: cluster_id.map(str::to_string),
         election_timeout: ELECTION_TIMEOUT,
         fetch_timeout: Duration::from_secs(2),
         initial_image: empty_image(),
     };
+    logs();
     let (tx, mut rx) = mpsc::unbounded::<Cmd>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let thread = std::thread::Builder::new()
@@ -108,6 +131,17 @@ fn start_node(id: i32, voters: &BTreeMap<i32, SocketAddr>, dir: PathBuf) -> Node
                         }
                         Cmd::Image(reply) => {
                             let _ = reply.send(raft.image());
+                        }
+                        Cmd::Quorum(reply) => {
+                            let _ = reply.send(raft.quorum_state());
+                        }
+                        Cmd::Snapshot(reply) => {
+                            let _ = reply.send(raft.trigger_snapshot().await);
+                        }
+                        Cmd::Shutdown(reply) => {
+                            raft.shutdown(HANDOFF_MAX).await;
+                            let _ = reply.send(());
+                            break;
                         }
                         Cmd::Kill => break,
                     }
@@ -142,6 +176,20 @@ impl Node {
     fn propose(&self, cmd: ControllerCommand) -> Result<Outcome, ProposeError> {
         self.ask(|tx| Cmd::Propose(cmd, tx))
             .unwrap_or(Err(ProposeError::Fatal("node gone".into())))
+    }
+    fn quorum(&self) -> super::QuorumState {
+        self.ask(Cmd::Quorum).expect("node answers")
+    }
+    fn snapshot(&self) {
+        self.ask(Cmd::Snapshot)
+            .expect("node answers")
+            .expect("snapshot requested");
+    }
+    fn shutdown(mut self) {
+        self.ask(Cmd::Shutdown).expect("node shuts down");
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("node thread");
+        }
     }
     fn kill(mut self) {
         let _ = self.tx.unbounded_send(Cmd::Kill);
@@ -197,14 +245,8 @@ fn topic_of(result: Result<Outcome, ProposeError>) -> String {
 
 #[test]
 fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let voters: BTreeMap<i32, SocketAddr> = (1..=3)
-        .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], free_port()))))
-        .collect();
+    let voters = three_voters();
     let mut nodes: BTreeMap<i32, Node> = (1..=3)
         .map(|id| {
             (
@@ -319,4 +361,126 @@ fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
     ));
     assert!(!has_topics(&survivor, &["no-quorum"]));
     survivor.kill();
+}
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let log_dir = dir.join("__cluster_metadata-0");
+    std::fs::read_dir(log_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(super::state_machine::SNAPSHOT_FILE_SUFFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn three_voters() -> BTreeMap<i32, SocketAddr> {
+    (1..=3)
+        .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+        .collect()
+}
+
+#[test]
+fn snapshots_restart_from_them_and_a_clean_leader_stop_hands_off() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let voters = three_voters();
+    let mut nodes: BTreeMap<i32, Node> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                start_node(id, &voters, dirs[id as usize - 1].path().to_path_buf()),
+            )
+        })
+        .collect();
+    let leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), None);
+    for name in ["s1", "s2", "s3"] {
+        assert_eq!(topic_of(nodes[&leader].propose(create_topic(name))), name);
+    }
+    wait_for("all apply", || {
+        nodes
+            .values()
+            .all(|n| has_topics(n, &["s1", "s2", "s3"]))
+            .then_some(())
+    });
+
+    // DescribeQuorum's view on the leader.
+    let quorum = wait_for("the leader sees every voter caught up", || {
+        let q = nodes[&leader].quorum();
+        (q.voters.len() == 3
+            && q.voters
+                .iter()
+                .all(|v| v.log_end_offset == q.high_watermark))
+        .then_some(q)
+    });
+    assert_eq!(quorum.leader_id, leader);
+    assert!(quorum.leader_epoch >= 1);
+    assert!(quorum.high_watermark >= 5, "{quorum:?}"); // membership, blank, three topics
+    assert!(
+        quorum.voters.iter().all(|v| v.last_fetch_timestamp > 0),
+        "{quorum:?}"
+    );
+
+    for node in nodes.values() {
+        node.snapshot();
+    }
+    for dir in &dirs {
+        wait_for("a snapshot file", || {
+            (snapshot_files(dir.path()).len() == 1).then_some(())
+        });
+    }
+
+    // A clean stop of the leader hands leadership off; the others lead without it.
+    let started = Instant::now();
+    nodes.remove(&leader).expect("leader").shutdown();
+    let survivors: Vec<&Node> = nodes.values().collect();
+    let new_leader = agreed_leader(&survivors, Some(leader));
+    tracing::info!(took = ?started.elapsed(), new_leader, "hand-off");
+    assert_eq!(topic_of(survivors[0].propose(create_topic("s4"))), "s4");
+
+    // The stopped node restarts from its snapshot: its image is there before it hears from
+    // the leader.
+    let restarted = start_node(
+        leader,
+        &voters,
+        dirs[leader as usize - 1].path().to_path_buf(),
+    );
+    assert!(
+        has_topics(&restarted, &["s1", "s2", "s3"]),
+        "not recovered from the snapshot"
+    );
+    wait_for("the restarted node catches up", || {
+        has_topics(&restarted, &["s4"]).then_some(())
+    });
+    nodes.insert(leader, restarted);
+    for node in std::mem::take(&mut nodes).into_values() {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_node_with_another_cluster_id_is_refused() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let voters = three_voters();
+    let ids = [Some("cluster-a"), Some("cluster-a"), Some("cluster-b")];
+    let nodes: Vec<Node> = (1..=3)
+        .map(|id| {
+            let i = id as usize - 1;
+            start_node_in(id, &voters, dirs[i].path().to_path_buf(), ids[i])
+        })
+        .collect();
+    // Nodes 1 and 2 are a quorum of the three voters; node 3 is refused by both.
+    let leader = agreed_leader(&[&nodes[0], &nodes[1]], Some(3));
+    assert!(leader == 1 || leader == 2);
+    assert_eq!(topic_of(nodes[0].propose(create_topic("a-only"))), "a-only");
+    wait_for("both members apply", || {
+        (has_topics(&nodes[0], &["a-only"]) && has_topics(&nodes[1], &["a-only"])).then_some(())
+    });
+    assert!(nodes[2].propose(create_topic("b-only")).is_err());
+    assert!(!has_topics(&nodes[2], &["a-only"]));
+    assert!(
+        nodes[2].leader() != Some(leader),
+        "node 3 followed the other cluster"
+    );
 }

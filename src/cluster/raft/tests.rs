@@ -57,6 +57,8 @@ enum Cmd {
     Image(oneshot::Sender<Arc<MetadataImage>>),
     Quorum(oneshot::Sender<super::QuorumState>),
     Snapshot(oneshot::Sender<Result<(), ProposeError>>),
+    /// Snapshot now, then purge the log up to the snapshot (openraft's purge_log trigger).
+    SnapshotAndPurge(oneshot::Sender<Option<u64>>),
     /// Clean stop: leadership hand-off, raft shutdown, log closed.
     Shutdown(oneshot::Sender<()>),
     /// Stops the executor without any shutdown: its tasks and files are dropped as they are.
@@ -74,6 +76,28 @@ fn logs() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+type Metrics = openraft::RaftMetrics<super::types::TypeConfig>;
+
+/// On a node's executor: waits (at most WAIT_MAX) until `pick` finds something in the metrics.
+async fn wait_on_node<T>(
+    metrics: &mut super::rt::WatchRx<Metrics>,
+    pick: impl Fn(&Metrics) -> Option<T>,
+) -> Option<T> {
+    use openraft::rt::WatchReceiver;
+    use openraft::AsyncRuntime;
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        if let Some(found) = pick(&metrics.borrow_watched()) {
+            return Some(found);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match super::GlommioRuntime::timeout(left, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -138,6 +162,19 @@ fn start_node_in(
                         Cmd::Snapshot(reply) => {
                             let _ = reply.send(raft.trigger_snapshot().await);
                         }
+                        Cmd::SnapshotAndPurge(reply) => {
+                            let _ = raft.trigger_snapshot().await;
+                            let mut metrics = raft.inner.raft.metrics();
+                            let snap = wait_on_node(&mut metrics, |m| m.snapshot).await;
+                            if let Some(snap) = snap {
+                                let _ = raft.inner.raft.trigger().purge_log(snap.index).await;
+                                wait_on_node(&mut metrics, |m| {
+                                    m.purged.filter(|p| p.index >= snap.index)
+                                })
+                                .await;
+                            }
+                            let _ = reply.send(snap.map(|s| s.index));
+                        }
                         Cmd::Shutdown(reply) => {
                             raft.shutdown(HANDOFF_MAX).await;
                             let _ = reply.send(());
@@ -184,6 +221,9 @@ impl Node {
         self.ask(Cmd::Snapshot)
             .expect("node answers")
             .expect("snapshot requested");
+    }
+    fn snapshot_and_purge(&self) -> Option<u64> {
+        self.ask(Cmd::SnapshotAndPurge).flatten()
     }
     fn shutdown(mut self) {
         self.ask(Cmd::Shutdown).expect("node shuts down");
@@ -483,4 +523,66 @@ fn a_node_with_another_cluster_id_is_refused() {
         nodes[2].leader() != Some(leader),
         "node 3 followed the other cluster"
     );
+}
+
+#[test]
+fn a_follower_behind_the_purged_log_is_sent_the_snapshot() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let voters = three_voters();
+    let mut nodes: BTreeMap<i32, Node> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                start_node(id, &voters, dirs[id as usize - 1].path().to_path_buf()),
+            )
+        })
+        .collect();
+    let leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), None);
+    let behind = *nodes.keys().find(|id| **id != leader).expect("a follower");
+    assert_eq!(topic_of(nodes[&leader].propose(create_topic("p1"))), "p1");
+    wait_for("all apply p1", || {
+        nodes.values().all(|n| has_topics(n, &["p1"])).then_some(())
+    });
+
+    // One follower stops; the others commit more, snapshot and purge their logs past what it has.
+    nodes.remove(&behind).expect("follower").kill();
+    for name in ["p2", "p3"] {
+        assert_eq!(topic_of(nodes[&leader].propose(create_topic(name))), name);
+    }
+    wait_for("the other two apply", || {
+        nodes.values().all(|n| has_topics(n, &["p3"])).then_some(())
+    });
+    for node in nodes.values() {
+        let purged = node.snapshot_and_purge().expect("snapshot and purge");
+        assert!(purged >= 4, "purged up to {purged}");
+    }
+
+    // It restarts: the leader has no entries for it and sends the snapshot; its own log is
+    // restarted after the snapshot (truncate_fully_and_start_at) and it follows from there.
+    let restarted = start_node(
+        behind,
+        &voters,
+        dirs[behind as usize - 1].path().to_path_buf(),
+    );
+    wait_for("the snapshot is installed", || {
+        has_topics(&restarted, &["p1", "p2", "p3"]).then_some(())
+    });
+    assert_eq!(topic_of(restarted.propose(create_topic("p4"))), "p4");
+    nodes.insert(behind, restarted);
+    wait_for("all apply p4", || {
+        nodes.values().all(|n| has_topics(n, &["p4"])).then_some(())
+    });
+    assert_eq!(snapshot_files(dirs[behind as usize - 1].path()).len(), 1);
+
+    // And after another restart it recovers from the installed snapshot and its log.
+    nodes.remove(&behind).expect("node").kill();
+    let again = start_node(
+        behind,
+        &voters,
+        dirs[behind as usize - 1].path().to_path_buf(),
+    );
+    assert!(has_topics(&again, &["p1", "p2", "p3"]));
+    wait_for("it catches up again", || {
+        has_topics(&again, &["p4"]).then_some(())
+    });
 }

@@ -71,6 +71,27 @@ pub const EXECUTOR_RING_DEPTH: usize = 256;
 /// Producer ids handed to a shard per controller allocation.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
+/// Largest frame on the CONTROLLER listener (Raft RPCs, forwarded commands, control requests);
+/// a longer length prefix closes the connection.
+pub const CONTROL_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest cluster id carried in a CONTROLLER frame (Kafka's are 22 characters).
+pub const CONTROL_CLUSTER_ID_BYTES_MAX: usize = 255;
+/// Connections the CONTROLLER listener serves at once; more are closed at accept.
+pub const CONTROL_CONNECTIONS_MAX: usize = 256;
+/// Idle connections kept per peer for forwarded proposals and control requests.
+pub const CONTROL_IDLE_CONNECTIONS_PER_PEER_MAX: usize = 4;
+/// Segment size of the metadata log (`__cluster_metadata-0`).
+pub const METADATA_LOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Index size per metadata log segment.
+pub const METADATA_LOG_INDEX_BYTES: u64 = 1024 * 1024;
+/// Bytes of the metadata log read at once (one read holds at least one entry).
+pub const METADATA_LOG_READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Longest wait of a metadata proposal (commit and apply, including forwarding to the leader).
+pub const METADATA_PROPOSE_TIMEOUT_MS: u64 = 5_000;
+/// Committed entries between metadata snapshots (openraft's snapshot policy); the log is then
+/// purged up to the snapshot, keeping openraft's `max_in_snapshot_log_to_keep` entries.
+pub const METADATA_SNAPSHOT_ENTRIES: u64 = 5_000;
+
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT <= DECOMPRESSED_BATCH_BYTES_MAX);
@@ -83,3 +104,5 @@ const _: () = assert!(READ_BUFFER_UNCOUNTED_BYTES <= READ_BUFFER_BYTES);
 const _: () = assert!(RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX <= FETCH_RESPONSE_BYTES_MAX);
 const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
 const _: () = assert!(MESH_WAITS_PARKED_MAX >= MESH_REQUESTS_IN_PROGRESS_MAX);
+const _: () = assert!(CONTROL_FRAME_BYTES_MAX >= FRAME_READ_CHUNK_BYTES);
+const _: () = assert!(METADATA_LOG_READ_BYTES_MAX as u64 <= METADATA_LOG_SEGMENT_BYTES);

@@ -49,3 +49,19 @@ fn storage_and_protocol_do_not_pick_kafka_error_codes() {
         );
     }
 }
+
+/// "cluster/ does not depend on the executor, except cluster/raft/" (Raft runs on shard 0's
+/// glommio executor by design; the image and the controller stay pure).
+#[test]
+fn cluster_outside_raft_does_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster");
+    let mut files = Vec::new();
+    sources_under(&root, &mut files);
+    assert!(!files.is_empty());
+    let raft = root.join("raft").display().to_string();
+    for (path, text) in files.iter().filter(|(p, _)| !p.starts_with(&raft)) {
+        for forbidden in ["glommio", "tokio", "crate::runtime", "crate::net"] {
+            assert!(!text.contains(forbidden), "{path} uses {forbidden}");
+        }
+    }
+}

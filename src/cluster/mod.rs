@@ -7,6 +7,7 @@ pub mod controller;
 pub mod image;
 pub mod meta;
 pub mod placement;
+pub mod raft;
 
 pub use controller::{ControllerCommand, ControllerError, Outcome};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};

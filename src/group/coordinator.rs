@@ -20,11 +20,9 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use super::classic::{ClassicGroup, GroupState};
 use super::consumer::ConsumerGroup;
@@ -566,36 +564,14 @@ impl super::consumer::TopicLookup for MetadataImage {
 
 /// Encodes records as one uncompressed v2 batch (offsets relative; the log assigns them).
 fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError> {
-    let recs: Vec<Record> = records
+    let pairs: Vec<(Option<Bytes>, Option<Bytes>)> = records
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|r| {
             let (key, value) = r.encode();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            }
+            (Some(key), value)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts)
-        .map_err(|e| GroupError::Append(e.to_string()))?;
-    Ok(buf.freeze())
+    super::records::encode_uncompressed_batch(&pairs, now).map_err(GroupError::Append)
 }
 
 fn offsets_partition_count(image: &MetadataImage, config: &GroupConfig) -> i32 {

@@ -18,6 +18,45 @@ use super::offsets::CommittedOffset;
 use super::GroupError;
 use crate::model::{LeaderEpoch, Offset, TopicPartition};
 
+/// Encodes (key, value) records as one uncompressed v2 batch, offsets relative (0..n; the log
+/// assigns the base offset and the partition leader epoch on append). The one batch builder
+/// for Sluice's internal logs: `__consumer_offsets` here and the metadata log
+/// (`cluster::raft::log_store`).
+pub fn encode_uncompressed_batch(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    now_ms: i64,
+) -> Result<Bytes, String> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: key.clone(),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &recs, &opts).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
 /// One member as persisted in a classic group's metadata record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRecord {

@@ -7,10 +7,10 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 
-use crate::model::{Offset, ProducerId};
+use crate::model::{LeaderEpoch, Offset, ProducerId};
 
 use super::batch::{self, BatchHeader};
-use super::config::{Acks, LogConfig};
+use super::config::{Acks, AppendOptions, LogConfig};
 use super::error::StorageError;
 use super::fault_io::FaultyIo;
 use super::file_names::{offset_file_path, INDEX_SUFFIX, TRUNCATION_FILE};
@@ -39,13 +39,41 @@ fn segmented() -> LogConfig {
     }
 }
 
-/// Appends `count` batches whose timestamps are their index from `first` (the batch's id).
+/// Appends `count` batches whose timestamps are their index from `first` (the batch's id),
+/// in leader epoch `epoch_of(id)`.
 async fn append_batches(log: &PartitionLog, first: i64, count: i64) {
     for id in first..first + count {
-        log.append(batch_at(id, RECORDS, 100), opts(Acks::All, 0))
+        let options = AppendOptions {
+            leader_epoch: LeaderEpoch(epoch_of(id)),
+            ..opts(Acks::All, 0)
+        };
+        log.append(batch_at(id, RECORDS, 100), options)
             .await
             .expect("append");
     }
+}
+
+/// A new leader epoch every five batches.
+fn epoch_of(id: i64) -> i32 {
+    (id / 5) as i32
+}
+
+/// The epoch cache of a log holding `batches` (base offset, id), as `(epoch, start offset)`.
+fn expected_epochs(batches: &[(i64, i64)]) -> Vec<(i32, i64)> {
+    let mut out: Vec<(i32, i64)> = Vec::new();
+    for (base, id) in batches {
+        if out.last().is_none_or(|(epoch, _)| *epoch < epoch_of(*id)) {
+            out.push((epoch_of(*id), *base));
+        }
+    }
+    out
+}
+
+fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {
+    log.leader_epoch_entries()
+        .iter()
+        .map(|e| (e.epoch.0, e.start_offset.0))
+        .collect()
 }
 
 /// (base offset, id) of every batch readable from the log start.
@@ -455,6 +483,11 @@ async fn power_cut_during_truncation(
         assert_eq!(kept, want, "cut {cut_at}: the new log, whole");
     }
     check_lookups(&log).await;
+    assert_eq!(
+        epochs(&log),
+        expected_epochs(&kept),
+        "cut {cut_at}: epoch cache"
+    );
     assert!(
         !rebooted.exists(&data_dir().join("t-0").join(TRUNCATION_FILE)),
         "cut {cut_at}: recovery completed the truncation"

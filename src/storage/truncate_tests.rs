@@ -556,3 +556,71 @@ fn reads_racing_a_truncation_see_the_old_or_the_new_log() {
         }
     });
 }
+
+/// On real files (GlommioIo, O_DIRECT): truncation at unaligned positions in the active and in
+/// an older segment, appends through the reloaded tail block, and clean and unclean reopens.
+#[test]
+fn real_io_truncate_append_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let cfg = segmented();
+        let topic_id = uuid::Uuid::new_v4();
+        let manager = LogManager::new(crate::model::ShardId(0), broker_config(&path));
+        manager.start_background();
+        let log = manager
+            .open_partition(&tp(), topic_id, cfg.clone())
+            .await
+            .expect("open");
+        append_batches(&log, 0, 30).await;
+        let bases = log.segment_base_offsets();
+        // In the active segment, then in an older one (the later segments' files go).
+        let last = bases[bases.len() - 1].0;
+        log.truncate_to(Offset(last + 4)).await.expect("truncate");
+        assert_eq!(log.log_end_offset(), Offset(last + 3));
+        log.truncate_to(Offset(bases[1].0 + 7))
+            .await
+            .expect("truncate");
+        let end = (bases[1].0 + 7) / 3 * 3;
+        assert_eq!(log.log_end_offset(), Offset(end));
+        for base in &bases[2..] {
+            assert!(
+                !log_path_in(&path, base.0).exists(),
+                "segment {base} deleted"
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(log_path_in(&path, bases[1].0))
+                .expect("cut segment")
+                .len(),
+            log.segments.borrow()[&bases[1].0].size(),
+            "the file ends at the cut"
+        );
+        // Appends rewrite the partial tail block with its old bytes plus the new ones.
+        append_batches(&log, 100, 10).await;
+        let mut want = expected(end / 3);
+        want.extend((0..10).map(|k| (end + 3 * k, 100 + k)));
+        assert_eq!(contents(&log).await, want);
+        check_lookups(&log).await;
+        assert_eq!(epochs(&log), expected_epochs(&want));
+        manager.shutdown().await;
+        for clean in [true, false] {
+            if !clean {
+                std::fs::remove_file(
+                    path.join("t-0")
+                        .join(super::file_names::CLEAN_SHUTDOWN_FILE),
+                )
+                .expect("remove the marker: an unclean start");
+            }
+            let manager = LogManager::new(crate::model::ShardId(0), broker_config(&path));
+            let log = manager
+                .open_partition(&tp(), topic_id, cfg.clone())
+                .await
+                .expect("reopen");
+            assert_eq!(contents(&log).await, want, "clean={clean}");
+            check_lookups(&log).await;
+            assert_eq!(epochs(&log), expected_epochs(&want));
+            manager.shutdown().await;
+        }
+    });
+}

@@ -624,3 +624,50 @@ fn real_io_truncate_append_reopen() {
         }
     });
 }
+
+/// An I/O error during a truncation fail-stops the log; reopening it gives the old log when
+/// the intent was not yet durable, the new one when it was.
+#[test]
+fn an_io_error_during_a_truncation_fail_stops_and_reopening_finishes_it() {
+    run(|| async {
+        // The intent's own fdatasync (a buffered file) fails: nothing was decided.
+        // The cut segment's fdatasync (the direct `.log`) fails: the intent is durable.
+        for (kind, finished) in [
+            (super::io::FileKind::Buffered, false),
+            (super::io::FileKind::Direct, true),
+        ] {
+            let io = FaultyIo::new();
+            let cfg = segmented();
+            let (manager, log) = open(&io, &cfg).await;
+            append_batches(&log, 0, 20).await;
+            io.fail_next_fsync(kind);
+            let err = log.truncate_to(Offset(10)).await.expect_err("fsync fails");
+            assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+            assert!(log.is_failed(), "fail-stop");
+            assert!(matches!(
+                log.append(batch_at(1, RECORDS, 100), opts(Acks::All, 0))
+                    .await,
+                Err(StorageError::LogFailed)
+            ));
+            assert!(matches!(
+                log.truncate_to(Offset(5)).await,
+                Err(StorageError::LogFailed)
+            ));
+            // Reopening the failed log (as a restart would) recovers it.
+            let log = manager
+                .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+                .await
+                .expect("reopen");
+            let want = if finished { expected(3) } else { expected(20) };
+            assert_eq!(contents(&log).await, want, "{kind:?}");
+            check_lookups(&log).await;
+            io.crash();
+            let (_manager, log) = open(&io, &cfg).await;
+            assert_eq!(
+                contents(&log).await,
+                want,
+                "{kind:?}: after a power cut too"
+            );
+        }
+    });
+}

@@ -158,3 +158,31 @@ fn a_missing_or_damaged_file_is_rebuilt_from_the_log() {
         assert_eq!(epochs(&log), want, "a damaged file is rebuilt too");
     });
 }
+
+#[test]
+fn the_log_leader_epoch_survives_a_clean_restart() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..small_config()
+        };
+        let (manager, log) = open(&io, &cfg).await;
+        for epoch in [3, 3, 3, 3, 3, 3, 6, 6, 6, 6] {
+            append_in(&log, epoch).await;
+        }
+        // Truncated to a segment's base: the active segment is empty, a clean restart scans
+        // nothing, and only the cache knows the epoch.
+        let last = *log.segment_base_offsets().last().expect("segments");
+        log.truncate_to(last).await.expect("truncate");
+        assert_eq!(log.leader_epoch(), LeaderEpoch(6));
+        let latest = epochs(&log).last().map(|e| e.0);
+        manager.shutdown().await;
+        let (_manager, log) = open(&io, &cfg).await;
+        assert_eq!(
+            Some(log.leader_epoch().0),
+            latest,
+            "the latest epoch the log holds"
+        );
+    });
+}

@@ -194,6 +194,8 @@ pub(super) async fn load(
         .max(first_base)
         .min(log_end);
     epochs.truncate_from_start(log_start);
+    // After a clean stop only the tail was scanned: the cache knows the epochs before it.
+    let leader_epoch = leader_epoch.max(epochs.latest().map_or(0, |e| e.epoch.0));
     // What the file holds: written just above, or as loaded (then changed only if recovery
     // assigned or truncated entries, which the next checkpoint writes).
     let epochs_written = match (&loaded_epochs, end_at) {

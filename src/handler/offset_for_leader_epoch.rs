@@ -1,21 +1,20 @@
 //! OffsetForLeaderEpoch (KIP-101/320), answered by the partition's leader
-//! (NOT_LEADER_OR_FOLLOWER elsewhere). The end offset of the current epoch is the
-//! partition's end (its high watermark); an older epoch ends where the current one
-//! began, taken as 0: there is no leader epoch cache yet, and a single node keeps
-//! its leader epoch (see `cluster::controller`'s broker registration).
+//! (NOT_LEADER_OR_FOLLOWER elsewhere) from the leader epoch cache on the owning shard
+//! (`local::epoch_end_offsets`): the current epoch ends at the log end offset, an older one at
+//! the start of the next epoch the log holds, an unknown newer one is UNDEFINED (-1, -1).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::errors::{self, code};
+use super::errors::code;
 use super::route::scatter;
 use super::RequestContext;
 use crate::model::TopicPartition;
-use crate::runtime::messages::{ListOffsetsItem, ShardRequest, ShardResponse};
+use crate::runtime::messages::{EpochEndItem, EpochEndResult, ShardRequest, ShardResponse};
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -28,28 +27,30 @@ pub async fn handle(
         for p in &t.partitions {
             let tp = TopicPartition::new(t.topic.0.to_string(), p.partition);
             if image.leads(node, &tp) {
-                items.push(ListOffsetsItem {
+                items.push(EpochEndItem {
                     tp,
-                    timestamp: -1,
-                    current_leader_epoch: -1,
+                    current_leader_epoch: p.current_leader_epoch,
+                    leader_epoch: p.leader_epoch,
                 });
             }
         }
     }
-    let ends: HashMap<TopicPartition, (i16, i64)> = scatter(
+    // By partition, in request order (a partition may be asked for more than one epoch).
+    let mut ends: HashMap<TopicPartition, VecDeque<EpochEndResult>> = HashMap::new();
+    let results = scatter(
         &ctx.shard,
         items,
         |i| &i.tp,
-        ShardRequest::ListOffsets,
+        ShardRequest::EpochEndOffsets,
         |r| match r {
-            ShardResponse::ListOffsets(v) => Some(v),
+            ShardResponse::EpochEndOffsets(v) => Some(v),
             _ => None,
         },
     )
-    .await
-    .into_iter()
-    .map(|r| (r.tp.clone(), (r.error_code, r.offset)))
-    .collect();
+    .await;
+    for r in results {
+        ends.entry(r.tp.clone()).or_default().push_back(r);
+    }
     let topics = req
         .topics
         .into_iter()
@@ -67,27 +68,12 @@ pub async fn handle(
                     if pi.leader != node {
                         return base.with_error_code(code::NOT_LEADER_OR_FOLLOWER);
                     }
-                    let Some(&(err, end)) = ends.get(&tp) else {
+                    let Some(found) = ends.get_mut(&tp).and_then(VecDeque::pop_front) else {
                         return base.with_error_code(code::NOT_LEADER_OR_FOLLOWER);
                     };
-                    if err != code::NONE {
-                        return base.with_error_code(err);
-                    }
-                    let epoch = pi.leader_epoch;
-                    if let Some(e) = errors::leader_epoch(p.current_leader_epoch, epoch) {
-                        return base.with_error_code(e);
-                    }
-                    match p.leader_epoch.cmp(&epoch) {
-                        std::cmp::Ordering::Equal => {
-                            base.with_leader_epoch(epoch).with_end_offset(end)
-                        }
-                        std::cmp::Ordering::Less => {
-                            base.with_leader_epoch(epoch).with_end_offset(0)
-                        }
-                        std::cmp::Ordering::Greater => {
-                            base.with_leader_epoch(-1).with_end_offset(-1)
-                        }
-                    }
+                    base.with_error_code(found.error_code)
+                        .with_leader_epoch(found.leader_epoch)
+                        .with_end_offset(found.end_offset)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -413,6 +413,9 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
                 async move { ShardResponse::ListOffsets(local::list_offsets(&shard, items).await) },
             )
         }
+        ShardRequest::EpochEndOffsets(items) => Box::pin(async move {
+            ShardResponse::EpochEndOffsets(local::epoch_end_offsets(&shard, items))
+        }),
         ShardRequest::DeleteRecords(items) => Box::pin(async move {
             ShardResponse::DeleteRecords(local::delete_records(&shard, items).await)
         }),

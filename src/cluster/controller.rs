@@ -116,6 +116,12 @@ pub enum ControllerError {
     },
     #[error("The cluster id {got} does not match this cluster's id {ours}.")]
     InconsistentClusterId { ours: String, got: String },
+    /// No quorum to commit the change (retriable: NOT_CONTROLLER).
+    #[error("no active controller could take the change: {0}")]
+    NotController(String),
+    /// The quorum did not commit in time (retriable: REQUEST_TIMED_OUT).
+    #[error("the change was not committed in time: {0}")]
+    Timeout(String),
     #[error("metadata could not be persisted: {0}")]
     Persist(String),
 }

@@ -63,7 +63,11 @@ impl Liveness {
         hb: &Heartbeat,
         now: Instant,
     ) -> (HeartbeatReply, Option<ControllerCommand>) {
-        let Some(reg) = image.brokers.get(&hb.node_id).filter(|r| r.epoch == hb.epoch) else {
+        let Some(reg) = image
+            .brokers
+            .get(&hb.node_id)
+            .filter(|r| r.epoch == hb.epoch)
+        else {
             return (
                 HeartbeatReply {
                     stale: true,
@@ -105,7 +109,8 @@ impl Liveness {
                 });
             }
         }
-        self.last_heard.retain(|id, _| image.brokers.contains_key(id));
+        self.last_heard
+            .retain(|id, _| image.brokers.contains_key(id));
         out
     }
 }

@@ -5,7 +5,9 @@
 
 pub mod controller;
 pub mod image;
+pub mod liveness;
 pub mod meta;
+pub mod node;
 pub mod placement;
 pub mod raft;
 

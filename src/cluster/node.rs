@@ -9,12 +9,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::liveness::{Heartbeat, HeartbeatReply, Liveness};
-use super::raft::{ControlReply, ControlRequest, MetadataRaft, ProposeError, RaftSettings};
+use super::raft::{ControlRequest, MetadataRaft, ProposeError, RaftSettings};
 use super::{ControllerCommand, MetadataImage};
 use crate::cluster::controller::Outcome;
 use crate::config::kraft::QuorumConfig;
@@ -27,6 +27,14 @@ const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 const REGISTER_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Bound on the controlled shutdown's two proposals.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the Raft leader's hand-off when this node stops.
+const LEADERSHIP_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What travels in the quorum's `Control` frames (serde_json inside them).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum ControlMessage {
+    Heartbeat(Heartbeat),
+}
 
 /// This node's part in the cluster (shard 0).
 pub struct ClusterNode {
@@ -46,6 +54,11 @@ pub struct ClusterNode {
     /// Published to every shard (Metadata's controller id).
     controller_id: Arc<AtomicI32>,
     stopping: Cell<bool>,
+    /// Set to make the process exit with a failure (a node refused by its cluster).
+    failed: Arc<AtomicBool>,
+    /// The cluster id already recorded in meta.properties.
+    recorded_cluster_id: RefCell<Option<String>>,
+    data_dir: std::path::PathBuf,
 }
 
 impl ClusterNode {
@@ -56,6 +69,7 @@ impl ClusterNode {
         advertised: (String, u16),
         expected_cluster_id: Option<String>,
         controller_id: Arc<AtomicI32>,
+        failed: Arc<AtomicBool>,
     ) -> anyhow::Result<Rc<ClusterNode>> {
         let config = shard.config.clone();
         let listen = quorum
@@ -69,13 +83,19 @@ impl ClusterNode {
             cluster_id: expected_cluster_id.clone(),
             election_timeout: quorum.election_timeout,
             fetch_timeout: quorum.fetch_timeout,
+            initial_image: Arc::new(MetadataImage::empty()),
         };
         let weak = Rc::downgrade(shard);
         let on_image = Box::new(move |image: Arc<MetadataImage>| {
             if let Some(shard) = weak.upgrade() {
                 glommio::spawn_local(async move {
                     let img = image.clone();
-                    shard.broadcast(|| ShardRequest::ApplyImage(img.clone())).await;
+                    shard
+                        .broadcast(|| ShardRequest::ApplyImage(img.clone()))
+                        .await;
+                    if let Some(node) = shard.cluster.borrow().clone() {
+                        node.image_applied(&image);
+                    }
                 })
                 .detach();
             }
@@ -97,22 +117,35 @@ impl ClusterNode {
             quorum,
             controller_id,
             stopping: Cell::new(false),
+            failed,
+            recorded_cluster_id: RefCell::new(None),
+            data_dir: config.data_dir.clone(),
         });
         node.check_cluster_id(&node.raft.image())?;
         let handler_node = Rc::downgrade(&node);
-        node.raft.set_rpc_handler(Rc::new(move |req: ControlRequest| {
-            let node = handler_node.upgrade();
-            Box::pin(async move {
-                match node {
-                    Some(n) => n.on_control(req).await,
-                    None => ControlReply::Heartbeat(HeartbeatReply {
-                        stale: true,
-                        fenced: true,
-                        caught_up: false,
-                    }),
-                }
-            })
-        }));
+        node.raft
+            .set_rpc_handler(Rc::new(move |req: ControlRequest| {
+                let node = handler_node.upgrade();
+                Box::pin(async move {
+                    let reply = match (node, serde_json::from_value::<ControlMessage>(req)) {
+                        (Some(n), Ok(msg)) => n.on_control(msg).await,
+                        (_, Err(e)) => {
+                            tracing::warn!(error = %e, "malformed control request");
+                            HeartbeatReply {
+                                stale: true,
+                                fenced: true,
+                                caught_up: false,
+                            }
+                        }
+                        (None, _) => HeartbeatReply {
+                            stale: true,
+                            fenced: true,
+                            caught_up: false,
+                        },
+                    };
+                    serde_json::to_value(reply).unwrap_or(serde_json::Value::Null)
+                })
+            }));
         let me = node.clone();
         glommio::spawn_local(async move { me.broker_loop().await }).detach();
         let me = node.clone();
@@ -122,6 +155,12 @@ impl ClusterNode {
 
     /// A node must not join a quorum of another cluster: refused, naming both ids.
     fn check_cluster_id(&self, image: &MetadataImage) -> anyhow::Result<()> {
+        if let Some(theirs) = self.raft.refused_by() {
+            anyhow::bail!(
+                "the quorum's voters belong to cluster {theirs}, but this node's data directory belongs to cluster {}; refusing to join",
+                self.expected_cluster_id.as_deref().unwrap_or("?")
+            );
+        }
         match &self.expected_cluster_id {
             Some(ours) if !image.cluster_id.is_empty() && &image.cluster_id != ours => {
                 anyhow::bail!(
@@ -156,13 +195,22 @@ impl ClusterNode {
                     epoch,
                     applied_version: self.raft.image().version,
                 };
-                match self.raft.control(ControlRequest::Heartbeat(hb)).await {
-                    Ok(ControlReply::Heartbeat(r)) if r.stale => {
-                        tracing::warn!(node = self.node_id, "registration is stale; registering again");
-                        self.epoch.set(None);
-                        continue;
-                    }
-                    Ok(_) => {}
+                let req = serde_json::to_value(ControlMessage::Heartbeat(hb))
+                    .unwrap_or(serde_json::Value::Null);
+                let within = self.quorum.request_timeout;
+                match self.raft.control_to_leader(req, within).await {
+                    Ok(reply) => match serde_json::from_value::<HeartbeatReply>(reply) {
+                        Ok(r) if r.stale => {
+                            tracing::warn!(
+                                node = self.node_id,
+                                "registration is stale; registering again"
+                            );
+                            self.epoch.set(None);
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "malformed heartbeat reply"),
+                    },
                     Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
                 }
             }
@@ -196,7 +244,7 @@ impl ClusterNode {
             let image = self.raft.image();
             if let Err(e) = self.check_cluster_id(&image) {
                 tracing::error!("{e:#}");
-                crate::runtime::request_exit();
+                self.failed.store(true, Ordering::SeqCst);
                 return;
             }
             if !self.raft.is_leader() {
@@ -204,7 +252,9 @@ impl ClusterNode {
                 continue;
             }
             if !self.was_leader.replace(true) {
-                self.liveness.borrow_mut().become_leader(&image, Instant::now());
+                self.liveness
+                    .borrow_mut()
+                    .become_leader(&image, Instant::now());
                 tracing::info!(node = self.node_id, "this node is the active controller");
             }
             if image.cluster_id.is_empty() {
@@ -231,10 +281,29 @@ impl ClusterNode {
         }
     }
 
+    /// After every applied image: records a newly learned cluster id in meta.properties, and
+    /// stops the node if the quorum turns out to be another cluster's.
+    fn image_applied(&self, image: &MetadataImage) {
+        if let Err(e) = self.check_cluster_id(image) {
+            tracing::error!("{e:#}");
+            self.failed.store(true, Ordering::SeqCst);
+            return;
+        }
+        if image.cluster_id.is_empty()
+            || self.recorded_cluster_id.borrow().as_deref() == Some(image.cluster_id.as_str())
+        {
+            return;
+        }
+        match super::meta::ensure(&self.data_dir, &image.cluster_id, self.node_id) {
+            Ok(()) => *self.recorded_cluster_id.borrow_mut() = Some(image.cluster_id.clone()),
+            Err(e) => tracing::error!(error = %e, "recording the cluster id failed"),
+        }
+    }
+
     /// A control RPC from another node (or this one), served by the active controller.
-    async fn on_control(&self, req: ControlRequest) -> ControlReply {
-        match req {
-            ControlRequest::Heartbeat(hb) => {
+    async fn on_control(&self, msg: ControlMessage) -> HeartbeatReply {
+        match msg {
+            ControlMessage::Heartbeat(hb) => {
                 let image = self.raft.image();
                 let (reply, cmd) =
                     self.liveness
@@ -251,7 +320,7 @@ impl ClusterNode {
                         .detach();
                     }
                 }
-                ControlReply::Heartbeat(reply)
+                reply
             }
         }
     }
@@ -260,6 +329,7 @@ impl ClusterNode {
     pub async fn controlled_shutdown(&self) {
         self.stopping.set(true);
         let Some(epoch) = self.epoch.get() else {
+            self.raft.shutdown(LEADERSHIP_HANDOFF_TIMEOUT).await;
             return;
         };
         let steps = [
@@ -290,6 +360,6 @@ impl ClusterNode {
             }
         }
         tracing::info!(node = self.node_id, "controlled shutdown done");
-        self.raft.shutdown().await;
+        self.raft.shutdown(LEADERSHIP_HANDOFF_TIMEOUT).await;
     }
 }

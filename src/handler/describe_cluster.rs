@@ -24,7 +24,7 @@ const CLUSTER_OPERATIONS_ALL: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let controller = ctx.shard.controller_id.get();
+    let controller = ctx.shard.controller();
     describe(&ctx.shard.metadata(), controller, ctx.api_version, &req)
 }
 

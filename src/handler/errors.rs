@@ -15,6 +15,7 @@ pub mod code {
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
@@ -124,6 +125,8 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
         ControllerError::InconsistentClusterId { .. } => code::INCONSISTENT_CLUSTER_ID,
         ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
+        ControllerError::NotController(_) => code::NOT_CONTROLLER,
+        ControllerError::Timeout(_) => code::REQUEST_TIMED_OUT,
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_brokers(broker_entries(&image))
         .with_topics(topics);
     if v >= 1 {
-        resp = resp.with_controller_id(BrokerId(ctx.shard.controller_id.get()));
+        resp = resp.with_controller_id(BrokerId(ctx.shard.controller()));
     }
     if v >= 2 {
         resp = resp.with_cluster_id(Some(str_bytes(image.cluster_id.clone())));

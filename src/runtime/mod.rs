@@ -10,7 +10,7 @@ pub mod shard;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,12 @@ struct Boot {
     stop: Arc<AtomicBool>,
     drained: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
+    /// The active controller's node id, shared by every shard (see `Shard::controller_id`).
+    controller_id: Arc<AtomicI32>,
+    /// The advertised Kafka listener (what this broker registers).
+    advertised: (String, u16),
+    /// The cluster id this node must belong to: stored in meta.properties, else configured.
+    expected_cluster_id: Option<String>,
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Prints `LISTENING <addr>` on stdout once
@@ -58,7 +64,11 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     // A directory formatted for another cluster or node is refused before anything opens.
     let configured_cluster = config.get("cluster.id").to_string();
-    crate::cluster::meta::check(&config.data_dir, config.node_id, Some(&configured_cluster))?;
+    let stored =
+        crate::cluster::meta::check(&config.data_dir, config.node_id, Some(&configured_cluster))?;
+    let expected_cluster_id = stored
+        .map(|m| m.cluster_id)
+        .or_else(|| (!configured_cluster.is_empty()).then(|| configured_cluster.clone()));
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
@@ -75,7 +85,16 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
         None => (addr.ip().to_string(), addr.port()),
     };
-    let image = initial_image(&config, host, port)?;
+    // With a quorum the image comes from the metadata log (shard 0 starts it); alone, the
+    // node is its own controller and its image a file.
+    let image = match &config.quorum {
+        Some(_) => MetadataImage::empty(),
+        None => initial_image(&config, host.clone(), port)?,
+    };
+    let controller_id = Arc::new(AtomicI32::new(match &config.quorum {
+        Some(_) => -1,
+        None => config.node_id,
+    }));
     let nr = config.cores;
     tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
 
@@ -93,6 +112,9 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         stop: Arc::new(AtomicBool::new(false)),
         drained: Arc::new(AtomicUsize::new(0)),
         failed: Arc::new(AtomicBool::new(false)),
+        controller_id,
+        advertised: (host, port),
+        expected_cluster_id,
     };
     // Pin shard i to the i-th CPU this process may run on (taskset/cgroups respected).
     let cpus = allowed_cpus();
@@ -111,6 +133,9 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
             stop: boot.stop.clone(),
             drained: boot.drained.clone(),
             failed: boot.failed.clone(),
+            controller_id: boot.controller_id.clone(),
+            advertised: boot.advertised.clone(),
+            expected_cluster_id: boot.expected_cluster_id.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
@@ -296,10 +321,23 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
             requests: senders,
             replies: reply_senders,
         },
+        boot.controller_id.clone(),
     ));
     spawn_mesh_receivers(&shard, receivers, true);
     spawn_mesh_receivers(&shard, reply_receivers, false);
     shard.apply_image(boot.image.clone()).await;
+    if let (ShardId(0), Some(quorum)) = (id, boot.config.quorum.clone()) {
+        let node = crate::cluster::node::ClusterNode::start(
+            &shard,
+            quorum,
+            boot.advertised.clone(),
+            boot.expected_cluster_id.clone(),
+            boot.controller_id.clone(),
+            boot.failed.clone(),
+        )
+        .await?;
+        *shard.cluster.borrow_mut() = Some(node);
+    }
     logs.start_background();
     shard.groups.start(shard.clone());
     let listener = glommio::net::TcpListener::bind(boot.addr)
@@ -307,6 +345,11 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
     boot.ready.fetch_add(1, Ordering::SeqCst);
     crate::net::accept_loop(shard.clone(), listener, boot.stop.clone()).await;
 
+    // Hand this node's leaderships (partitions, then the quorum's) to others before closing.
+    let node = shard.cluster.borrow().clone();
+    if let Some(node) = node {
+        node.controlled_shutdown().await;
+    }
     shard.shutting_down.set(true);
     crate::net::drain_connections(&shard, Duration::from_secs(10)).await;
     boot.drained.fetch_add(1, Ordering::SeqCst);
@@ -437,6 +480,16 @@ async fn run_controller(
         return Err(ControllerError::InvalidRequest(
             "not the controller shard".into(),
         ));
+    }
+    let node = shard.cluster.borrow().clone();
+    if let Some(node) = node {
+        // Cluster mode: a log entry of the quorum, answered once committed and applied here
+        // or on the leader (forwarded there when this node does not lead).
+        return node.raft.propose(cmd).await.map_err(|e| match e {
+            crate::cluster::raft::ProposeError::Rejected(e) => e,
+            crate::cluster::raft::ProposeError::Timeout => ControllerError::Timeout(e.to_string()),
+            other => ControllerError::NotController(other.to_string()),
+        });
     }
     let _permit = shard.controller_lock.acquire_permit(1).await;
     let current = shard.metadata();

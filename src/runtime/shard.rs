@@ -44,8 +44,11 @@ pub struct Shard {
     pub next_connection_id: Cell<u64>,
     pub shutting_down: Cell<bool>,
     /// The node id of the active controller as this node last learned it (this node in
-    /// single-node mode; the runtime updates it when the Raft leader changes).
-    pub controller_id: Cell<i32>,
+    /// single-node mode). Shared by every shard of the node; written by shard 0's
+    /// `ClusterNode` when the Raft leader changes (-1 while there is none).
+    pub controller_id: Arc<std::sync::atomic::AtomicI32>,
+    /// This node's part in the cluster: shard 0 of a node with a quorum configured only.
+    pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
     pub stats: Stats,
 }
 
@@ -93,12 +96,14 @@ impl Shard {
         groups: Rc<crate::group::GroupCoordinator>,
         image: Arc<MetadataImage>,
         mesh: MeshSenders,
+        controller_id: Arc<std::sync::atomic::AtomicI32>,
     ) -> Shard {
         let slots = config.int("max.incremental.fetch.session.cache.slots", 1000) as usize;
         Shard {
             id,
             nr_shards,
-            controller_id: Cell::new(config.node_id),
+            controller_id,
+            cluster: RefCell::new(None),
             config,
             logs,
             groups,
@@ -127,6 +132,12 @@ impl Shard {
     }
 
     /// This node's id (`node.id`).
+    /// The active controller's node id as this node knows it (-1: none).
+    pub fn controller(&self) -> i32 {
+        self.controller_id
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }

@@ -133,6 +133,8 @@ struct Inner {
     sm: Rc<state_machine::Shared>,
     log: LogStore,
     pool: Pool,
+    /// Our node id and cluster id, shared with the network client and the server.
+    local: Rc<Local>,
     control: RefCell<Option<ControlHandler>>,
     server: RefCell<Option<glommio::Task<()>>>,
 }
@@ -172,6 +174,7 @@ impl MetadataRaft {
         let local = Rc::new(Local {
             node_id: settings.node_id,
             cluster_id: RefCell::new(settings.cluster_id.clone().unwrap_or_default()),
+            refused_by: RefCell::new(None),
         });
         // Until a cluster id is stored or configured, the node adopts the quorum's (the image's)
         // as soon as it applies it; frames then carry and check it.
@@ -203,6 +206,7 @@ impl MetadataRaft {
             sm: shared,
             log,
             pool: Pool::new(local.clone()),
+            local: local.clone(),
             control: RefCell::new(None),
             server: RefCell::new(None),
         });
@@ -223,6 +227,12 @@ impl MetadataRaft {
     /// `METADATA_PROPOSE_TIMEOUT_MS`, following leader changes meanwhile.
     pub async fn propose(&self, cmd: ControllerCommand) -> Result<Outcome, ProposeError> {
         self.inner.propose(cmd).await
+    }
+
+    /// The cluster id of a peer that answered from another cluster, if one did: this node's
+    /// data or configuration belongs elsewhere and it cannot join.
+    pub fn refused_by(&self) -> Option<String> {
+        self.inner.local.refused_by.borrow().clone()
     }
 
     /// The last applied image.

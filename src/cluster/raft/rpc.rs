@@ -226,6 +226,8 @@ fn json_err(e: serde_json::Error) -> io::Error {
 pub struct Local {
     pub node_id: i32,
     pub cluster_id: RefCell<String>,
+    /// Set when a peer of another cluster answered (its cluster id): this node cannot join.
+    pub refused_by: RefCell<Option<String>>,
 }
 
 /// One connection to a peer, used by one request at a time.
@@ -246,6 +248,10 @@ async fn call_on(
             io::ErrorKind::InvalidData,
             format!("expected a reply frame, got {:?}", reply.kind),
         ));
+    }
+    let ours = local.cluster_id.borrow().clone();
+    if !ours.is_empty() && !reply.cluster_id.is_empty() && reply.cluster_id != ours {
+        *local.refused_by.borrow_mut() = Some(reply.cluster_id.clone());
     }
     Ok(reply.payload)
 }

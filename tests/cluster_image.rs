@@ -15,11 +15,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -207,6 +210,55 @@ fn metadata_lists_every_unfenced_broker_and_leaders_after_a_fence() {
         .map(|e| (e.node_id.0, e.port))
         .collect();
     assert_eq!(endpoints, vec![(1, 1)]);
+
+    // A consumer's Fetch and ListOffsets off the leader: refused; Fetch names the leader.
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(5_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(meta.topics[0].topic_id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let fetched: FetchResponse = exchange(&mut stream, ApiKey::Fetch, 16, &fetch);
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(p.current_leader.leader_id.0, 1);
+    let endpoints: Vec<i32> = fetched.node_endpoints.iter().map(|e| e.node_id.0).collect();
+    assert_eq!(endpoints, vec![1]);
+    let list = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+                ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(-1),
+            ])]);
+    let listed: ListOffsetsResponse = exchange(&mut stream, ApiKey::ListOffsets, 7, &list);
+    let codes: Vec<i16> = listed.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, NOT_LEADER_OR_FOLLOWER]);
+
+    // DescribeCluster v2 lists the fenced broker too when asked, marked.
+    let describe = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+    let cluster: DescribeClusterResponse =
+        exchange(&mut stream, ApiKey::DescribeCluster, 2, &describe);
+    let listed: Vec<(i32, bool)> = cluster
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.is_fenced))
+        .collect();
+    assert_eq!(listed, vec![(0, false), (1, false), (2, true)]);
+    assert_eq!(cluster.controller_id.0, 0);
 }
 
 #[test]

@@ -21,6 +21,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
@@ -29,8 +30,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use common::{Broker, BrokerOpts};
 use sluice::cluster::controller::{apply, Outcome};
 use sluice::cluster::{ControllerCommand, MetadataImage};
+use sluice::runtime::placement::group_partition;
 
 const TOPIC: &str = "spread";
+/// A group whose `__consumer_offsets` partition broker 1 leads.
+const GROUP: &str = "elsewhere";
+const NOT_COORDINATOR: i16 = 16;
 const METADATA_VERSION: i16 = 12;
 const PRODUCE_VERSION: i16 = 10;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -84,6 +89,16 @@ fn make_three_broker_image(data_dir: &std::path::Path) {
         &mut image,
         ControllerCommand::FenceBroker { node_id: 2, epoch },
     );
+    // Hand-made (no command moves leadership yet): broker 1 leads group GROUP's partition.
+    let offsets = image
+        .topics
+        .get_mut("__consumer_offsets")
+        .expect("offsets topic");
+    let p = group_partition(GROUP, offsets.partition_count()) as usize;
+    offsets.partitions[p].replicas = vec![1, 0];
+    offsets.partitions[p].isr = vec![1, 0];
+    offsets.partitions[p].leader = 1;
+    offsets.partitions[p].leader_epoch += 1;
     image.persist(data_dir, 0).expect("persist image");
 }
 
@@ -259,6 +274,31 @@ fn metadata_lists_every_unfenced_broker_and_leaders_after_a_fence() {
         .collect();
     assert_eq!(listed, vec![(0, false), (1, false), (2, true)]);
     assert_eq!(cluster.controller_id.0, 0);
+
+    // The group's coordinator is the leader of its offsets partition: broker 1. Group requests
+    // here are refused with NOT_COORDINATOR; another group is served here.
+    let find = |key: &'static str| {
+        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(key))
+    };
+    let found: FindCoordinatorResponse =
+        exchange(&mut stream, ApiKey::FindCoordinator, 3, &find(GROUP));
+    assert_eq!((found.error_code, found.node_id.0, found.port), (0, 1, 1));
+    let found: FindCoordinatorResponse = exchange(
+        &mut stream,
+        ApiKey::FindCoordinator,
+        3,
+        &find("served-here"),
+    );
+    assert_eq!(
+        (found.error_code, found.node_id.0, found.port),
+        (0, 0, port)
+    );
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(StrBytes::from_static_str(GROUP).into())
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("m"));
+    let beat: HeartbeatResponse = exchange(&mut stream, ApiKey::Heartbeat, 4, &heartbeat);
+    assert_eq!(beat.error_code, NOT_COORDINATOR);
 }
 
 #[test]

@@ -7,8 +7,7 @@
 //! nothing node-local: a node's own id, host and port come from its configuration.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +15,7 @@ use crate::model::{TopicId, TopicPartition};
 
 /// File name of the persisted image inside the data directory.
 pub const IMAGE_FILE_NAME: &str = "sluice-metadata.json";
-/// Kafka's `meta.properties` (cluster.id, node.id), written beside it.
-pub const META_PROPERTIES_FILE_NAME: &str = "meta.properties";
+pub use super::meta::META_PROPERTIES_FILE_NAME;
 /// The internal topic holding consumer group state.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's `LeaderConstants.NO_LEADER`: a partition without a leader (offline).
@@ -198,40 +196,23 @@ impl MetadataImage {
     }
 
     /// Writes the image durably: temp file, fsync, rename, fsync of the directory; then
-    /// `meta.properties` with the cluster id and this node's id.
+    /// `meta.properties` with the cluster id and this node's id, when they are new.
     pub fn persist(&self, dir: &Path, node_id: i32) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         write_atomic(&dir.join(IMAGE_FILE_NAME), &bytes)?;
-        let meta = format!(
-            "#Written by Sluice\nversion=1\ncluster.id={}\nnode.id={node_id}\n",
-            self.cluster_id
-        );
-        write_atomic(&dir.join(META_PROPERTIES_FILE_NAME), meta.as_bytes())
+        if self.cluster_id.is_empty() {
+            return Ok(());
+        }
+        super::meta::ensure(dir, &self.cluster_id, node_id).map_err(std::io::Error::other)
     }
 }
 
 /// Refuses a data directory written by another node (as Kafka does): its partitions name that
 /// node's id as replica, so this node would open none of them.
 fn check_stored_node_id(dir: &Path, node_id: i32) -> std::io::Result<()> {
-    let text = match std::fs::read_to_string(dir.join(META_PROPERTIES_FILE_NAME)) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let stored = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("node.id="))
-        .find_map(|v| v.trim().parse::<i32>().ok());
-    match stored {
-        Some(stored) if stored != node_id => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{}: stored node id {stored} doesn't match the configured node.id {node_id}",
-                dir.join(META_PROPERTIES_FILE_NAME).display()
-            ),
-        )),
-        _ => Ok(()),
-    }
+    super::meta::check(dir, node_id, None)
+        .map(|_| ())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Decodes a persisted image, migrating the single-node format (see [`legacy`]).
@@ -307,19 +288,7 @@ mod legacy {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
+use super::meta::write_atomic;
 
 /// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
 pub fn new_cluster_id() -> String {

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod meta;
 pub mod placement;
 
 pub use controller::{ControllerCommand, ControllerError, Outcome};

@@ -157,6 +157,18 @@ async fn read_cold_ranges(
     ctx: &RequestContext,
     results: &mut HashMap<TopicPartition, FetchResult>,
 ) {
+    // The copies live until the response is written: reserve them in the connection's
+    // response bound first (a connection that does not read its answers waits here).
+    let cold: usize = results
+        .values()
+        .filter(|r| matches!(r.records, FetchRecords::Cold(_)))
+        .map(|r| r.records.len())
+        .sum();
+    if cold > 0 {
+        if let Some(gate) = ctx.response_gate() {
+            gate.reserve(cold).await;
+        }
+    }
     let reads = results
         .values_mut()
         .filter(|r| matches!(r.records, FetchRecords::Cold(_)))

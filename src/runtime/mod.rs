@@ -56,6 +56,9 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // A directory formatted for another cluster or node is refused before anything opens.
+    let configured_cluster = config.get("cluster.id").to_string();
+    crate::cluster::meta::check(&config.data_dir, config.node_id, Some(&configured_cluster))?;
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
@@ -219,15 +222,19 @@ fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Resu
         *image = next;
         Ok(outcome)
     };
+    // The directory's recorded cluster id wins (`sluice format` may have written it), then
+    // the configured `cluster.id`, then a new one.
+    let stored = crate::cluster::meta::read(&config.data_dir)?;
+    match (stored, config.get("cluster.id")) {
+        (Some(meta), _) => image.cluster_id = meta.cluster_id,
+        (None, configured) if !configured.is_empty() => image.cluster_id = configured.to_string(),
+        (None, _) => {}
+    }
     if image.cluster_id.is_empty() {
         let cluster_id = crate::cluster::image::new_cluster_id();
         run(&mut image, ControllerCommand::SetClusterId { cluster_id })?;
     }
-    let rack = config
-        .properties
-        .get("broker.rack")
-        .filter(|r| !r.is_empty())
-        .cloned();
+    let rack = config.rack.clone();
     let register = ControllerCommand::RegisterBroker {
         node_id: config.node_id,
         incarnation_id: uuid::Uuid::new_v4(),
@@ -326,18 +333,38 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
 /// bound on mesh work in progress (`MESH_REQUESTS_IN_PROGRESS_MAX`): at the bound the reader
 /// stops, the channel fills and the sending shards wait — backpressure instead of a task per
 /// message without end. Metadata work (images, controller commands) takes no permit, so a
-/// shard full of long polls still applies a new image once its stream reaches it.
+/// shard at the bound still applies a new image once its stream reaches it; parked long
+/// polls take a permit of their own bound instead (below).
 fn spawn_mesh_receivers(
     shard: &Rc<Shard>,
     mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>,
     requests: bool,
 ) {
     use futures_lite::StreamExt;
+    // Parked long polls (WaitForData) hold no permit of `mesh_work`: they may park for up to
+    // `FETCH_WAIT_MS_MAX`, and at the bound they would stop the mesh (and with it the
+    // produces that would wake them) for that long. They are bounded apart, without ever
+    // making the receiver wait: past `MESH_WAITS_PARKED_MAX` a wait is answered at once
+    // (the fetch re-reads: a spurious wake-up, not a lost request).
+    let waits = Rc::new(glommio::sync::Semaphore::new(
+        crate::limits::MESH_WAITS_PARKED_MAX as u64,
+    ));
     for (_, mut stream) in receivers.streams() {
         let shard = shard.clone();
+        let waits = waits.clone();
         glommio::spawn_local(async move {
-            while let Some(envelope) = stream.next().await {
-                let permit = match &envelope {
+            while let Some(mut envelope) = stream.next().await {
+                let permit = match &mut envelope {
+                    Envelope::Request {
+                        request: ShardRequest::WaitForData { wait_ms, .. },
+                        ..
+                    } if requests => match waits.try_acquire_static_permit(1) {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            *wait_ms = 0;
+                            None
+                        }
+                    },
                     Envelope::Request { request, .. } if requests && request.is_data_work() => {
                         shard.mesh_work.clone().acquire_static_permit(1).await.ok()
                     }

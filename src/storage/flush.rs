@@ -209,6 +209,7 @@ impl PartitionLog {
     /// synchronous capture of the durable offset and producer state; the snapshot and the
     /// checkpoint file are written under `checkpoint_lock`, so group commits go on meanwhile.
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        let truncations = self.truncations.get();
         let (durable, snapshot) = {
             let _guard = self.lock_flush().await;
             let durable = self.offsets.get().durable;
@@ -224,14 +225,18 @@ impl PartitionLog {
             (durable, self.producer_snapshot(durable))
         };
         let _checkpoint = self.checkpoint_lock.lock().await;
-        if durable <= self.recovery_point.get() || self.failed.get() || self.closed.get() {
+        if durable <= self.recovery_point.get()
+            || self.failed.get()
+            || self.closed.get()
+            || truncations != self.truncations.get()
+        {
             return Ok(());
         }
         self.write_recovery_point(durable, snapshot).await
     }
 
     /// Producer state as of `offset`, encoded (synchronous).
-    fn producer_snapshot(&self, offset: i64) -> Vec<u8> {
+    pub(super) fn producer_snapshot(&self, offset: i64) -> Vec<u8> {
         let mut producers = self.producers.borrow().clone();
         producers.truncate_to(Offset(offset));
         producers.encode_snapshot()
@@ -239,7 +244,7 @@ impl PartitionLog {
 
     /// The producer snapshot at `offset`, then the recovery-point file. Called with
     /// `checkpoint_lock` held.
-    async fn write_recovery_point(
+    pub(super) async fn write_recovery_point(
         &self,
         offset: i64,
         snapshot: Vec<u8>,

@@ -60,6 +60,11 @@ impl OffsetIndex {
         let at = self.entries.partition_point(|e| e.0 < relative_offset);
         self.entries.truncate(at);
     }
+    /// The last entry whose position is < `position` (what `truncate_to_position` keeps).
+    pub fn last_below_position(&self, position: u32) -> Option<(u32, u32)> {
+        let at = self.entries.partition_point(|e| e.1 < position);
+        at.checked_sub(1).map(|i| self.entries[i])
+    }
     /// Drops entries whose position is >= `position`.
     pub fn truncate_to_position(&mut self, position: u32) {
         let at = self.entries.partition_point(|e| e.1 < position);
@@ -122,6 +127,12 @@ impl TimeIndex {
         } else {
             Some(self.entries[at - 1])
         }
+    }
+    /// The last entry whose relative offset is < `relative_offset` (what `truncate_to_offset`
+    /// keeps).
+    pub fn last_below_offset(&self, relative_offset: u32) -> Option<(i64, u32)> {
+        let at = self.entries.partition_point(|e| e.1 < relative_offset);
+        at.checked_sub(1).map(|i| self.entries[i])
     }
     /// Drops entries whose relative offset is >= `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {

@@ -92,6 +92,9 @@ pub struct PartitionLog {
     /// Serialises segment deletions (retention, DeleteRecords): the segments chosen are the
     /// segments deleted.
     pub(super) delete_lock: OrderQueue,
+    /// Bumped by every truncation: a checkpoint that captured its offset and producer state
+    /// before one does not write them after it.
+    pub(super) truncations: Cell<u64>,
     pub(super) unflushed_messages: Cell<u64>,
     pub(super) last_fsync_ms: Cell<i64>,
     pub(super) recovery_point: Cell<i64>,
@@ -142,6 +145,7 @@ impl PartitionLog {
             flush_lock: OrderQueue::new(),
             checkpoint_lock: OrderQueue::new(),
             delete_lock: OrderQueue::new(),
+            truncations: Cell::new(0),
             unflushed_messages: Cell::new(0),
             last_fsync_ms: Cell::new(super::flush::wall_clock_ms()),
             recovery_point: Cell::new(loaded.recovery_point),
@@ -502,6 +506,7 @@ impl PartitionLog {
         min_one_batch: bool,
     ) -> Result<ReadResult, StorageError> {
         let offsets = self.offsets.get();
+        let truncations = self.truncations.get();
         let mut result = ReadResult {
             records: Bytes::new(),
             high_watermark: Offset(offsets.high_watermark),
@@ -528,6 +533,17 @@ impl PartitionLog {
                     && offset.0 < self.offsets.get().log_start =>
             {
                 Err(self.out_of_range(offset))
+            }
+            // A truncation cut or deleted the file under the read: answer as of the new log.
+            Err(_) if self.truncations.get() != truncations => {
+                let now = self.offsets.get();
+                if offset.0 < now.log_start || offset.0 > now.high_watermark {
+                    return Err(self.out_of_range(offset));
+                }
+                result.high_watermark = Offset(now.high_watermark);
+                result.log_start_offset = Offset(now.log_start);
+                result.last_stable_offset = Offset(now.high_watermark);
+                Ok(result)
             }
             Err(err) => Err(err),
         }

@@ -22,6 +22,7 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod slice;
+pub mod truncate;
 pub mod waiters;
 
 pub use config::{
@@ -40,3 +41,5 @@ mod recovery_tests;
 mod test_util;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod truncate_tests;

@@ -25,6 +25,7 @@ use super::log::{LoadedLog, Offsets, PartitionLog};
 use super::manager::ShardContext;
 use super::producer_state::ProducerStateManager;
 use super::segment::Segment;
+use super::truncate::{self, TruncationIntent};
 
 /// Opens (creating if absent) and recovers the log of `tp`.
 pub(super) async fn load(
@@ -52,7 +53,27 @@ pub(super) async fn load(
         io.remove_file(&dir.join(name)).await?;
         deleted = true;
     }
-    let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+    // A truncation interrupted by the stop is completed (docs/on-disk-format.md, "Truncation").
+    let intent = truncate::read_intent(io.as_ref(), &dir).await?;
+    let mut names = names;
+    match intent {
+        Some(TruncationIntent::StartAt(start)) => {
+            complete_start_at(io.as_ref(), tp, &dir, &names, start).await?;
+            names = io.list_dir(&dir).await?;
+        }
+        Some(TruncationIntent::EndAt(end)) => {
+            tracing::warn!(partition = %tp, log_end = end, "completing an interrupted truncation");
+            truncate::remove_snapshots_above(io.as_ref(), &dir, end).await?;
+            names = io.list_dir(&dir).await?;
+        }
+        None => {}
+    }
+    let end_at = match intent {
+        Some(TruncationIntent::EndAt(end)) => Some(end),
+        _ => None,
+    };
+    // A truncation removes the marker durably before it starts; never trust one beside it.
+    let clean = end_at.is_none() && names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
     let mut bases: Vec<Offset> = names
         .iter()
         .filter_map(|n| parse_offset_file_name(n, LOG_SUFFIX))
@@ -78,7 +99,8 @@ pub(super) async fn load(
     let start = if clean {
         None
     } else {
-        Some(recovery_point.unwrap_or(i64::MIN))
+        let point = recovery_point.unwrap_or(i64::MIN);
+        Some(end_at.map_or(point, |end| point.min(end)))
     };
     let missing_indexes: Vec<i64> = bases
         .iter()
@@ -95,6 +117,7 @@ pub(super) async fn load(
         interval,
         index_bytes,
         &missing_indexes,
+        end_at,
         &mut apply,
     )
     .await?;
@@ -127,6 +150,26 @@ pub(super) async fn load(
         io.remove_file(&path).await?;
         producers = rebuild_producers(&segments).await?;
     }
+    if end_at.is_some() && start.is_some_and(|scan| snapshot_offset < scan) {
+        // The snapshot at the old recovery point was above the truncation and is gone: the
+        // batches between the older snapshot and the scan would be missing.
+        producers = rebuild_producers(&segments).await?;
+    }
+    if end_at.is_some() {
+        // Everything up to the log end is verified and durable: checkpoint it, then the
+        // truncation is complete.
+        let snapshot = producers.encode_snapshot();
+        let path = offset_file_path(&dir, Offset(log_end), SNAPSHOT_SUFFIX);
+        io.write_file_atomic(&path, snapshot).await?;
+        let checkpoint = encode_checkpoint(tp, Offset(log_end));
+        io.write_file_atomic(&dir.join(RECOVERY_POINT_FILE), checkpoint)
+            .await?;
+        truncate::finish_intent(io.as_ref(), &dir).await?;
+    }
+    let recovery_point = match end_at {
+        Some(_) => Some(log_end),
+        None => recovery_point,
+    };
     let log_start = log_start_checkpoint
         .unwrap_or(first_base)
         .max(first_base)
@@ -260,6 +303,7 @@ async fn recover_segments(
     interval: u64,
     index_bytes: u64,
     missing_indexes: &[i64],
+    end_at: Option<i64>,
     apply: &mut impl FnMut(&batch::BatchHeader),
 ) -> Result<(u64, bool), StorageError> {
     let bases: Vec<i64> = segments.keys().copied().collect();
@@ -304,7 +348,7 @@ async fn recover_segments(
             );
         }
         let outcome = segment
-            .recover_from(position, interval, &mut *apply)
+            .recover_from(position, interval, end_at, &mut *apply)
             .await?;
         scanned += outcome.scanned_bytes;
         if base != last {
@@ -341,6 +385,35 @@ async fn recover_segments(
         }
     }
     Ok((scanned, false))
+}
+
+/// Completes an interrupted `truncate_fully_and_start_at(start)`: every segment file and
+/// producer snapshot goes, the log start offset and recovery point become `start` (the segment
+/// at `start` is then created as for an empty directory), and the intent is removed.
+async fn complete_start_at(
+    io: &dyn StorageIo,
+    tp: &TopicPartition,
+    dir: &Path,
+    names: &[String],
+    start: i64,
+) -> Result<(), StorageError> {
+    tracing::warn!(partition = %tp, start, "completing an interrupted full truncation");
+    for name in names {
+        let doomed = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX]
+            .iter()
+            .any(|suffix| parse_offset_file_name(name, suffix).is_some());
+        if doomed {
+            io.remove_file(&dir.join(name)).await?;
+        }
+    }
+    // Each atomic write fsyncs the directory, making the removals durable first.
+    let checkpoint = encode_checkpoint(tp, Offset(start));
+    io.write_file_atomic(&dir.join(LOG_START_OFFSET_FILE), checkpoint.clone())
+        .await?;
+    io.write_file_atomic(&dir.join(RECOVERY_POINT_FILE), checkpoint)
+        .await?;
+    truncate::finish_intent(io, dir).await?;
+    Ok(())
 }
 
 /// Max timestamp of the active segment's first batch (segment.ms rolls count from it).

@@ -21,6 +21,9 @@ use super::file_names::{offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_S
 use super::index::{OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::io::{FileKind, IoFile, StorageIo};
 
+mod cut;
+pub use cut::SegmentCut;
+
 /// Bytes read per I/O when scanning a segment during recovery.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes read per I/O when loading an index file (a multiple of both entry sizes).
@@ -678,12 +681,16 @@ impl Segment {
     /// Recovery: keeps the index entries below `position`, then verifies every batch from there
     /// (length, magic, CRC-32C, contiguous offsets), re-adding index entries, and truncates the
     /// file after the last valid batch. `on_batch` sees each valid batch (producer state).
+    /// With `end_offset` (a truncation being completed), the scan also ends before the first
+    /// batch whose last offset is >= it, as if the bytes from there were invalid.
     pub async fn recover_from(
         &self,
         position: u64,
         interval: u64,
+        end_offset: Option<i64>,
         mut on_batch: impl FnMut(&BatchHeader),
     ) -> io::Result<ScanOutcome> {
+        let kept = |h: &BatchHeader| end_offset.is_none_or(|end| h.last_offset() < end);
         self.ensure_indexes().await?;
         let file = self.log_file().await?;
         let file_size = file.file_size().await?;
@@ -726,7 +733,7 @@ impl Segment {
                     break;
                 }
                 match batch::verify_batch(&chunk[at..]) {
-                    Ok(header) if header.base_offset == expected => {
+                    Ok(header) if header.base_offset == expected && kept(&header) => {
                         let mut state = self.state.borrow_mut();
                         Self::record_batch(
                             &mut state,
@@ -748,7 +755,7 @@ impl Segment {
                         let len = batch::parse_header(&chunk).map_or(0, |h| h.size_bytes());
                         let whole = file.read_at(pos, len).await?;
                         match batch::verify_batch(&whole) {
-                            Ok(h) if h.base_offset == expected && len > 0 => {
+                            Ok(h) if h.base_offset == expected && len > 0 && kept(&h) => {
                                 let mut state = self.state.borrow_mut();
                                 Self::record_batch(&mut state, self.base_offset, pos, &h, interval);
                                 drop(state);

@@ -68,13 +68,36 @@ impl PartitionLog {
             return Ok(result);
         }
         let offsets = self.offsets.get();
-        if let Some((segment, position, len)) = self
+        let truncations = self.truncations.get();
+        let located = match self
             .locate(offset, max_bytes, min_one_batch, &offsets)
-            .await?
+            .await
         {
-            result.file = Some((segment.path(LOG_SUFFIX), segment.send_file()?));
-            result.position = position;
-            result.len = len;
+            Ok(Some((segment, position, len))) => segment
+                .send_file()
+                .map(|file| Some((segment.path(LOG_SUFFIX), file, position, len)))
+                .map_err(StorageError::from),
+            Ok(None) => Ok(None),
+            Err(err) => Err(err),
+        };
+        match located {
+            Ok(Some((path, file, position, len))) => {
+                result.file = Some((path, file));
+                result.position = position;
+                result.len = len;
+            }
+            Ok(None) => {}
+            // A truncation cut or deleted the segment under the lookup: nothing to send now
+            // (the next fetch sees the new log).
+            Err(_) if self.truncations.get() != truncations => {
+                let now = self.offsets.get();
+                if offset.0 < now.log_start || offset.0 > now.high_watermark {
+                    return Err(self.out_of_range(offset));
+                }
+                result.high_watermark = Offset(now.high_watermark);
+                result.log_start_offset = Offset(now.log_start);
+            }
+            Err(err) => return Err(err),
         }
         Ok(result)
     }

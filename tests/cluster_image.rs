@@ -15,24 +15,33 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use common::{Broker, BrokerOpts};
 use sluice::cluster::controller::{apply, Outcome};
 use sluice::cluster::{ControllerCommand, MetadataImage};
+use sluice::runtime::placement::group_partition;
 
 const TOPIC: &str = "spread";
+/// A group whose `__consumer_offsets` partition broker 1 leads.
+const GROUP: &str = "elsewhere";
+const NOT_COORDINATOR: i16 = 16;
 const METADATA_VERSION: i16 = 12;
 const PRODUCE_VERSION: i16 = 10;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// Replicas of each partition; the first is the leader.
-const ASSIGNMENT: [[i32; 3]; 4] = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [1, 2, 0]];
+/// Node 0 holds partitions 0 and 2; broker 2 (fenced below) is in every partition.
+const ASSIGNMENT: [[i32; 2]; 4] = [[0, 2], [1, 2], [2, 0], [1, 2]];
 
 fn run(image: &mut MetadataImage, cmd: ControllerCommand) -> Outcome {
     let (next, outcome) = apply(image, &cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -64,7 +73,7 @@ fn make_three_broker_image(data_dir: &std::path::Path) {
         name: TOPIC.into(),
         id: uuid::Uuid::new_v4(),
         partitions: ASSIGNMENT.len() as i32,
-        replication_factor: 3,
+        replication_factor: 2,
         configs: Default::default(),
         internal: false,
         assignment: Some(ASSIGNMENT.iter().map(|r| r.to_vec()).collect()),
@@ -73,7 +82,7 @@ fn make_three_broker_image(data_dir: &std::path::Path) {
     let grow = ControllerCommand::CreatePartitions {
         name: TOPIC.into(),
         count: 5,
-        assignment: Some(vec![vec![1, 2, 3]]),
+        assignment: Some(vec![vec![1, 3]]),
     };
     assert!(apply(&image, &grow).is_err(), "broker 3 is not registered");
     let epoch = image.brokers[&2].epoch;
@@ -81,6 +90,16 @@ fn make_three_broker_image(data_dir: &std::path::Path) {
         &mut image,
         ControllerCommand::FenceBroker { node_id: 2, epoch },
     );
+    // Hand-made (no command moves leadership yet): broker 1 leads group GROUP's partition.
+    let offsets = image
+        .topics
+        .get_mut("__consumer_offsets")
+        .expect("offsets topic");
+    let p = group_partition(GROUP, offsets.partition_count()) as usize;
+    offsets.partitions[p].replicas = vec![1, 0];
+    offsets.partitions[p].isr = vec![1, 0];
+    offsets.partitions[p].leader = 1;
+    offsets.partitions[p].leader_epoch += 1;
     image.persist(data_dir, 0).expect("persist image");
 }
 
@@ -167,24 +186,23 @@ fn metadata_lists_every_unfenced_broker_and_leaders_after_a_fence() {
     assert_eq!(
         seen,
         vec![
-            // Broker 2 left every ISR; partition 2, which it led, moved to 0 (epoch 1).
-            (0, 0, vec![0, 1], vec![2], 0),
-            (1, 1, vec![1, 0], vec![2], 0),
-            (2, 0, vec![0, 1], vec![2], 1),
-            (3, 1, vec![1, 0], vec![2], 0),
+            // Broker 2 left every ISR; partition 2, which it led, moved to 0 (epoch 1). Node 0's
+            // restart (a new registration) kept its partitions: no other ISR member could lead.
+            (0, 0, vec![0], vec![2], 0),
+            (1, 1, vec![1], vec![2], 0),
+            (2, 0, vec![0], vec![2], 1),
+            (3, 1, vec![1], vec![2], 0),
         ]
     );
     for p in &topic.partitions {
-        assert_eq!(ids(&p.replica_nodes).len(), 3);
+        assert_eq!(ids(&p.replica_nodes).len(), 2);
     }
 
-    // Node 0 opened the partitions (it is a replica of each); Produce to one led by broker 1
-    // is refused with where the leader is.
+    // Node 0 opened the partitions it holds a replica of, and only those; Produce to one led
+    // by broker 1 is refused with where the leader is.
     for p in 0..4 {
-        assert!(
-            broker.data_dir().join(format!("{TOPIC}-{p}")).is_dir(),
-            "partition {p} not opened"
-        );
+        let opened = broker.data_dir().join(format!("{TOPIC}-{p}")).is_dir();
+        assert_eq!(opened, p % 2 == 0, "partition {p}");
     }
     let produce = ProduceRequest::default()
         .with_acks(-1)
@@ -207,6 +225,80 @@ fn metadata_lists_every_unfenced_broker_and_leaders_after_a_fence() {
         .map(|e| (e.node_id.0, e.port))
         .collect();
     assert_eq!(endpoints, vec![(1, 1)]);
+
+    // A consumer's Fetch and ListOffsets off the leader: refused; Fetch names the leader.
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(5_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(meta.topics[0].topic_id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let fetched: FetchResponse = exchange(&mut stream, ApiKey::Fetch, 16, &fetch);
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(p.current_leader.leader_id.0, 1);
+    let endpoints: Vec<i32> = fetched.node_endpoints.iter().map(|e| e.node_id.0).collect();
+    assert_eq!(endpoints, vec![1]);
+    let list = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+                ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(-1),
+            ])]);
+    let listed: ListOffsetsResponse = exchange(&mut stream, ApiKey::ListOffsets, 7, &list);
+    let codes: Vec<i16> = listed.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, NOT_LEADER_OR_FOLLOWER]);
+
+    // DescribeCluster v2 lists the fenced broker too when asked, marked.
+    let describe = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+    let cluster: DescribeClusterResponse =
+        exchange(&mut stream, ApiKey::DescribeCluster, 2, &describe);
+    let listed: Vec<(i32, bool)> = cluster
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.is_fenced))
+        .collect();
+    assert_eq!(listed, vec![(0, false), (1, false), (2, true)]);
+    assert_eq!(cluster.controller_id.0, 0);
+
+    // The group's coordinator is the leader of its offsets partition: broker 1. Group requests
+    // here are refused with NOT_COORDINATOR; another group is served here.
+    let find = |key: &'static str| {
+        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(key))
+    };
+    let found: FindCoordinatorResponse =
+        exchange(&mut stream, ApiKey::FindCoordinator, 3, &find(GROUP));
+    assert_eq!((found.error_code, found.node_id.0, found.port), (0, 1, 1));
+    let found: FindCoordinatorResponse = exchange(
+        &mut stream,
+        ApiKey::FindCoordinator,
+        3,
+        &find("served-here"),
+    );
+    assert_eq!(
+        (found.error_code, found.node_id.0, found.port),
+        (0, 0, port)
+    );
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(StrBytes::from_static_str(GROUP).into())
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("m"));
+    let beat: HeartbeatResponse = exchange(&mut stream, ApiKey::Heartbeat, 4, &heartbeat);
+    assert_eq!(beat.error_code, NOT_COORDINATOR);
 }
 
 #[test]

@@ -317,7 +317,7 @@ fn create_topic(
         id: *id,
         configs: configs.clone(),
         internal,
-        partitions: new_partitions(image, replicas)?,
+        partitions: new_partitions(image, 0, replicas)?,
     })
 }
 
@@ -362,7 +362,7 @@ fn create_partitions(
         }
         None => placement::assign(&t.id, current, added, rf, &candidates(image))?,
     };
-    new_partitions(image, replicas)
+    new_partitions(image, current, replicas)
 }
 
 /// Brokers new replicas may go to: registered, unfenced, not shutting down.
@@ -414,15 +414,16 @@ fn validate_assignment(
     Ok(())
 }
 
-/// Fresh partitions for these replica lists: the ISR is the active replicas, the leader the
-/// first of them (Kafka refuses a partition none of whose replicas is active).
+/// Fresh partitions (numbered from `first_index`) for these replica lists: the ISR is the
+/// active replicas, the leader the first of them (Kafka refuses a partition none of whose
+/// replicas is active).
 fn new_partitions(
     image: &MetadataImage,
+    first_index: i32,
     replicas: Vec<Vec<i32>>,
 ) -> Result<Vec<PartitionImage>, ControllerError> {
-    replicas
-        .into_iter()
-        .enumerate()
+    (first_index..)
+        .zip(replicas)
         .map(|(index, replicas)| {
             let isr: Vec<i32> = replicas
                 .iter()

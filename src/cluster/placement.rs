@@ -6,7 +6,8 @@
 //! follow at a shift that grows once every `n` partitions, so followers spread too; replicas of
 //! one partition are on distinct brokers. When every broker has a rack, the list alternates
 //! racks and a replica skips a broker whose rack already holds one while racks without one
-//! remain.
+//! remain. When only some brokers have a rack, racks are ignored (Kafka refuses to place
+//! replicas then, unless asked to ignore racks).
 //!
 //! Kafka picks `start` and the shift at random. Placement here runs inside the controller's
 //! pure `apply`, so both are derived from the topic id (chosen by the proposer): the same image

@@ -131,8 +131,12 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
     loop {
         let total: usize = results.values().map(|r| r.records.len()).sum();
         // A partition with an error, or whose owner did not answer, is answered at once.
+        // So is one this node does not lead (Kafka answers at once; the client looks again).
         let errored = results.len() < wanted.iter().filter(|w| w.error.is_none()).count()
-            || results.values().any(|r| r.error_code != code::NONE);
+            || results.values().any(|r| r.error_code != code::NONE)
+            || wanted
+                .iter()
+                .any(|w| w.error == Some(code::NOT_LEADER_OR_FOLLOWER));
         let now = Instant::now();
         if total >= min_bytes || errored || now >= deadline || wanted.is_empty() {
             break;

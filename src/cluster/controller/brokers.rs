@@ -2,19 +2,21 @@
 //! leadership (Kafka's `ClusterControlManager` and the broker-state parts of
 //! `ReplicationControlManager`). Called only from `apply`, on the next image.
 
+use std::collections::BTreeSet;
+
 use super::{ControllerError, Outcome};
 use crate::cluster::image::{BrokerRegistration, MetadataImage, PartitionImage, NO_LEADER};
 
 /// Registers `node_id` fenced with a new epoch (the next image's version). The same
 /// incarnation registering again (a retry) keeps its registration and epoch.
 ///
-/// A new incarnation of a registered broker replaces it but leaves its partitions as they are:
-/// while it is fenced its partitions have no available leader (Metadata says
-/// LEADER_NOT_AVAILABLE), unfencing makes it their leader again with the same leader epoch, and
-/// a fence (its session timing out) moves them away. Kafka instead treats the re-registration as
-/// an unclean shutdown and elects anew; Sluice acknowledges only durable writes, so the restarted
-/// process still holds what it led, and a single node keeps its leader epochs across restarts
-/// (there is no leader epoch cache yet to answer OffsetForLeaderEpoch for older epochs).
+/// A new incarnation of a registered broker replaces it and, like Kafka's unclean-shutdown
+/// handling, leaves every ISR where it is not the last member and hands the partitions it led to
+/// the first active ISR member. Where no other ISR member is active it stays the leader, with the
+/// same leader epoch, unavailable until it is unfenced: it is the only replica that may lead
+/// (Sluice acknowledges only durable writes, so it still holds what it led), and a single node
+/// thus keeps its leader epochs across restarts (there is no leader epoch cache yet to answer
+/// OffsetForLeaderEpoch for older epochs). Kafka would set no leader and elect it again.
 pub fn register(
     next: &mut MetadataImage,
     node_id: i32,
@@ -46,10 +48,12 @@ pub fn register(
             in_controlled_shutdown: false,
         },
     );
+    leave_partitions(next, node_id, Departure::Restart);
     Outcome::BrokerRegistered { node_id, epoch }
 }
 
-/// Unfences the broker; partitions without a leader whose ISR holds it get it as leader.
+/// Unfences the broker; partitions whose ISR holds it and that have no active leader (none, or
+/// a fenced one) get it as leader.
 pub fn unfence(
     next: &mut MetadataImage,
     node_id: i32,
@@ -60,8 +64,9 @@ pub fn unfence(
     if b.in_controlled_shutdown {
         return Ok(Outcome::Done);
     }
+    let active = active_brokers(next);
     for p in partitions_mut(next) {
-        if !p.has_leader() && p.isr.contains(&node_id) {
+        if !active.contains(&p.leader) && p.isr.contains(&node_id) {
             p.leader = node_id;
             p.leader_epoch += 1;
             p.partition_epoch += 1;
@@ -78,7 +83,7 @@ pub fn fence(
     epoch: i64,
 ) -> Result<Outcome, ControllerError> {
     registration(next, node_id, epoch)?.fenced = true;
-    move_leadership_away(next, node_id);
+    leave_partitions(next, node_id, Departure::Fence);
     Ok(Outcome::Done)
 }
 
@@ -90,7 +95,7 @@ pub fn begin_controlled_shutdown(
     epoch: i64,
 ) -> Result<Outcome, ControllerError> {
     registration(next, node_id, epoch)?.in_controlled_shutdown = true;
-    move_leadership_away(next, node_id);
+    leave_partitions(next, node_id, Departure::Fence);
     Ok(Outcome::Done)
 }
 
@@ -114,32 +119,48 @@ fn registration(
     Ok(b)
 }
 
-/// `node_id` (already marked inactive in `next`) leaves every ISR where it is not the last
-/// member; partitions it led get the first active ISR member as leader, or none.
-fn move_leadership_away(next: &mut MetadataImage, node_id: i32) {
-    let active: std::collections::BTreeSet<i32> = next
+/// Why a broker leaves its partitions.
+#[derive(Clone, Copy, PartialEq)]
+enum Departure {
+    /// Fenced or shutting down: partitions with no other active ISR member lose their leader.
+    Fence,
+    /// A new incarnation registered: such partitions keep it as leader (see [`register`]).
+    Restart,
+}
+
+fn active_brokers(image: &MetadataImage) -> BTreeSet<i32> {
+    image
         .brokers
         .values()
         .filter(|b| b.is_active())
         .map(|b| b.node_id)
-        .collect();
+        .collect()
+}
+
+/// `node_id` (already marked inactive in `next`) leaves every ISR where it is not the last
+/// member; partitions it led get the first active ISR member as leader, or (`Fence`) none.
+fn leave_partitions(next: &mut MetadataImage, node_id: i32, why: Departure) {
+    let active = active_brokers(next);
     assert!(
         !active.contains(&node_id),
-        "leadership moves away only from an inactive broker"
+        "a broker leaves its partitions only when inactive"
     );
     for p in partitions_mut(next) {
+        let successor = p
+            .isr
+            .iter()
+            .copied()
+            .find(|r| *r != node_id && active.contains(r));
+        if why == Departure::Restart && p.leader == node_id && successor.is_none() {
+            continue;
+        }
         let mut changed = false;
         if p.isr.len() > 1 && p.isr.contains(&node_id) {
             p.isr.retain(|r| *r != node_id);
             changed = true;
         }
         if p.leader == node_id {
-            p.leader = p
-                .isr
-                .iter()
-                .copied()
-                .find(|r| active.contains(r))
-                .unwrap_or(NO_LEADER);
+            p.leader = successor.unwrap_or(NO_LEADER);
             p.leader_epoch += 1;
             changed = true;
         }

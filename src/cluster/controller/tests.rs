@@ -444,3 +444,44 @@ fn producer_id_blocks_do_not_overlap() {
         _ => panic!("expected blocks"),
     }
 }
+
+#[test]
+fn restart_hands_leadership_to_a_live_isr_member_where_there_is_one() {
+    let img = cluster(&[1, 2], None);
+    let (img, _) = ok(&img, &manual("t", vec![vec![1, 2], vec![2, 1]]));
+    let (mut img, _) = ok(&img, &manual("solo", vec![vec![1]]));
+    register(&mut img, 1, None);
+    let t = &img.topics["t"].partitions;
+    // Led by 1 with 2 in sync: moves to 2, as a fence would.
+    assert_eq!(
+        (t[0].leader, t[0].isr.clone(), t[0].leader_epoch),
+        (2, vec![2], 1)
+    );
+    // 1 a follower: leaves the ISR.
+    assert_eq!(
+        (t[1].leader, t[1].isr.clone(), t[1].leader_epoch),
+        (2, vec![2], 0)
+    );
+    // 1 the only possible leader: stays, same epoch, unavailable while fenced.
+    let solo = &img.topics["solo"].partitions[0];
+    assert_eq!((solo.leader, solo.leader_epoch), (1, 0));
+    assert!(!img.leader_available(solo));
+}
+
+#[test]
+fn unfencing_takes_over_a_partition_whose_leader_is_fenced() {
+    let img = cluster(&[1, 2], None);
+    let (mut img, _) = ok(&img, &manual("t", vec![vec![1, 2]]));
+    // A hand-made state (e.g. a migrated image): the leader fenced, 2 in the ISR and fenced too.
+    let p = &mut img.topics.get_mut("t").unwrap().partitions[0];
+    p.isr = vec![1, 2];
+    img.brokers.get_mut(&1).unwrap().fenced = true;
+    img.brokers.get_mut(&2).unwrap().fenced = true;
+    let epoch = epoch_of(&img, 2);
+    let (img, _) = ok(
+        &img,
+        &ControllerCommand::UnfenceBroker { node_id: 2, epoch },
+    );
+    let p = &img.topics["t"].partitions[0];
+    assert_eq!((p.leader, p.leader_epoch), (2, 1));
+}

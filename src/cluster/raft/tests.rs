@@ -17,7 +17,7 @@ use crate::cluster::image::{BrokerImage, MetadataImage};
 
 /// Longest wait for any expected state (elections on a loaded 2-core machine included).
 const WAIT_MAX: Duration = Duration::from_secs(30);
-const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a stopping leader waits for its hand-off (a stopped target never confirms).
 const HANDOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -335,14 +335,19 @@ fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
     );
 
     // The leader's executor stops; the other two elect a new leader and commit.
+    let killed_at = Instant::now();
+    tracing::info!("killing the leader");
     nodes.remove(&leader).expect("leader node").kill();
     let survivors: Vec<&Node> = nodes.values().collect();
-    let new_leader = agreed_leader(&survivors, Some(leader));
-    assert_ne!(new_leader, leader);
+    // Proposed at once: it waits for the election (within the propose bound).
     assert_eq!(
         topic_of(survivors[0].propose(create_topic("after-failover"))),
         "after-failover"
     );
+    let failover = killed_at.elapsed();
+    let new_leader = agreed_leader(&survivors, Some(leader));
+    assert_ne!(new_leader, leader);
+    tracing::info!(?failover, election_timeout = ?ELECTION_TIMEOUT, "leader killed to next commit");
     wait_for("survivors apply the change", || {
         survivors
             .iter()

@@ -168,7 +168,8 @@ impl MetadataRaft {
     /// Opens the log, loads the newest snapshot, starts Raft and binds the CONTROLLER listener.
     /// A voter whose log is empty initializes the full voter set (every voter does; openraft
     /// accepts the same membership from all). `on_image` is called once with the recovered
-    /// image, then after every applied entry that changed it. Call on shard 0's executor.
+    /// image, then after every applied entry that changed it, on the state machine's task: it
+    /// must not block (hand the image on, e.g. spawn the broadcast). Call on shard 0's executor.
     pub async fn start(
         settings: RaftSettings,
         on_image: ImageCallback,
@@ -177,6 +178,12 @@ impl MetadataRaft {
             return Err(RaftError::NotAVoter(settings.node_id));
         }
         let config = Arc::new(raft_config(&settings)?);
+        // Bound first: a node that cannot listen starts nothing.
+        let listener =
+            glommio::net::TcpListener::bind(settings.listen).map_err(|e| RaftError::Listen {
+                addr: settings.listen,
+                error: e.to_string(),
+            })?;
         let io = Rc::new(GlommioIo);
         let log = LogStore::open(&settings.dir, io.clone()).await?;
         let local = Rc::new(Local {
@@ -202,11 +209,6 @@ impl MetadataRaft {
         let raft = Raft::new(settings.node_id as u64, config, network, log.clone(), sm)
             .await
             .map_err(|e| RaftError::Fatal(e.to_string()))?;
-        let listener =
-            glommio::net::TcpListener::bind(settings.listen).map_err(|e| RaftError::Listen {
-                addr: settings.listen,
-                error: e.to_string(),
-            })?;
         let inner = Rc::new(Inner {
             node_id: settings.node_id,
             forward_attempt_timeout: Duration::from_millis(election_timeout_max),

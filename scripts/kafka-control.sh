@@ -19,7 +19,7 @@
 # this repository. Every process this script starts is stopped on exit, also on failure.
 #
 # Usage: scripts/kafka-control.sh [RESULTS_DIR]   (default target/bench-results/kafka-<UTC time>)
-# Knobs (environment): KAFKA_RECORDS_1K=300000 KAFKA_RECORDS_100B=500000 PHASE_TIMEOUT=150
+# Knobs (environment): KAFKA_RECORDS_1K=300000 KAFKA_RECORDS_100B=500000 PHASE_TIMEOUT=300
 #   KAFKA_BROKERS="sluice kafka-durable kafka-default"  BROKER_BIN=target/release/sluice
 #   DATA_PARENT=${TMPDIR:-/tmp}  KAFKA_CACHE=~/.cache/sluice-bench/kafka-<pom hash>
 #   SKIP_BUILD=0 (1 uses BROKER_BIN as it is)
@@ -30,7 +30,7 @@ ROOT=$(pwd)
 RESULTS=${1:-$ROOT/target/bench-results/kafka-$(date -u +%Y%m%dT%H%M%SZ)}
 RECORDS_1K=${KAFKA_RECORDS_1K:-300000}
 RECORDS_100B=${KAFKA_RECORDS_100B:-500000}
-PHASE_TIMEOUT=${PHASE_TIMEOUT:-150}
+PHASE_TIMEOUT=${PHASE_TIMEOUT:-300}
 BROKERS=${KAFKA_BROKERS:-sluice kafka-durable kafka-default}
 BROKER_BIN=${BROKER_BIN:-$ROOT/target/release/sluice}
 DATA_PARENT=${DATA_PARENT:-${TMPDIR:-/tmp}}
@@ -50,17 +50,9 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 for tool in java mvn taskset; do
     command -v "$tool" >/dev/null || { echo "kafka-control needs $tool (apt-get install openjdk-17-jdk-headless maven util-linux)" >&2; exit 1; }
 done
-if [ ! -e "$KAFKA_CACHE/libs/.complete" ]; then
-    log "fetching Kafka's jars ($POM) into $KAFKA_CACHE"
-    rm -rf "$KAFKA_CACHE/libs.partial"
-    mkdir -p "$KAFKA_CACHE"
-    fetch() { mvn -B -q "$@" -f "$POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_CACHE/libs.partial"; }
-    fetch -o 2>/dev/null || fetch
-    touch "$KAFKA_CACHE/libs.partial/.complete"
-    rm -rf "$KAFKA_CACHE/libs"
-    mv "$KAFKA_CACHE/libs.partial" "$KAFKA_CACHE/libs"
-fi
-CLASSPATH_KAFKA="$KAFKA_CACHE/libs/*"
+# The jars: the one fetch-and-cache step, shared with the test suite (scripts/kafka-jars.sh).
+KAFKA_LIBS=$(KAFKA_CACHE="$KAFKA_CACHE" scripts/kafka-jars.sh)
+CLASSPATH_KAFKA="$KAFKA_LIBS/*"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release -p sluice"
     cargo build --release -p sluice

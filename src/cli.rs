@@ -23,6 +23,29 @@ pub enum Command {
     Serve(ServeArgs),
     /// Inspect and manage consumer groups (like kafka-consumer-groups).
     Group(group::GroupArgs),
+    /// Format a data directory for a cluster (like `kafka-storage format`).
+    Format(FormatArgs),
+    /// Print a new random cluster id (like `kafka-storage random-uuid`).
+    RandomUuid,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FormatArgs {
+    /// The broker's server.properties (its `log.dirs` and `node.id` are formatted).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The cluster id (`sluice random-uuid` makes one); default: `cluster.id` of the config.
+    #[arg(long, short = 't')]
+    pub cluster_id: Option<String>,
+    /// Data directory, when not taken from the config.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node id, when not taken from the config.
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Succeed when the directory is already formatted with the same ids.
+    #[arg(long, short = 'g')]
+    pub ignore_formatted: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,6 +11,21 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_048_588;
 /// Requests read from one connection whose responses are not yet written.
 /// Clients pipeline up to 5 by default; the bound keeps a client from queuing without end.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Response bytes one connection may hold made and not yet written before it stops reading
+/// requests (Kafka stops after one response; Sluice pipelines within this many bytes).
+/// A handler that copies record bytes into memory (a Fetch of cold ranges) reserves them
+/// first and waits while they do not fit, unless its response is the next to leave; so a
+/// connection holds at most this plus one response. One response is at most
+/// `FETCH_RESPONSE_BYTES_MAX` of records (`fetch.max.bytes`, Kafka's default) plus headers;
+/// a client that asks for less pipelines more. Requests are bounded apart from it
+/// (`socket.request.max.bytes` each, `queued.max.request.bytes` per broker).
+pub const RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX: usize = 16 * 1024 * 1024;
+/// The buffer a connection reads requests through (larger frame bodies bypass it),
+/// taken from the shard's `queued.max.request.bytes` share when the connection opens.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// The read buffer of a connection that opens while the budget has no room for
+/// `READ_BUFFER_BYTES`: outside the budget, so at most `max.connections` times this.
+pub const READ_BUFFER_UNCOUNTED_BYTES: usize = 4 * 1024;
 /// Request bytes held in memory at once, broker-wide (`queued.max.request.bytes`),
 /// split evenly across shards. Kafka's default is -1 (no bound); Sluice bounds it.
 pub const QUEUED_REQUEST_BYTES_DEFAULT: usize = 512 * 1024 * 1024;
@@ -33,6 +48,12 @@ pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
 /// Mesh requests (partition and group work from other shards) one shard works on at once;
 /// beyond it the shard stops reading its request mesh and senders wait.
 pub const MESH_REQUESTS_IN_PROGRESS_MAX: usize = 1024;
+/// Long polls (a Fetch's wait for data) from other shards parked on one shard at once. They
+/// hold no permit of `MESH_REQUESTS_IN_PROGRESS_MAX` (parked for up to `FETCH_WAIT_MS_MAX`, they
+/// would stop the mesh for that long); past this bound a wait is answered at once and its
+/// fetch re-reads. Each holds only its partition list, whose request frame its own shard's
+/// `queued.max.request.bytes` share still counts while the fetch waits.
+pub const MESH_WAITS_PARKED_MAX: usize = 16 * 1024;
 /// Incremental fetch sessions (KIP-227) cached per shard (`max.incremental.fetch.session.cache.slots`).
 pub const FETCH_SESSIONS_PER_SHARD_MAX: usize = 1000;
 /// Longest `max_wait_ms` a fetch may park for.
@@ -78,6 +99,10 @@ const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(FRAME_READ_CHUNK_BYTES <= SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(QUEUED_REQUEST_BYTES_DEFAULT >= SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(INFLIGHT_REQUESTS_PER_CONNECTION_MAX >= 5);
+const _: () = assert!(RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
+const _: () = assert!(READ_BUFFER_UNCOUNTED_BYTES <= READ_BUFFER_BYTES);
+const _: () = assert!(RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX <= FETCH_RESPONSE_BYTES_MAX);
 const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
+const _: () = assert!(MESH_WAITS_PARKED_MAX >= MESH_REQUESTS_IN_PROGRESS_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX >= FRAME_READ_CHUNK_BYTES);
 const _: () = assert!(METADATA_LOG_READ_BYTES_MAX as u64 <= METADATA_LOG_SEGMENT_BYTES);

@@ -17,6 +17,14 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Group(args) => sluice::cli::group::run(args),
+        Command::Format(args) => format(args),
+        Command::RandomUuid => {
+            println!(
+                "{}",
+                sluice::model::kafka_uuid_string(&uuid::Uuid::new_v4())
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -41,14 +49,51 @@ fn fail_fast_on_panic() {
     }));
 }
 
-fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
-    let file_text = match &args.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?,
-        ),
-        None => None,
+/// `sluice format`: writes meta.properties into the configured data directory.
+fn format(args: sluice::cli::FormatArgs) -> anyhow::Result<()> {
+    let file_text = read_config_file(args.config.as_deref())?;
+    let mut overrides = Vec::new();
+    if let Some(d) = &args.data_dir {
+        overrides.push(("log.dirs".to_string(), d.display().to_string()));
+    }
+    if let Some(n) = args.node_id {
+        overrides.push(("node.id".to_string(), n.to_string()));
+    }
+    let config = BrokerConfig::build(file_text.as_deref(), &[], &overrides, Some(1))?;
+    let cluster_id = match args.cluster_id {
+        Some(id) => id,
+        None if !config.get("cluster.id").is_empty() => config.get("cluster.id").to_string(),
+        None => anyhow::bail!("--cluster-id is required (or cluster.id in the config)"),
     };
+    if !sluice::cluster::meta::valid_cluster_id(&cluster_id) {
+        anyhow::bail!("cluster id {cluster_id:?} is not a Kafka uuid (22 characters of URL-safe base64; `sluice random-uuid` makes one)");
+    }
+    let meta = sluice::cluster::meta::format(
+        &config.data_dir,
+        &cluster_id,
+        config.node_id,
+        args.ignore_formatted,
+    )?;
+    println!(
+        "Formatted {} with cluster.id {} and node.id {}.",
+        config.data_dir.display(),
+        meta.cluster_id,
+        meta.node_id
+    );
+    Ok(())
+}
+
+fn read_config_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    match path {
+        Some(path) => Ok(Some(std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+        })?)),
+        None => Ok(None),
+    }
+}
+
+fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
+    let file_text = read_config_file(args.config.as_deref())?;
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("SLUICE_"))
         .filter(|(k, _)| {

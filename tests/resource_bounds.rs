@@ -575,3 +575,389 @@ async fn a_frame_larger_than_the_budget_runs_alone() {
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].value.as_deref(), Some(value.as_slice()));
 }
+
+/// Samples the broker's RSS every 50 ms until `stop` is set; returns the peak.
+fn rss_sampler(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(rss_bytes(pid));
+            thread::sleep(Duration::from_millis(50));
+        }
+        peak.max(rss_bytes(pid))
+    })
+}
+
+/// Produces `records` values of `value_bytes` bytes to each of `partitions` partitions,
+/// uncompressed; value `i` of partition `p` is filled with `(p * 31 + i) as u8`.
+async fn fill_partitions(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    records: usize,
+    value_bytes: usize,
+) {
+    let producer = broker.producer(&[
+        ("compression.type", "none"),
+        ("batch.size", "1048576"),
+        ("linger.ms", "5"),
+    ]);
+    // One value per fill byte (256 at most), shared by the records that use it.
+    let values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b; value_bytes]).collect();
+    let mut deliveries = Vec::new();
+    for p in 0..partitions {
+        for i in 0..records {
+            let value = &values[(p as usize * 31 + i) % 256];
+            deliveries.push(
+                producer
+                    .send_result(
+                        FutureRecord::<[u8], [u8]>::to(topic)
+                            .partition(p)
+                            .payload(value.as_slice()),
+                    )
+                    .map_err(|(e, _)| e),
+            );
+        }
+    }
+    for d in deliveries {
+        d.unwrap_or_else(|_| panic!("enqueue failed"))
+            .await
+            .expect("delivery future")
+            .unwrap_or_else(|(e, _)| panic!("not delivered: {e}\n{}", broker.stderr_tail()));
+    }
+}
+
+/// A client pipelines many large fetches of cold data and does not read its socket: the
+/// connection stops being read once its unsent responses pass their bound
+/// (`RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX`, 16 MiB), and each fetch reserves its
+/// copied bytes in that bound before it reads them, so the broker holds about the bound
+/// plus one response, not every response (48 here, 1.1 GiB in all). Other clients keep
+/// producing and fetching meanwhile. When the client reads (well within
+/// `connections.max.idle.ms`, so the connection is not closed), every response arrives,
+/// complete and in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_fetches_holds_bounded_memory() {
+    const PARTITIONS: i32 = 3;
+    const RECORDS: usize = 128;
+    const VALUE_BYTES: usize = 64 * 1024;
+    // Each response carries every partition whole: 3 × 8 MiB.
+    const FETCHES: i32 = 48;
+    const HOLD: Duration = Duration::from_secs(6);
+    // The bound (16 MiB) plus one response being made (its copied ranges and its
+    // encoded frame, 2 × 24 MiB), with room for the other clients and the allocator.
+    // Without the bound, 32 responses in flight hold 32 × 24 MiB.
+    const RSS_GROWTH_MAX: u64 = 160 * 1024 * 1024;
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("connections.max.idle.ms", "120000"),
+    );
+    let topic = unique_topic("unread-fetches");
+    broker.create_topic(&topic, PARTITIONS, &[]).await;
+    fill_partitions(&broker, &topic, PARTITIONS, RECORDS, VALUE_BYTES).await;
+    let other = unique_topic("unread-fetches-other");
+    broker.create_topic(&other, 1, &[]).await;
+    produce_and_consume(&broker, &other, 5).await;
+    let segments: Vec<_> = (0..PARTITIONS)
+        .map(|p| common::active_segment(&broker.data_dir(), &topic, p))
+        .collect();
+    for s in &segments {
+        evict_from_page_cache(s);
+    }
+    let before = rss_bytes(broker.pid());
+
+    let partitions = (0..PARTITIONS)
+        .map(|p| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(16 * 1024 * 1024)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(55 * 1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(partitions)]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(broker.pid(), stop.clone());
+    // Keeps the data cold, so every fetch that reads copies.
+    let evictor = {
+        let stop = stop.clone();
+        let segments = segments.clone();
+        thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &segments {
+                    evict_from_page_cache(s);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut stream = connect(&broker);
+    let mut requests = Vec::new();
+    for i in 0..FETCHES {
+        requests.extend(frame(ApiKey::Fetch, 4, 1000 + i, &request));
+    }
+    stream.write_all(&requests).expect("send fetches");
+    let started = Instant::now();
+    // Others are served while the connection holds its responses.
+    produce_and_consume(&broker, &other, 20).await;
+    let remaining = HOLD.saturating_sub(started.elapsed());
+    thread::sleep(remaining);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    evictor.join().expect("evictor");
+    eprintln!(
+        "RSS before {} MiB, peak while the client did not read {} MiB",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < before + RSS_GROWTH_MAX,
+        "RSS grew from {before} to {peak} bytes while a client did not read its fetches\n{}",
+        broker.stderr_tail()
+    );
+
+    // Now read: every response, whole, in order.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let mut first: Option<Vec<Bytes>> = None;
+    for i in 0..FETCHES {
+        let mut body = read_response(&mut stream)
+            .unwrap_or_else(|e| panic!("response {i} not received: {e}\n{}", broker.stderr_tail()));
+        let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(4))
+            .expect("response header");
+        assert_eq!(header.correlation_id, 1000 + i, "responses out of order");
+        let response = FetchResponse::decode(&mut body, 4).expect("fetch response");
+        let records: Vec<Bytes> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0, "partition {}", p.partition_index);
+                p.records.clone().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(records.len(), PARTITIONS as usize);
+        match &first {
+            None => {
+                for (p, bytes) in records.iter().enumerate() {
+                    let mut buf = bytes.clone();
+                    let values: Vec<_> =
+                        kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
+                            .expect("record batches")
+                            .into_iter()
+                            .flat_map(|set| set.records)
+                            .collect();
+                    assert_eq!(values.len(), RECORDS, "partition {p} incomplete");
+                    for (i, r) in values.iter().enumerate() {
+                        assert_eq!(r.offset, i as i64);
+                        let value = r.value.as_ref().expect("value");
+                        assert_eq!(value.len(), VALUE_BYTES);
+                        assert!(value.iter().all(|b| *b == (p * 31 + i) as u8));
+                    }
+                }
+                first = Some(records);
+            }
+            Some(first) => assert!(&records == first, "response {i} differs from the first one"),
+        }
+    }
+    // The connection still serves.
+    api_versions_round_trip(&mut stream, 7).expect("connection still answers");
+}
+
+/// A client that never reads its responses is closed after `connections.max.idle.ms`
+/// without progress, and what it held is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_by_the_idle_timeout() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            rust_log: Some("info".to_string()),
+            ..BrokerOpts::default()
+        }
+        .with("connections.max.idle.ms", "2000"),
+    );
+    let topic = unique_topic("never-read");
+    broker.create_topic(&topic, 1, &[]).await;
+    fill_partitions(&broker, &topic, 1, 64, 64 * 1024).await;
+    let request = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(8 * 1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(8 * 1024 * 1024)])]);
+    let mut stream = connect(&broker);
+    // 16 × 4 MiB of answers: more than the socket buffers hold.
+    let mut requests = Vec::new();
+    for i in 0..16 {
+        requests.extend(frame(ApiKey::Fetch, 4, i, &request));
+    }
+    stream.write_all(&requests).expect("send fetches");
+    let started = Instant::now();
+    common::wait_until(
+        "the broker closing a client that does not read",
+        Duration::from_secs(30),
+        || {
+            broker
+                .stderr_tail()
+                .contains("client not reading its responses")
+        },
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed after {waited:?}, before connections.max.idle.ms"
+    );
+    // Other clients are served.
+    api_versions_round_trip(&mut connect(&broker), 1).expect("a new connection answered");
+    drop(stream);
+}
+
+/// Far more cross-shard work than `MESH_REQUESTS_IN_PROGRESS_MAX` (1024): 100 connections
+/// each pipeline 30 long polls over a partition of each shard (about 1,500 waits parked on
+/// each shard for the other), then another client produces and fetches. The broker keeps
+/// answering (the produce and the fetch complete well before the long polls' 30 s), every
+/// long poll is answered (with the new data), and RSS stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_long_polls_beyond_the_mesh_bound_do_not_stop_the_broker() {
+    const CONNECTIONS: usize = 100;
+    const POLLS_PER_CONNECTION: i32 = 30;
+    const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+    const RSS_GROWTH_MAX: u64 = 128 * 1024 * 1024;
+    let broker = Broker::start_with(BrokerOpts {
+        cores: 2,
+        ..BrokerOpts::default()
+    });
+    // Partitions 0 and 1 are owned by different shards (placement adds the partition to
+    // the topic's hash, modulo the shards).
+    let topic = unique_topic("mesh-bound");
+    broker.create_topic(&topic, 2, &[]).await;
+    let producer = broker.producer(&[]);
+    for p in 0..2 {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(&topic)
+                    .partition(p)
+                    .payload(b"first"),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("not delivered: {e}"));
+    }
+    let before = rss_bytes(broker.pid());
+    let poll = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(
+                (0..2)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(1)
+                            .with_partition_max_bytes(64 * 1024)
+                    })
+                    .collect(),
+            )]);
+    let mut pollers = Vec::new();
+    let mut requests = Vec::new();
+    for i in 0..POLLS_PER_CONNECTION {
+        requests.extend(frame(ApiKey::Fetch, 4, i, &poll));
+    }
+    for _ in 0..CONNECTIONS {
+        let mut s = connect(&broker);
+        s.write_all(&requests).expect("send long polls");
+        pollers.push(s);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(broker.pid(), stop.clone());
+    // Let the polls reach their owners and park.
+    thread::sleep(Duration::from_secs(2));
+
+    let started = Instant::now();
+    for p in 0..2 {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(&topic)
+                    .partition(p)
+                    .payload(b"second"),
+                ANSWER_WITHIN,
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {p} not delivered: {e}"));
+    }
+    let produced = started.elapsed();
+    for p in 0..2 {
+        let read = broker.read_range(&topic, p, 0, 2);
+        assert_eq!(read[1].value.as_deref(), Some(&b"second"[..]));
+    }
+    let fetched = started.elapsed();
+    eprintln!("produce answered after {produced:?}, fetch after {fetched:?}");
+    assert!(
+        fetched < ANSWER_WITHIN,
+        "a produce and a fetch took {fetched:?} behind the parked long polls\n{}",
+        broker.stderr_tail()
+    );
+
+    // Every long poll is answered, in order, with the new data.
+    for (c, s) in pollers.iter_mut().enumerate() {
+        s.set_read_timeout(Some(ANSWER_WITHIN))
+            .expect("read timeout");
+        for i in 0..POLLS_PER_CONNECTION {
+            let mut body = read_response(s).unwrap_or_else(|e| {
+                panic!(
+                    "long poll {i} of connection {c} not answered: {e}\n{}",
+                    broker.stderr_tail()
+                )
+            });
+            let header =
+                ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(4))
+                    .expect("response header");
+            assert_eq!(header.correlation_id, i);
+            let response = FetchResponse::decode(&mut body, 4).expect("fetch response");
+            let with_data = response.responses[0]
+                .partitions
+                .iter()
+                .filter(|p| {
+                    assert_eq!(p.error_code, 0);
+                    p.records.as_ref().is_some_and(|r| !r.is_empty())
+                })
+                .count();
+            assert!(
+                with_data > 0,
+                "long poll {i} of connection {c} answered empty"
+            );
+        }
+    }
+    let answered = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    eprintln!(
+        "all {} long polls answered after {answered:?}; RSS before {} MiB, peak {} MiB",
+        CONNECTIONS * POLLS_PER_CONNECTION as usize,
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < before + RSS_GROWTH_MAX,
+        "RSS grew from {before} to {peak} bytes"
+    );
+}

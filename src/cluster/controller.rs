@@ -1,19 +1,27 @@
 //! The controller: the one place that changes the metadata image.
 //!
-//! Lives on shard 0. Commands are applied one at a time to the current image,
-//! giving a new image (or an error) without side effects; the runtime then
-//! persists it and broadcasts it to every shard before answering. With
-//! replication these commands become openraft log entries.
+//! `apply` is the state machine of the metadata log: commands are applied one at a time to
+//! the current image, giving a new image (or an error) without side effects. It is pure and
+//! deterministic — no clock, no random numbers, no I/O — so every node that applies the same
+//! commands gets the same image; ids and timestamps are chosen by the proposer and carried in
+//! the command. In single-node mode shard 0 applies commands directly, persists the image and
+//! broadcasts it to every shard before answering.
+
+mod brokers;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::image::{MetadataImage, TopicImage};
+use super::image::{MetadataImage, PartitionImage, TopicImage};
+use super::placement;
 use crate::config::topic;
 use crate::limits;
+use crate::model::TopicId;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AlterMode {
     /// AlterConfigs: the given map replaces every override.
     Replace(BTreeMap<String, String>),
@@ -21,23 +29,55 @@ pub enum AlterMode {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControllerCommand {
+    /// Registers a broker fenced, or re-registers it: a new incarnation replaces the old one,
+    /// gets a new epoch, and loses leadership like a fenced broker until it is unfenced.
+    RegisterBroker {
+        node_id: i32,
+        incarnation_id: uuid::Uuid,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    },
+    UnfenceBroker {
+        node_id: i32,
+        epoch: i64,
+    },
+    FenceBroker {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// Moves leadership away like a fence; the broker stays listed until it is fenced.
+    BeginControlledShutdown {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// Sets the cluster id of an image that has none (refused when a different one is set).
+    SetClusterId {
+        cluster_id: String,
+    },
     CreateTopic {
         name: String,
+        /// Chosen by the proposer (a random v4 uuid).
+        id: TopicId,
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
         internal: bool,
+        /// A manual replica assignment (CreateTopics' `assignments`), index = partition.
+        assignment: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,
         /// When the client named the topic by id: delete only if the name still has this id.
-        id: Option<crate::model::TopicId>,
+        id: Option<TopicId>,
     },
     CreatePartitions {
         name: String,
         count: i32,
+        /// Replicas of each new partition, in order.
+        assignment: Option<Vec<Vec<i32>>>,
     },
     AlterTopicConfigs {
         name: String,
@@ -46,7 +86,7 @@ pub enum ControllerCommand {
     AllocateProducerIds,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     #[error("Topic '{0}' already exists.")]
     TopicAlreadyExists(String),
@@ -57,6 +97,8 @@ pub enum ControllerError {
     #[error("{0}")]
     InvalidReplicationFactor(String),
     #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
     InvalidConfig(String),
     #[error("This server does not host this topic-partition.")]
     UnknownTopic,
@@ -64,19 +106,38 @@ pub enum ControllerError {
     UnknownTopicId,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("Broker {0} is not registered.")]
+    BrokerNotRegistered(i32),
+    #[error("Expected broker epoch {expected} for broker {node_id}, but got {got}.")]
+    StaleBrokerEpoch {
+        node_id: i32,
+        expected: i64,
+        got: i64,
+    },
+    #[error("The cluster id {got} does not match this cluster's id {ours}.")]
+    InconsistentClusterId { ours: String, got: String },
     #[error("metadata could not be persisted: {0}")]
     Persist(String),
 }
 
 /// What a command produced besides the new image.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Topic(TopicImage),
-    ProducerIdBlock { first: i64, len: i64 },
+    ProducerIdBlock {
+        first: i64,
+        len: i64,
+    },
+    /// RegisterBroker: the broker epoch of the (new) registration.
+    BrokerRegistered {
+        node_id: i32,
+        epoch: i64,
+    },
     Done,
 }
 
-/// Applies `cmd` to `image`, returning the next image. Pure: no I/O.
+/// Applies `cmd` to `image`, returning the next image. Pure and deterministic: no I/O, no
+/// clock, no randomness. On an error the image is unchanged (the caller keeps `image`).
 pub fn apply(
     image: &MetadataImage,
     cmd: &ControllerCommand,
@@ -84,59 +145,56 @@ pub fn apply(
     let mut next = image.clone();
     next.version += 1;
     let outcome = match cmd {
+        ControllerCommand::RegisterBroker {
+            node_id,
+            incarnation_id,
+            host,
+            port,
+            rack,
+        } => brokers::register(&mut next, *node_id, *incarnation_id, host, *port, rack),
+        ControllerCommand::UnfenceBroker { node_id, epoch } => {
+            brokers::unfence(&mut next, *node_id, *epoch)?
+        }
+        ControllerCommand::FenceBroker { node_id, epoch } => {
+            brokers::fence(&mut next, *node_id, *epoch)?
+        }
+        ControllerCommand::BeginControlledShutdown { node_id, epoch } => {
+            brokers::begin_controlled_shutdown(&mut next, *node_id, *epoch)?
+        }
+        ControllerCommand::SetClusterId { cluster_id } => {
+            if cluster_id.is_empty() {
+                return Err(ControllerError::InvalidRequest(
+                    "the cluster id must not be empty".into(),
+                ));
+            }
+            if !image.cluster_id.is_empty() && image.cluster_id != *cluster_id {
+                return Err(ControllerError::InconsistentClusterId {
+                    ours: image.cluster_id.clone(),
+                    got: cluster_id.clone(),
+                });
+            }
+            next.cluster_id = cluster_id.clone();
+            Outcome::Done
+        }
         ControllerCommand::CreateTopic {
             name,
+            id,
             partitions,
             replication_factor,
             configs,
             internal,
+            assignment,
         } => {
-            validate_topic_name(name)?;
-            if image.topics.contains_key(name) {
-                return Err(ControllerError::TopicAlreadyExists(name.clone()));
-            }
-            if *partitions < 1 || *partitions > limits::TOPIC_PARTITIONS_MAX {
-                return Err(ControllerError::InvalidPartitions(format!(
-                    "Number of partitions must be between 1 and {}, was {partitions}.",
-                    limits::TOPIC_PARTITIONS_MAX
-                )));
-            }
-            if *replication_factor < 1 {
-                return Err(ControllerError::InvalidReplicationFactor(
-                    "Replication factor must be larger than 0.".into(),
-                ));
-            }
-            if let Some(other) = image.topics.keys().find(|n| collides(n, name)) {
-                return Err(ControllerError::InvalidTopic(format!(
-                    "Topic '{name}' collides with existing topic: {other}"
-                )));
-            }
-            if *replication_factor < 1 {
-                return Err(ControllerError::InvalidReplicationFactor(
-                    "Replication factor must be larger than 0.".into(),
-                ));
-            }
-            if let Some(other) = image.topics.keys().find(|n| collides(n, name)) {
-                return Err(ControllerError::InvalidTopic(format!(
-                    "Topic '{name}' collides with existing topic: {other}"
-                )));
-            }
-            if *replication_factor != 1 {
-                return Err(ControllerError::InvalidReplicationFactor(format!(
-                    "Replication factor: {replication_factor} larger than available brokers: 1."
-                )));
-            }
-            for (k, v) in configs {
-                topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
-            }
-            let t = TopicImage {
-                name: name.clone(),
-                id: uuid::Uuid::new_v4(),
-                partitions: *partitions,
-                configs: configs.clone(),
-                internal: *internal,
-                leader_epoch: 0,
-            };
+            let t = create_topic(
+                image,
+                name,
+                id,
+                *partitions,
+                *replication_factor,
+                configs,
+                *internal,
+                assignment.as_deref(),
+            )?;
             next.topics.insert(name.clone(), t.clone());
             Outcome::Topic(t)
         }
@@ -157,30 +215,17 @@ pub fn apply(
             }
             Outcome::Topic(t)
         }
-        ControllerCommand::CreatePartitions { name, count } => {
+        ControllerCommand::CreatePartitions {
+            name,
+            count,
+            assignment,
+        } => {
+            let added = create_partitions(image, name, *count, assignment.as_deref())?;
             let t = next
                 .topics
                 .get_mut(name)
                 .ok_or(ControllerError::UnknownTopic)?;
-            if t.internal {
-                // Growing __consumer_offsets would move every group to another partition.
-                return Err(ControllerError::InvalidRequest(format!(
-                    "Cannot add partitions to internal topic {name}"
-                )));
-            }
-            if *count <= t.partitions {
-                return Err(ControllerError::InvalidPartitions(format!(
-                    "Topic currently has {} partitions, which is higher than the requested {count}.",
-                    t.partitions
-                )));
-            }
-            if *count > limits::TOPIC_PARTITIONS_MAX {
-                return Err(ControllerError::InvalidPartitions(format!(
-                    "Number of partitions must be at most {}.",
-                    limits::TOPIC_PARTITIONS_MAX
-                )));
-            }
-            t.partitions = *count;
+            t.partitions.extend(added);
             Outcome::Topic(t.clone())
         }
         ControllerCommand::AlterTopicConfigs { name, mode } => {
@@ -205,6 +250,194 @@ pub fn apply(
         }
     };
     Ok((next, outcome))
+}
+
+/// A new topic, validated against `image`, its replicas placed (or the manual assignment
+/// checked).
+#[allow(clippy::too_many_arguments)]
+fn create_topic(
+    image: &MetadataImage,
+    name: &str,
+    id: &TopicId,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &BTreeMap<String, String>,
+    internal: bool,
+    assignment: Option<&[Vec<i32>]>,
+) -> Result<TopicImage, ControllerError> {
+    validate_topic_name(name)?;
+    if image.topics.contains_key(name) {
+        return Err(ControllerError::TopicAlreadyExists(name.to_string()));
+    }
+    if let Some(other) = image.topics.keys().find(|n| collides(n, name)) {
+        return Err(ControllerError::InvalidTopic(format!(
+            "Topic '{name}' collides with existing topic: {other}"
+        )));
+    }
+    if id.is_nil() || image.topic_by_id(id).is_some() {
+        return Err(ControllerError::InvalidRequest(format!(
+            "topic id {id} is nil or already in use"
+        )));
+    }
+    if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Number of partitions must be between 1 and {}, was {partitions}.",
+            limits::TOPIC_PARTITIONS_MAX
+        )));
+    }
+    if replication_factor < 1 && assignment.is_none() {
+        return Err(ControllerError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0.".into(),
+        ));
+    }
+    for (k, v) in configs {
+        topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
+    }
+    let replicas = match assignment {
+        Some(manual) => {
+            if manual.len() != usize::try_from(partitions).unwrap_or(0) {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment has {} partition(s), but {partitions} were requested.",
+                    manual.len()
+                )));
+            }
+            validate_assignment(image, manual, usize::try_from(replication_factor).ok())?;
+            manual.to_vec()
+        }
+        None => placement::assign(id, 0, partitions, replication_factor, &candidates(image))?,
+    };
+    Ok(TopicImage {
+        name: name.to_string(),
+        id: *id,
+        configs: configs.clone(),
+        internal,
+        partitions: new_partitions(image, replicas)?,
+    })
+}
+
+/// The partitions to append to `name` to reach `count`.
+fn create_partitions(
+    image: &MetadataImage,
+    name: &str,
+    count: i32,
+    assignment: Option<&[Vec<i32>]>,
+) -> Result<Vec<PartitionImage>, ControllerError> {
+    let t = image.topic(name).ok_or(ControllerError::UnknownTopic)?;
+    if t.internal {
+        // Growing __consumer_offsets would move every group to another partition.
+        return Err(ControllerError::InvalidRequest(format!(
+            "Cannot add partitions to internal topic {name}"
+        )));
+    }
+    let current = t.partition_count();
+    if count <= current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Topic currently has {current} partitions, which is higher than the requested {count}."
+        )));
+    }
+    if count > limits::TOPIC_PARTITIONS_MAX {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Number of partitions must be at most {}.",
+            limits::TOPIC_PARTITIONS_MAX
+        )));
+    }
+    let added = count - current;
+    let rf = t.replication_factor();
+    let replicas = match assignment {
+        Some(manual) => {
+            if manual.len() != usize::try_from(added).unwrap_or(0) {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                    manual.len()
+                )));
+            }
+            validate_assignment(image, manual, usize::try_from(rf).ok())?;
+            manual.to_vec()
+        }
+        None => placement::assign(&t.id, current, added, rf, &candidates(image))?,
+    };
+    new_partitions(image, replicas)
+}
+
+/// Brokers new replicas may go to: registered, unfenced, not shutting down.
+fn candidates(image: &MetadataImage) -> Vec<placement::Candidate> {
+    image
+        .brokers
+        .values()
+        .filter(|b| b.is_active())
+        .map(|b| placement::Candidate {
+            node_id: b.node_id,
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+/// Kafka's `validateManualPartitionAssignment`: replicas distinct and registered, every
+/// partition with the same count (`replication_factor` when one is known).
+fn validate_assignment(
+    image: &MetadataImage,
+    assignment: &[Vec<i32>],
+    replication_factor: Option<usize>,
+) -> Result<(), ControllerError> {
+    let bad = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
+    let expected = replication_factor.or(assignment.first().map(Vec::len));
+    for replicas in assignment {
+        if replicas.is_empty() {
+            return bad("The manual partition assignment includes an empty replica list.".into());
+        }
+        for (i, r) in replicas.iter().enumerate() {
+            if replicas[..i].contains(r) {
+                return bad(format!(
+                    "The manual partition assignment includes the broker {r} more than once."
+                ));
+            }
+            if image.broker(*r).is_none() {
+                return bad(format!(
+                    "The manual partition assignment includes broker {r}, but no such broker is registered."
+                ));
+            }
+        }
+        if let Some(n) = expected.filter(|n| *n != replicas.len()) {
+            return bad(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but \
+                 this is not consistent with previous partitions, which have {n} replica(s).",
+                replicas.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fresh partitions for these replica lists: the ISR is the active replicas, the leader the
+/// first of them (Kafka refuses a partition none of whose replicas is active).
+fn new_partitions(
+    image: &MetadataImage,
+    replicas: Vec<Vec<i32>>,
+) -> Result<Vec<PartitionImage>, ControllerError> {
+    replicas
+        .into_iter()
+        .enumerate()
+        .map(|(index, replicas)| {
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|r| image.is_active(*r))
+                .collect();
+            let Some(leader) = isr.first().copied() else {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "All brokers specified in the manual partition assignment for partition \
+                     {index} are fenced or in controlled shutdown."
+                )));
+            };
+            Ok(PartitionImage {
+                replicas,
+                isr,
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+        })
+        .collect()
 }
 
 fn altered(
@@ -291,105 +524,4 @@ pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::image::BrokerImage;
-
-    fn empty() -> MetadataImage {
-        MetadataImage {
-            cluster_id: "c".into(),
-            version: 0,
-            broker: BrokerImage {
-                node_id: 0,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            },
-            topics: BTreeMap::new(),
-            next_producer_id: 0,
-        }
-    }
-
-    fn create(name: &str, partitions: i32) -> ControllerCommand {
-        ControllerCommand::CreateTopic {
-            name: name.into(),
-            partitions,
-            replication_factor: 1,
-            configs: BTreeMap::new(),
-            internal: false,
-        }
-    }
-
-    #[test]
-    fn create_then_duplicate_fails() {
-        let (img, _) = apply(&empty(), &create("a", 3)).unwrap();
-        assert_eq!(img.topics["a"].partitions, 3);
-        assert!(matches!(
-            apply(&img, &create("a", 1)),
-            Err(ControllerError::TopicAlreadyExists(_))
-        ));
-    }
-
-    #[test]
-    fn colliding_names_and_stale_ids_are_refused() {
-        let (img, _) = apply(&empty(), &create("a.b", 1)).unwrap();
-        assert!(matches!(
-            apply(&img, &create("a_b", 1)),
-            Err(ControllerError::InvalidTopic(_))
-        ));
-        let stale = ControllerCommand::DeleteTopic {
-            name: "a.b".into(),
-            id: Some(uuid::Uuid::new_v4()),
-        };
-        assert!(matches!(
-            apply(&img, &stale),
-            Err(ControllerError::UnknownTopicId)
-        ));
-        let current = ControllerCommand::DeleteTopic {
-            name: "a.b".into(),
-            id: Some(img.topics["a.b"].id),
-        };
-        assert!(apply(&img, &current).is_ok());
-    }
-
-    #[test]
-    fn invalid_names_and_counts() {
-        assert!(apply(&empty(), &create("bad name", 1)).is_err());
-        assert!(apply(&empty(), &create("ok", 0)).is_err());
-    }
-
-    #[test]
-    fn incremental_alter_sets_and_deletes() {
-        let (img, _) = apply(&empty(), &create("a", 1)).unwrap();
-        let cmd = ControllerCommand::AlterTopicConfigs {
-            name: "a".into(),
-            mode: AlterMode::Incremental(vec![("retention.ms".into(), 0, Some("1000".into()))]),
-        };
-        let (img, _) = apply(&img, &cmd).unwrap();
-        assert_eq!(img.topics["a"].configs["retention.ms"], "1000");
-        let cmd = ControllerCommand::AlterTopicConfigs {
-            name: "a".into(),
-            mode: AlterMode::Incremental(vec![("retention.ms".into(), 1, None)]),
-        };
-        let (img, _) = apply(&img, &cmd).unwrap();
-        assert!(img.topics["a"].configs.is_empty());
-    }
-
-    #[test]
-    fn producer_id_blocks_do_not_overlap() {
-        let (img, a) = apply(&empty(), &ControllerCommand::AllocateProducerIds).unwrap();
-        let (_, b) = apply(&img, &ControllerCommand::AllocateProducerIds).unwrap();
-        match (a, b) {
-            (
-                Outcome::ProducerIdBlock { first: x, len },
-                Outcome::ProducerIdBlock { first: y, .. },
-            ) => {
-                assert_eq!(y, x + len)
-            }
-            _ => panic!("expected blocks"),
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //! command-line flags and `--override key=value`. Unknown keys warn; invalid
 //! values stop start-up with a message naming the key.
 
+pub mod kraft;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -119,6 +120,24 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("group.consumer.assignors", Kind::List, "uniform,range"),
     key("compression.type", Kind::String, "producer"),
     key("cluster.id", Kind::String, ""),
+    // KRaft (see config::kraft): roles, the quorum, named listeners, broker sessions.
+    key("process.roles", Kind::List, "broker,controller"),
+    key("controller.quorum.voters", Kind::List, ""),
+    key("controller.quorum.bootstrap.servers", Kind::List, ""),
+    key("controller.listener.names", Kind::List, ""),
+    key("inter.broker.listener.name", Kind::String, ""),
+    key(
+        "listener.security.protocol.map",
+        Kind::List,
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    ),
+    key("broker.rack", Kind::String, ""),
+    key("broker.session.timeout.ms", Kind::Int, "9000"),
+    key("broker.heartbeat.interval.ms", Kind::Int, "2000"),
+    key("controller.quorum.election.timeout.ms", Kind::Int, "1000"),
+    key("controller.quorum.fetch.timeout.ms", Kind::Int, "2000"),
+    key("controller.quorum.request.timeout.ms", Kind::Int, "2000"),
+    key("offsets.topic.replication.factor", Kind::Int, "3"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -128,16 +147,10 @@ pub const IGNORED_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
-    "process.roles",
-    "controller.quorum.voters",
-    "controller.listener.names",
-    "inter.broker.listener.name",
-    "listener.security.protocol.map",
     "log.cleaner.enable",
     "min.insync.replicas",
 ];
@@ -155,6 +168,11 @@ pub struct BrokerConfig {
     /// Host and port clients are told to connect to; `None` means "the bound address".
     pub advertised: Option<(String, u16)>,
     pub cores: usize,
+    /// The controller quorum (`controller.quorum.voters`); `None`: a single node that is its
+    /// own controller, as before clusters existed.
+    pub quorum: Option<kraft::QuorumConfig>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
 }
 
 impl BrokerConfig {
@@ -206,6 +224,8 @@ impl BrokerConfig {
                 .map_err(|_| invalid("listeners", "", "bad"))?,
             advertised: None,
             cores: cores.unwrap_or_else(online_cpus),
+            quorum: None,
+            rack: None,
         };
         config.derive_typed()?;
         Ok(config)
@@ -234,23 +254,57 @@ impl BrokerConfig {
             tracing::warn!("log.dirs lists several directories; Sluice uses the first: {dir}");
         }
         self.data_dir = PathBuf::from(dir);
-        let listener = first_listener(self.get("listeners")).ok_or_else(|| {
-            invalid(
-                "listeners",
-                self.get("listeners"),
-                "expected PLAINTEXT://HOST:PORT",
-            )
-        })?;
-        self.listen = resolve(&listener)
+        let listeners = kraft::parse_listeners("listeners", self.get("listeners"))?;
+        kraft::check_security_protocols(&listeners, self.get("listener.security.protocol.map"))?;
+        let controller_names =
+            kraft::controller_listener_names(self.get("controller.listener.names"));
+        // The Kafka listener: the first that is not a controller listener.
+        let client = listeners
+            .iter()
+            .find(|l| !controller_names.contains(&l.name))
+            .ok_or_else(|| {
+                invalid(
+                    "listeners",
+                    self.get("listeners"),
+                    "expected a client listener, e.g. PLAINTEXT://HOST:PORT",
+                )
+            })?;
+        let text = format!("{}:{}", client.host, client.port);
+        self.listen = resolve(&text)
             .ok_or_else(|| invalid("listeners", self.get("listeners"), "cannot resolve"))?;
-        let adv = self.get("advertised.listeners").to_string();
-        self.advertised = match first_listener(&adv) {
-            Some(a) if !adv.is_empty() => Some(
-                split_host_port(&a)
-                    .ok_or_else(|| invalid("advertised.listeners", &adv, "expected HOST:PORT"))?,
-            ),
-            _ => None,
-        };
+        let adv_text = self.get("advertised.listeners").to_string();
+        let advertised = kraft::parse_listeners("advertised.listeners", &adv_text)?;
+        self.advertised = advertised
+            .iter()
+            .find(|l| l.name == client.name)
+            .or_else(|| {
+                advertised
+                    .iter()
+                    .find(|l| !controller_names.contains(&l.name))
+            })
+            .map(|l| (l.host.clone(), l.port));
+        let inter = self
+            .get("inter.broker.listener.name")
+            .trim()
+            .to_ascii_uppercase();
+        if !inter.is_empty() && !listeners.iter().any(|l| l.name == inter) {
+            return Err(invalid(
+                "inter.broker.listener.name",
+                &inter,
+                "must name one of the listeners",
+            ));
+        }
+        let rack = self.get("broker.rack").trim().to_string();
+        self.rack = (!rack.is_empty()).then_some(rack);
+        let get = |k: &str| self.get(k).to_string();
+        self.quorum = kraft::quorum_from(self.node_id, &get, &listeners)?;
+        if self.node_id < 0 {
+            return Err(invalid(
+                "node.id",
+                self.get("node.id"),
+                "must not be negative",
+            ));
+        }
         if self.cores == 0 {
             return Err(invalid("cores", "0", "must be at least 1"));
         }
@@ -454,20 +508,6 @@ pub fn parse_properties(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// `PLAINTEXT://host:port,SSL://...` → `host:port` of the first listener.
-fn first_listener(list: &str) -> Option<String> {
-    let first = list.split(',').next()?.trim();
-    let addr = match first.find("://") {
-        Some(i) => &first[i + 3..],
-        None => first,
-    };
-    if addr.is_empty() {
-        None
-    } else {
-        Some(addr.to_string())
-    }
-}
-
 fn split_host_port(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -505,6 +545,25 @@ mod tests {
         assert_eq!(c.int("num.partitions", 0), 4);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/b"));
         assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn kraft_listeners_pick_the_client_listener_and_its_advertised_address() {
+        let file = "process.roles=broker,controller\nnode.id=1\n\
+            controller.quorum.voters=1@127.0.0.1:19093\n\
+            listeners=CONTROLLER://127.0.0.1:19093,PLAINTEXT://127.0.0.1:19092\n\
+            advertised.listeners=CONTROLLER://h:19093,PLAINTEXT://broker1.example:9092\n\
+            controller.listener.names=CONTROLLER\nbroker.rack=r1\n";
+        let c = BrokerConfig::build(Some(file), &[], &[], Some(1)).unwrap();
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised, Some(("broker1.example".to_string(), 9092)));
+        assert_eq!(c.rack.as_deref(), Some("r1"));
+        let q = c.quorum.unwrap();
+        assert_eq!(q.controller_listen.unwrap().port(), 19093);
+        // No quorum configured: a single node, as before.
+        let c = BrokerConfig::build(None, &[], &[], Some(1)).unwrap();
+        assert!(c.quorum.is_none());
+        assert_eq!(c.listen.port(), 9092);
     }
 
     #[test]

@@ -552,7 +552,7 @@ impl GroupCoordinator {
 
 impl super::consumer::TopicLookup for MetadataImage {
     fn topic_id_and_partitions(&self, name: &str) -> Option<(crate::model::TopicId, i32)> {
-        self.topic(name).map(|t| (t.id, t.partitions))
+        self.topic(name).map(|t| (t.id, t.partition_count()))
     }
     fn topic_name(&self, id: &crate::model::TopicId) -> Option<String> {
         self.topic_by_id(id).map(|t| t.name.clone())
@@ -577,7 +577,7 @@ fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError
 fn offsets_partition_count(image: &MetadataImage, config: &GroupConfig) -> i32 {
     image
         .topic(OFFSETS_TOPIC)
-        .map(|t| t.partitions)
+        .map(|t| t.partition_count())
         .unwrap_or(config.offsets_topic_partitions)
 }
 

@@ -51,12 +51,20 @@ pub async fn dispatch(ctx: &RequestContext, req: RequestKind) -> Option<Response
     })
 }
 
+/// The `__consumer_offsets` partition that holds `group_id`, once that topic exists.
+pub fn offsets_partition(
+    image: &crate::cluster::MetadataImage,
+    group_id: &str,
+) -> Option<TopicPartition> {
+    let partitions = image.topic(OFFSETS_TOPIC)?.partition_count();
+    let p = offsets_partition_for(group_id, partitions);
+    Some(TopicPartition::new(OFFSETS_TOPIC, p))
+}
+
 /// The shard that owns `group_id` (the owner of its `__consumer_offsets` partition).
 pub fn coordinator_shard(ctx: &RequestContext, group_id: &str) -> Option<ShardId> {
-    let image = ctx.shard.metadata();
-    let partitions = image.topic(OFFSETS_TOPIC)?.partitions;
-    let p = offsets_partition_for(group_id, partitions);
-    Some(ctx.shard.shard_for(&TopicPartition::new(OFFSETS_TOPIC, p)))
+    let tp = offsets_partition(&ctx.shard.metadata(), group_id)?;
+    Some(ctx.shard.shard_for(&tp))
 }
 
 /// Sends `req` to the group's coordinator shard and waits for its answer.
@@ -64,9 +72,14 @@ pub async fn forward(ctx: &RequestContext, req: GroupRequest) -> GroupResponse {
     let Some(group_id) = req.group_id() else {
         return error_response(&req, ResponseError::InvalidRequest);
     };
-    let Some(owner) = coordinator_shard(ctx, group_id) else {
+    let Some(tp) = offsets_partition(&ctx.shard.metadata(), group_id) else {
         return error_response(&req, ResponseError::CoordinatorNotAvailable);
     };
+    // The coordinator is the leader of the group's partition (Kafka's rule).
+    if !ctx.shard.leads(&tp) {
+        return error_response(&req, ResponseError::NotCoordinator);
+    }
+    let owner = ctx.shard.shard_for(&tp);
     let fallback = error_response(&req, ResponseError::CoordinatorNotAvailable);
     match ctx
         .shard

@@ -154,7 +154,7 @@ async fn run(
     resources: Vec<Resource>,
     validate_only: bool,
 ) -> Vec<(Resource, Result<(), AdminError>)> {
-    let node_id = shard.metadata().broker.node_id;
+    let node_id = shard.node_id();
     let plans = plan(&resources, node_id);
     let applied = plans.into_iter().map(|p| async move {
         match p? {

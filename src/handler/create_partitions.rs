@@ -1,7 +1,8 @@
 //! CreatePartitions (API 37, v0–3): raises a topic's partition count through
 //! `ControllerCommand::CreatePartitions` on shard 0 (`validate_only`: the pure check only).
 //!
-//! Manual assignments are accepted when they place each new partition on this node alone.
+//! A manual assignment goes to the controller, which checks it against the registered brokers
+//! and the topic's replication factor; without one the controller places the new replicas.
 //! The partition count of an internal topic is fixed: consumer groups are placed by hashing onto
 //! `__consumer_offsets`' partitions, so growing it would move every group's committed offsets.
 
@@ -9,9 +10,7 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::create_topics::{
-    check_replicas, duplicates, invalid_assignment, submit, unexpected_answer, AdminError,
-};
+use super::create_topics::{duplicates, invalid_assignment, submit, unexpected_answer, AdminError};
 use super::errors::code;
 use super::{str_bytes, RequestContext};
 use crate::cluster::controller::Outcome;
@@ -50,6 +49,11 @@ pub async fn handle(
                         let cmd = ControllerCommand::CreatePartitions {
                             name: t.name.to_string(),
                             count: t.count,
+                            assignment: t.assignments.as_ref().map(|a| {
+                                a.iter()
+                                    .map(|r| r.broker_ids.iter().map(|b| b.0).collect())
+                                    .collect()
+                            }),
                         };
                         submit(shard, cmd, validate_only)
                             .await
@@ -67,8 +71,9 @@ pub async fn handle(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-/// What the controller does not check: manual assignments and internal topics. An unknown topic
-/// or a count that is no increase is left to the controller's answer.
+/// What is answered before the controller: internal topics, and an assignment count that does
+/// not match the increase. An unknown topic, a count that is no increase and the assigned
+/// brokers are the controller's to check.
 fn check_topic(image: &MetadataImage, t: &CreatePartitionsTopic) -> Result<(), AdminError> {
     let Some(topic) = image.topic(t.name.as_str()) else {
         return Ok(());
@@ -85,15 +90,12 @@ fn check_topic(image: &MetadataImage, t: &CreatePartitionsTopic) -> Result<(), A
     let Some(assignments) = &t.assignments else {
         return Ok(());
     };
-    let added = i64::from(t.count) - i64::from(topic.partitions);
+    let added = i64::from(t.count) - i64::from(topic.partition_count());
     if added > 0 && added != assignments.len() as i64 {
         return Err(invalid_assignment(format!(
             "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
             assignments.len()
         )));
-    }
-    for a in assignments {
-        check_replicas(&a.broker_ids, image.broker.node_id)?;
     }
     Ok(())
 }
@@ -118,27 +120,28 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
-    use crate::cluster::image::{BrokerImage, CONSUMER_OFFSETS_TOPIC};
-    use crate::cluster::TopicImage;
+    use crate::cluster::image::CONSUMER_OFFSETS_TOPIC;
+    use crate::cluster::{PartitionImage, TopicImage};
 
     fn image() -> MetadataImage {
+        let p = PartitionImage {
+            replicas: vec![5],
+            isr: vec![5],
+            leader: 5,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
         let topic = |name: &str, internal| TopicImage {
             name: name.into(),
             id: uuid::Uuid::new_v4(),
-            partitions: 2,
+            partitions: vec![p.clone(); 2],
             configs: BTreeMap::new(),
             internal,
-            leader_epoch: 0,
         };
         MetadataImage {
             cluster_id: "c".into(),
             version: 1,
-            broker: BrokerImage {
-                node_id: 5,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            },
+            brokers: BTreeMap::new(),
             topics: BTreeMap::from([
                 ("t".to_string(), topic("t", false)),
                 (
@@ -169,14 +172,12 @@ mod tests {
     }
 
     #[test]
-    fn assignments_must_match_the_increase_and_this_node() {
+    fn assignments_must_match_the_increase() {
         let img = image();
         assert!(check_topic(&img, &request("t", 4, None)).is_ok());
         assert!(check_topic(&img, &request("t", 4, Some(vec![vec![5], vec![5]]))).is_ok());
         let e = check_topic(&img, &request("t", 4, Some(vec![vec![5]]))).unwrap_err();
         assert!(e.message.contains("add 2 additional"));
-        let e = check_topic(&img, &request("t", 3, Some(vec![vec![6]]))).unwrap_err();
-        assert!(e.message.contains("broker 6"));
         // Unknown topics and decreases are the controller's to answer.
         assert!(check_topic(&img, &request("nope", 4, Some(vec![vec![6]]))).is_ok());
     }

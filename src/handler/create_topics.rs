@@ -2,8 +2,11 @@
 //! controller on shard 0; with `validate_only` the command is checked against this shard's image
 //! by the same pure `controller::apply` and never sent.
 //!
-//! Also home of what every admin handler shares: [`AdminError`], [`submit`], [`duplicates`] and
-//! [`check_replicas`].
+//! Also home of what every admin handler shares: [`AdminError`], [`submit`] and [`duplicates`].
+//!
+//! The topic id is chosen here (the controller's `apply` is deterministic); a manual replica
+//! assignment goes to the controller as it came, which checks it against the registered brokers,
+//! and so does the replication factor (`default.replication.factor` when the request says -1).
 
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
@@ -12,7 +15,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs;
@@ -24,9 +27,6 @@ use crate::config::BrokerConfig;
 use crate::model::ShardId;
 use crate::runtime::messages::{ShardRequest, ShardResponse};
 use crate::runtime::Shard;
-
-/// One node: every partition has exactly one replica (the controller refuses anything else).
-const REPLICATION_FACTOR: i16 = 1;
 
 /// Why one item of an admin request failed: the Kafka error code and the message sent with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +50,6 @@ impl AdminError {
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let shard = &ctx.shard;
-    let node_id = shard.metadata().broker.node_id;
     let duplicated = duplicates(req.topics.iter().map(|t| t.name.as_str()));
     let mut answered: HashSet<&str> = HashSet::new();
     let mut plans = Vec::with_capacity(req.topics.len());
@@ -69,10 +68,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             }
             continue;
         }
-        plans.push((
-            topic.name.clone(),
-            command_for(&shard.config, node_id, topic),
-        ));
+        plans.push((topic.name.clone(), command_for(&shard.config, topic)));
     }
     let version = ctx.api_version;
     let validate_only = req.validate_only;
@@ -130,25 +126,6 @@ pub fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashSet<&'a str> 
     names.filter(|n| !seen.insert(*n)).collect()
 }
 
-/// A manual assignment is accepted when it says what Sluice does anyway: one replica, on this node.
-pub fn check_replicas(broker_ids: &[BrokerId], node_id: i32) -> Result<(), AdminError> {
-    match broker_ids {
-        [id] if id.0 == node_id => Ok(()),
-        [] => Err(invalid_assignment(
-            "The manual partition assignment includes an empty replica list.".into(),
-        )),
-        ids => Err(match ids.iter().find(|id| id.0 != node_id) {
-            Some(other) => invalid_assignment(format!(
-                "The manual partition assignment includes broker {}, but no such broker is registered.",
-                other.0
-            )),
-            None => invalid_assignment(format!(
-                "The manual partition assignment includes the broker {node_id} more than once."
-            )),
-        }),
-    }
-}
-
 /// Kafka's INVALID_REPLICA_ASSIGNMENT.
 pub fn invalid_assignment(message: String) -> AdminError {
     AdminError::new(code::INVALID_REPLICA_ASSIGNMENT, message)
@@ -157,11 +134,11 @@ pub fn invalid_assignment(message: String) -> AdminError {
 /// The controller command for one requested topic, with the broker's defaults filled in.
 fn command_for(
     broker: &BrokerConfig,
-    node_id: i32,
     topic: &CreatableTopic,
 ) -> Result<ControllerCommand, AdminError> {
     let mut partitions = topic.num_partitions;
     let mut replication_factor = topic.replication_factor;
+    let mut assignment = None;
     if !topic.assignments.is_empty() {
         if partitions != -1 || replication_factor != -1 {
             return Err(AdminError::new(
@@ -170,8 +147,12 @@ fn command_for(
                  Both cannot be used at the same time.",
             ));
         }
-        partitions = assigned_partitions(&topic.assignments, node_id)?;
-        replication_factor = REPLICATION_FACTOR;
+        let replicas = assigned_replicas(&topic.assignments)?;
+        partitions = i32::try_from(replicas.len()).unwrap_or(i32::MAX);
+        replication_factor = replicas
+            .first()
+            .map_or(0, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
+        assignment = Some(replicas);
     }
     if partitions == -1 {
         partitions = i32::try_from(broker.int("num.partitions", 1)).unwrap_or(i32::MAX);
@@ -195,29 +176,31 @@ fn command_for(
     }
     Ok(ControllerCommand::CreateTopic {
         name: topic.name.to_string(),
+        id: uuid::Uuid::new_v4(),
         partitions,
         replication_factor,
         configs,
         internal: false,
+        assignment,
     })
 }
 
-/// The partition count a manual assignment describes (indexes must be 0..n, each on this node).
-fn assigned_partitions(
+/// The replica lists of a manual assignment, by partition (indexes must be 0..n). The brokers
+/// in them are the controller's to check.
+fn assigned_replicas(
     assignments: &[CreatableReplicaAssignment],
-    node_id: i32,
-) -> Result<i32, AdminError> {
-    let mut indexes: Vec<i32> = assignments.iter().map(|a| a.partition_index).collect();
-    indexes.sort_unstable();
-    if indexes.iter().zip(0..).any(|(p, i)| *p != i) {
+) -> Result<Vec<Vec<i32>>, AdminError> {
+    let mut sorted: Vec<&CreatableReplicaAssignment> = assignments.iter().collect();
+    sorted.sort_unstable_by_key(|a| a.partition_index);
+    if sorted.iter().zip(0..).any(|(a, i)| a.partition_index != i) {
         return Err(invalid_assignment(
             "partitions should be a consecutive 0-based integer sequence".into(),
         ));
     }
-    for a in assignments {
-        check_replicas(&a.broker_ids, node_id)?;
-    }
-    Ok(i32::try_from(assignments.len()).unwrap_or(i32::MAX))
+    Ok(sorted
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect())
 }
 
 fn topic_result(
@@ -235,8 +218,8 @@ fn topic_result(
     let mut result = result.with_error_code(code::NONE).with_error_message(None);
     if version >= 5 {
         result = result
-            .with_num_partitions(topic.partitions)
-            .with_replication_factor(REPLICATION_FACTOR)
+            .with_num_partitions(topic.partition_count())
+            .with_replication_factor(topic.replication_factor())
             .with_configs(Some(topic_configs(broker, &topic)));
     }
     if version >= 7 {
@@ -273,6 +256,17 @@ fn topic_configs(broker: &BrokerConfig, topic: &TopicImage) -> Vec<CreatableTopi
 mod tests {
     use super::*;
     use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::messages::BrokerId;
+
+    fn one_replica() -> crate::cluster::PartitionImage {
+        crate::cluster::PartitionImage {
+            replicas: vec![0],
+            isr: vec![0],
+            leader: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
 
     fn broker(props: &str) -> BrokerConfig {
         BrokerConfig::build(Some(props), &[], &[], Some(1)).unwrap()
@@ -303,12 +297,19 @@ mod tests {
         }
     }
 
+    fn assignment_of(cmd: ControllerCommand) -> Option<Vec<Vec<i32>>> {
+        match cmd {
+            ControllerCommand::CreateTopic { assignment, .. } => assignment,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
     fn defaults_come_from_the_broker() {
         let b = broker("num.partitions=4\ndefault.replication.factor=1");
-        let cmd = command_for(&b, 0, &topic("t", -1, -1)).unwrap();
+        let cmd = command_for(&b, &topic("t", -1, -1)).unwrap();
         assert_eq!(partitions_of(cmd).0, 4);
-        let cmd = command_for(&b, 0, &topic("t", 2, 3)).unwrap();
+        let cmd = command_for(&b, &topic("t", 2, 3)).unwrap();
         assert_eq!(partitions_of(cmd).0, 2);
     }
 
@@ -318,39 +319,34 @@ mod tests {
         let t = topic("t", 1, 1).with_configs(vec![CreatableTopicConfig::default()
             .with_name(StrBytes::from_static_str("retention.ms"))
             .with_value(Some(StrBytes::from_static_str("1000")))]);
-        let (_, _, configs) = partitions_of(command_for(&b, 0, &t).unwrap());
+        let (_, _, configs) = partitions_of(command_for(&b, &t).unwrap());
         assert_eq!(configs["retention.ms"], "1000");
         let t = topic("t", 1, 1).with_configs(vec![CreatableTopicConfig::default()
             .with_name(StrBytes::from_static_str("retention.ms"))
             .with_value(None)]);
-        assert_eq!(
-            command_for(&b, 0, &t).unwrap_err().code,
-            code::INVALID_CONFIG
-        );
+        assert_eq!(command_for(&b, &t).unwrap_err().code, code::INVALID_CONFIG);
     }
 
     #[test]
-    fn manual_assignments_on_this_node_only() {
+    fn manual_assignments_go_to_the_controller_by_partition() {
         let b = broker("");
-        let t = topic("t", -1, -1).with_assignments(vec![assignment(1, &[3]), assignment(0, &[3])]);
-        assert_eq!(partitions_of(command_for(&b, 3, &t).unwrap()).0, 2);
+        let t = topic("t", -1, -1)
+            .with_assignments(vec![assignment(1, &[4, 3]), assignment(0, &[3, 4])]);
+        let cmd = command_for(&b, &t).unwrap();
+        assert_eq!(partitions_of(cmd.clone()).0, 2);
+        assert_eq!(partitions_of(cmd.clone()).1, 2);
+        assert_eq!(assignment_of(cmd), Some(vec![vec![3, 4], vec![4, 3]]));
         let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[3]), assignment(2, &[3])]);
         assert_eq!(
-            command_for(&b, 3, &t).unwrap_err().code,
+            command_for(&b, &t).unwrap_err().code,
             code::INVALID_REPLICA_ASSIGNMENT
         );
-        let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[4])]);
-        assert!(command_for(&b, 3, &t)
-            .unwrap_err()
-            .message
-            .contains("broker 4"));
-        let t = topic("t", -1, -1).with_assignments(vec![assignment(0, &[3, 3])]);
-        assert!(command_for(&b, 3, &t)
-            .unwrap_err()
-            .message
-            .contains("more than once"));
         let t = topic("t", 2, -1).with_assignments(vec![assignment(0, &[3])]);
-        assert!(command_for(&b, 3, &t).unwrap_err().message.contains("Both"));
+        assert!(command_for(&b, &t).unwrap_err().message.contains("Both"));
+        assert_eq!(
+            assignment_of(command_for(&b, &topic("t", 1, 1)).unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -365,10 +361,9 @@ mod tests {
         let t = TopicImage {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
-            partitions: 3,
+            partitions: vec![one_replica(); 3],
             configs: BTreeMap::from([("retention.ms".to_string(), "5".to_string())]),
             internal: false,
-            leader_epoch: 0,
         };
         let name = TopicName(StrBytes::from_static_str("t"));
         let r = topic_result(&b, 4, name.clone(), Ok(Outcome::Topic(t.clone())));
@@ -409,10 +404,9 @@ mod tests {
         let t = TopicImage {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
-            partitions: 1,
+            partitions: vec![one_replica()],
             configs: BTreeMap::new(),
             internal: false,
-            leader_epoch: 0,
         };
         for version in 2..=7 {
             let name = TopicName(StrBytes::from_static_str("t"));

@@ -1,4 +1,5 @@
-//! DeleteRecords: advance the log start offset (whole segments below it are deleted).
+//! DeleteRecords: advance the log start offset (whole segments below it are deleted), on the
+//! partition's leader only (NOT_LEADER_OR_FOLLOWER elsewhere).
 
 use std::collections::HashMap;
 
@@ -15,12 +16,16 @@ use crate::runtime::messages::{ShardRequest, ShardResponse};
 
 pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let image = ctx.shard.metadata();
+    let node = ctx.shard.node_id();
     let mut items = Vec::new();
+    let mut not_led = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            if image.has_partition(&tp) {
+            if image.leads(node, &tp) {
                 items.push((tp, p.offset));
+            } else if image.has_partition(&tp) {
+                not_led.push(tp);
             }
         }
     }
@@ -46,10 +51,12 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                 .iter()
                 .map(|p| {
                     let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-                    let (c, low) = by_tp
-                        .get(&tp)
-                        .copied()
-                        .unwrap_or((code::UNKNOWN_TOPIC_OR_PARTITION, -1));
+                    let missing = if not_led.contains(&tp) {
+                        code::NOT_LEADER_OR_FOLLOWER
+                    } else {
+                        code::UNKNOWN_TOPIC_OR_PARTITION
+                    };
+                    let (c, low) = by_tp.get(&tp).copied().unwrap_or((missing, -1));
                     DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(c)

@@ -213,7 +213,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::cluster::image::BrokerImage;
     use crate::cluster::TopicImage;
 
     fn image(names: &[&str]) -> MetadataImage {
@@ -223,10 +222,9 @@ mod tests {
                 let t = TopicImage {
                     name: n.to_string(),
                     id: uuid::Uuid::new_v4(),
-                    partitions: 1,
+                    partitions: Vec::new(),
                     configs: BTreeMap::new(),
                     internal: false,
-                    leader_epoch: 0,
                 };
                 (n.to_string(), t)
             })
@@ -234,12 +232,7 @@ mod tests {
         MetadataImage {
             cluster_id: "c".into(),
             version: 1,
-            broker: BrokerImage {
-                node_id: 0,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            },
+            brokers: BTreeMap::new(),
             topics,
             next_producer_id: 0,
         }

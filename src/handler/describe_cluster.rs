@@ -1,6 +1,6 @@
-//! DescribeCluster (API 60, v0–2): the cluster id and its brokers. Sluice is one node, so the
-//! broker list is this node and it names itself as controller (KRaft brokers also answer with a
-//! broker id there, since clients cannot reach controllers through brokers).
+//! DescribeCluster (API 60, v0–2): the cluster id, the unfenced brokers (fenced ones too,
+//! marked, when a v2 request asks), and the active controller's id as this node knows it (KRaft
+//! brokers answer with a node id there, since clients cannot reach controllers through brokers).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -24,11 +24,13 @@ const CLUSTER_OPERATIONS_ALL: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    describe(&ctx.shard.metadata(), ctx.api_version, &req)
+    let controller = ctx.shard.controller_id.get();
+    describe(&ctx.shard.metadata(), controller, ctx.api_version, &req)
 }
 
 fn describe(
     image: &MetadataImage,
+    controller_id: i32,
     version: i16,
     req: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
@@ -52,17 +54,25 @@ fn describe(
             .with_error_code(error)
             .with_error_message(Some(str_bytes(message)));
     }
-    let b = &image.broker;
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(b.node_id))
-        .with_host(str_bytes(b.host.clone()))
-        .with_port(i32::from(b.port))
-        .with_rack(b.rack.clone().map(str_bytes));
+    let with_fenced = version >= 2 && req.include_fenced_brokers;
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| with_fenced || !b.fenced)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(str_bytes))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
     resp.with_error_code(code::NONE)
         .with_error_message(None)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(b.node_id))
-        .with_brokers(vec![broker])
+        .with_controller_id(BrokerId(controller_id))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS_ALL
         } else {
@@ -75,26 +85,52 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::cluster::image::BrokerImage;
+    use crate::cluster::BrokerRegistration;
+
+    fn broker(node_id: i32, rack: Option<&str>, fenced: bool) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            incarnation_id: uuid::Uuid::nil(),
+            epoch: 1,
+            host: "h".into(),
+            port: 9092,
+            rack: rack.map(str::to_string),
+            fenced,
+            in_controlled_shutdown: false,
+        }
+    }
 
     fn image() -> MetadataImage {
         MetadataImage {
             cluster_id: "cid".into(),
             version: 1,
-            broker: BrokerImage {
-                node_id: 2,
-                host: "h".into(),
-                port: 9092,
-                rack: Some("r1".into()),
-            },
+            brokers: BTreeMap::from([(2, broker(2, Some("r1"), false))]),
             topics: BTreeMap::new(),
             next_producer_id: 0,
         }
     }
 
     #[test]
+    fn lists_every_unfenced_broker_and_fenced_ones_on_request() {
+        let mut img = image();
+        img.brokers.insert(3, broker(3, None, false));
+        img.brokers.insert(4, broker(4, None, true));
+        let r = describe(&img, 3, 2, &DescribeClusterRequest::default());
+        let ids: Vec<i32> = r.brokers.iter().map(|b| b.broker_id.0).collect();
+        assert_eq!((ids, r.controller_id.0), (vec![2, 3], 3));
+        let asked = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+        let r = describe(&img, 3, 2, &asked);
+        let fenced: Vec<(i32, bool)> = r
+            .brokers
+            .iter()
+            .map(|b| (b.broker_id.0, b.is_fenced))
+            .collect();
+        assert_eq!(fenced, vec![(2, false), (3, false), (4, true)]);
+    }
+
+    #[test]
     fn this_node_is_the_cluster() {
-        let r = describe(&image(), 2, &DescribeClusterRequest::default());
+        let r = describe(&image(), 2, 2, &DescribeClusterRequest::default());
         assert_eq!(
             (r.error_code, r.cluster_id.as_str(), r.controller_id.0),
             (0, "cid", 2)
@@ -108,7 +144,7 @@ mod tests {
         let asked =
             DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
         assert_eq!(
-            describe(&image(), 0, &asked).cluster_authorized_operations,
+            describe(&image(), 2, 0, &asked).cluster_authorized_operations,
             8096
         );
     }
@@ -116,7 +152,7 @@ mod tests {
     #[test]
     fn controller_endpoints_are_refused() {
         let req = DescribeClusterRequest::default().with_endpoint_type(2);
-        let r = describe(&image(), 1, &req);
+        let r = describe(&image(), 2, 1, &req);
         assert_eq!(
             (r.error_code, r.endpoint_type),
             (code::MISMATCHED_ENDPOINT_TYPE, 1)
@@ -125,6 +161,7 @@ mod tests {
         assert!(r.brokers.is_empty());
         let r = describe(
             &image(),
+            2,
             1,
             &DescribeClusterRequest::default().with_endpoint_type(9),
         );
@@ -138,7 +175,7 @@ mod tests {
             for endpoint_type in [1, 2] {
                 let req = DescribeClusterRequest::default().with_endpoint_type(endpoint_type);
                 let mut buf = bytes::BytesMut::new();
-                describe(&image(), version, &req)
+                describe(&image(), 2, version, &req)
                     .encode(&mut buf, version)
                     .unwrap();
             }

@@ -123,7 +123,7 @@ pub fn describe(
                 // Cluster-wide dynamic defaults: Sluice has none.
                 return Ok(Vec::new());
             }
-            check_broker_name(resource_name, image.broker.node_id)?;
+            check_broker_name(resource_name, broker.node_id)?;
             Ok(broker_entries(broker, synonyms)
                 .into_iter()
                 .filter(|e| wanted(e.name))
@@ -325,11 +325,12 @@ fn resource_result(e: &ConfigEntry, version: i16) -> DescribeConfigsResourceResu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::image::BrokerImage;
     use crate::cluster::TopicImage;
 
+    /// Node 7 with `props`.
     fn broker(props: &str) -> BrokerConfig {
-        BrokerConfig::build(Some(props), &[], &[], Some(1)).unwrap()
+        let text = format!("node.id=7\n{props}");
+        BrokerConfig::build(Some(&text), &[], &[], Some(1)).unwrap()
     }
 
     fn image(configs: &[(&str, &str)]) -> MetadataImage {
@@ -339,24 +340,18 @@ mod tests {
             TopicImage {
                 name: "t".into(),
                 id: uuid::Uuid::new_v4(),
-                partitions: 1,
+                partitions: Vec::new(),
                 configs: configs
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 internal: false,
-                leader_epoch: 0,
             },
         );
         MetadataImage {
             cluster_id: "c".into(),
             version: 1,
-            broker: BrokerImage {
-                node_id: 7,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            },
+            brokers: BTreeMap::new(),
             topics,
             next_producer_id: 0,
         }

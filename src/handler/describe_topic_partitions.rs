@@ -4,8 +4,9 @@
 //! and `KRaftMetadataCache.describeTopicResponse`: topics sorted by name (every topic when the
 //! list is empty), starting at the cursor, at most `response_partition_limit` partitions (capped
 //! at Kafka's `max.request.partition.size.limit` default), and a `next_cursor` where it stopped.
-//! One node: each partition's leader, replica and ISR is this node; eligible leader replicas are
-//! empty lists.
+//! Each partition's leader (LEADER_NOT_AVAILABLE without one), leader epoch, replicas, ISR and
+//! offline replicas come from the image; eligible leader replicas are empty lists (no KIP-966
+//! ELR yet).
 
 use std::collections::BTreeSet;
 
@@ -97,11 +98,13 @@ fn describe(
             Some((at, index)) if at == name => index,
             _ => 0,
         };
-        let end = topic.partitions.min(start.saturating_add(remaining));
-        let partitions: Vec<_> = (start..end).map(|p| partition(image, topic, p)).collect();
+        let end = topic.partition_count().min(start.saturating_add(remaining));
+        let partitions: Vec<_> = (start..end)
+            .filter_map(|p| partition(image, topic, p))
+            .collect();
         let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
         resp.topics.push(topic_entry(topic, partitions));
-        if end < topic.partitions {
+        if end < topic.partition_count() {
             resp.next_cursor = Some(cursor_at(name, end));
             break;
         }
@@ -127,18 +130,26 @@ fn partition(
     image: &MetadataImage,
     topic: &TopicImage,
     index: i32,
-) -> DescribeTopicPartitionsResponsePartition {
-    let node = BrokerId(image.broker.node_id);
-    DescribeTopicPartitionsResponsePartition::default()
-        .with_error_code(code::NONE)
-        .with_partition_index(index)
-        .with_leader_id(node)
-        .with_leader_epoch(topic.leader_epoch)
-        .with_replica_nodes(vec![node])
-        .with_isr_nodes(vec![node])
-        .with_eligible_leader_replicas(Some(Vec::new()))
-        .with_last_known_elr(Some(Vec::new()))
-        .with_offline_replicas(Vec::new())
+) -> Option<DescribeTopicPartitionsResponsePartition> {
+    let p = topic.partition_image(index)?;
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let error = if image.leader_available(p) {
+        code::NONE
+    } else {
+        code::LEADER_NOT_AVAILABLE
+    };
+    Some(
+        DescribeTopicPartitionsResponsePartition::default()
+            .with_error_code(error)
+            .with_partition_index(index)
+            .with_leader_id(BrokerId(p.leader))
+            .with_leader_epoch(p.leader_epoch)
+            .with_replica_nodes(ids(&p.replicas))
+            .with_isr_nodes(ids(&p.isr))
+            .with_eligible_leader_replicas(Some(Vec::new()))
+            .with_last_known_elr(Some(Vec::new()))
+            .with_offline_replicas(ids(&image.offline_replicas(p))),
+    )
 }
 
 /// A requested topic that does not exist: UNKNOWN_TOPIC_OR_PARTITION, or INVALID_TOPIC_EXCEPTION
@@ -189,35 +200,71 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
-    use crate::cluster::image::BrokerImage;
+    use crate::cluster::image::NO_LEADER;
+    use crate::cluster::{BrokerRegistration, PartitionImage};
 
     fn image(topics: &[(&str, i32)]) -> MetadataImage {
+        let p = PartitionImage {
+            replicas: vec![9],
+            isr: vec![9],
+            leader: 9,
+            leader_epoch: 3,
+            partition_epoch: 0,
+        };
         let topics = topics
             .iter()
             .map(|(name, partitions)| {
                 let t = TopicImage {
                     name: name.to_string(),
                     id: uuid::Uuid::new_v4(),
-                    partitions: *partitions,
+                    partitions: vec![p.clone(); *partitions as usize],
                     configs: BTreeMap::new(),
                     internal: false,
-                    leader_epoch: 3,
                 };
                 (name.to_string(), t)
             })
             .collect();
+        let broker = BrokerRegistration {
+            node_id: 9,
+            incarnation_id: uuid::Uuid::nil(),
+            epoch: 1,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+            in_controlled_shutdown: false,
+        };
         MetadataImage {
             cluster_id: "c".into(),
             version: 1,
-            broker: BrokerImage {
-                node_id: 9,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            },
+            brokers: BTreeMap::from([(9, broker)]),
             topics,
             next_producer_id: 0,
         }
+    }
+
+    #[test]
+    fn partitions_carry_replicas_isr_and_offline_replicas() {
+        let mut img = image(&[("t", 2)]);
+        let t = img.topics.get_mut("t").unwrap();
+        t.partitions[1] = PartitionImage {
+            replicas: vec![9, 7],
+            isr: vec![7],
+            leader: NO_LEADER,
+            leader_epoch: 5,
+            partition_epoch: 6,
+        };
+        let r = describe(&img, &request(&["t"], 10, None));
+        let p = &r.topics[0].partitions[1];
+        assert_eq!(
+            (p.error_code, p.leader_id.0, p.leader_epoch),
+            (code::LEADER_NOT_AVAILABLE, -1, 5)
+        );
+        assert_eq!(p.replica_nodes, vec![BrokerId(9), BrokerId(7)]);
+        assert_eq!(p.isr_nodes, vec![BrokerId(7)]);
+        // 7 is not registered.
+        assert_eq!(p.offline_replicas, vec![BrokerId(7)]);
+        assert_eq!(r.topics[0].partitions[0].error_code, code::NONE);
     }
 
     fn request(

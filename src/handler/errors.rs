@@ -50,6 +50,10 @@ pub mod code {
     pub const PRODUCER_FENCED: i16 = 90;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
 }
 
 /// KIP-320: a client's `current_leader_epoch` against ours; -1 means "not given".
@@ -60,6 +64,22 @@ pub fn leader_epoch(client: i32, ours: i32) -> Option<i16> {
         c if c > ours => Some(code::UNKNOWN_LEADER_EPOCH),
         _ => None,
     }
+}
+
+/// KIP-951: the leader (and its epoch) to name in an answer refused with `error` for `tp`,
+/// when that error says "not here" and the image knows a reachable leader.
+pub fn current_leader(
+    image: &crate::cluster::MetadataImage,
+    tp: &crate::model::TopicPartition,
+    error: i16,
+) -> Option<(i32, i32)> {
+    if error != code::NOT_LEADER_OR_FOLLOWER && error != code::FENCED_LEADER_EPOCH {
+        return None;
+    }
+    let p = image.partition(tp)?;
+    image
+        .leader_available(p)
+        .then_some((p.leader, p.leader_epoch))
 }
 
 pub fn storage(e: &StorageError) -> i16 {
@@ -95,10 +115,79 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         ControllerError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
         ControllerError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
+        ControllerError::InvalidReplicaAssignment(_) => code::INVALID_REPLICA_ASSIGNMENT,
         ControllerError::InvalidConfig(_) => code::INVALID_CONFIG,
         ControllerError::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
         ControllerError::UnknownTopicId => code::UNKNOWN_TOPIC_ID,
         ControllerError::InvalidRequest(_) => code::INVALID_REQUEST,
+        ControllerError::BrokerNotRegistered(_) => code::BROKER_ID_NOT_REGISTERED,
+        ControllerError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
+        ControllerError::InconsistentClusterId { .. } => code::INCONSISTENT_CLUSTER_ID,
         ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+    use crate::model::TopicPartition;
+
+    #[test]
+    fn current_leader_is_named_only_for_not_here_errors_with_a_live_leader() {
+        let mut image = MetadataImage::empty();
+        image.brokers.insert(
+            2,
+            BrokerRegistration {
+                node_id: 2,
+                incarnation_id: uuid::Uuid::nil(),
+                epoch: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+        );
+        let p = |leader| PartitionImage {
+            replicas: vec![1, 2],
+            isr: vec![2],
+            leader,
+            leader_epoch: 4,
+            partition_epoch: 5,
+        };
+        image.topics.insert(
+            "t".into(),
+            TopicImage {
+                name: "t".into(),
+                id: uuid::Uuid::from_u128(1),
+                configs: Default::default(),
+                internal: false,
+                partitions: vec![p(2), p(-1), p(1)],
+            },
+        );
+        let tp = |i| TopicPartition::new("t", i);
+        assert_eq!(
+            current_leader(&image, &tp(0), code::NOT_LEADER_OR_FOLLOWER),
+            Some((2, 4))
+        );
+        assert_eq!(
+            current_leader(&image, &tp(0), code::FENCED_LEADER_EPOCH),
+            Some((2, 4))
+        );
+        assert_eq!(current_leader(&image, &tp(0), code::NONE), None);
+        // No leader, or a leader that is not registered: nothing to name.
+        assert_eq!(
+            current_leader(&image, &tp(1), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
+        assert_eq!(
+            current_leader(&image, &tp(2), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
+        assert_eq!(
+            current_leader(&image, &tp(9), code::NOT_LEADER_OR_FOLLOWER),
+            None
+        );
     }
 }

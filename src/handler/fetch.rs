@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 
-use super::errors::code;
+use super::errors::{self, code};
 use super::fetch_session::{SessionError, SessionPartition};
 use super::route::scatter;
 use super::{str_bytes, RequestContext};
@@ -89,7 +91,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         .collect();
 
     // Session bookkeeping: which partitions to fetch, and whether the answer is incremental.
-    let (session_id, incremental, wanted) = match session_plan(ctx, &req, listed, &forgotten) {
+    let (session_id, incremental, mut wanted) = match session_plan(ctx, &req, listed, &forgotten) {
         Ok(plan) => plan,
         Err(e) => {
             let code = match e {
@@ -105,6 +107,21 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         }
     };
 
+    // Consumers read from the leader only (followers' fetches are replication's, issue 11).
+    // Checked on every request, so a session's partitions follow leadership changes.
+    let replica_id = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    if replica_id < 0 {
+        let node = ctx.shard.node_id();
+        for w in wanted.iter_mut().filter(|w| w.error.is_none()) {
+            if !image.leads(node, &w.tp) {
+                w.error = Some(code::NOT_LEADER_OR_FOLLOWER);
+            }
+        }
+    }
     let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
     let wait =
         Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
@@ -136,6 +153,18 @@ async fn read_cold_ranges(
     ctx: &RequestContext,
     results: &mut HashMap<TopicPartition, FetchResult>,
 ) {
+    // The copies live until the response is written: reserve them in the connection's
+    // response bound first (a connection that does not read its answers waits here).
+    let cold: usize = results
+        .values()
+        .filter(|r| matches!(r.records, FetchRecords::Cold(_)))
+        .map(|r| r.records.len())
+        .sum();
+    if cold > 0 {
+        if let Some(gate) = ctx.response_gate() {
+            gate.reserve(cold).await;
+        }
+    }
     let reads = results
         .values_mut()
         .filter(|r| matches!(r.records, FetchRecords::Cold(_)))
@@ -397,13 +426,60 @@ fn build_response(
         });
         entry.partitions.push(pd);
     }
-    let mut resp = FetchResponse::default().with_responses(topics.into_values().collect());
+    let mut topics: Vec<FetchableTopicResponse> = topics.into_values().collect();
+    let leaders = if v >= 12 {
+        leader_hints(ctx, v, &mut topics)
+    } else {
+        Vec::new()
+    };
+    let mut resp = FetchResponse::default().with_responses(topics);
     if v >= 7 {
         resp = resp.with_session_id(session_id);
+    }
+    if v >= 16 {
+        let image = ctx.shard.metadata();
+        resp.node_endpoints = leaders
+            .iter()
+            .filter_map(|id| image.broker(*id))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(b.host.clone()))
+                    .with_port(i32::from(b.port))
+                    .with_rack(b.rack.clone().map(str_bytes))
+            })
+            .collect();
     }
     // Stable: within a topic, partitions keep the order they were pushed in.
     files.sort_by_key(|(topic, _)| *topic);
     (resp, files.into_iter().map(|(_, f)| f).collect())
+}
+
+/// KIP-951: a partition refused because this node does not lead it (or with a stale epoch)
+/// carries the current leader (v12+); returns the leaders named, for `node_endpoints` (v16+).
+fn leader_hints(ctx: &RequestContext, v: i16, topics: &mut [FetchableTopicResponse]) -> Vec<i32> {
+    let image = ctx.shard.metadata();
+    let mut leaders = Vec::new();
+    for t in topics.iter_mut() {
+        let name = if v >= 13 {
+            image.topic_by_id(&t.topic_id).map(|ti| ti.name.clone())
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        let Some(name) = name else { continue };
+        for pd in &mut t.partitions {
+            let tp = TopicPartition::new(name.clone(), pd.partition_index);
+            if let Some((leader, epoch)) = errors::current_leader(&image, &tp, pd.error_code) {
+                pd.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+                leaders.push(leader);
+            }
+        }
+    }
+    leaders.sort_unstable();
+    leaders.dedup();
+    leaders
 }
 
 /// The key a partition's topic is grouped under in the response.

@@ -1,5 +1,6 @@
-//! FindCoordinator (v0-6, batched keys from v4): on one node every group's and every
-//! transactional id's coordinator is this broker, once `__consumer_offsets` exists.
+//! FindCoordinator (v0-6, batched keys from v4): a group's coordinator is the broker leading
+//! its `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it has none); a
+//! transactional id's is this broker (no transaction state topic yet).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -7,6 +8,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::group::dispatch::offsets_partition;
 use crate::group::OFFSETS_TOPIC;
 
 /// Kafka's key types: 0 = group, 1 = transaction, 2 = share.
@@ -15,27 +17,35 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let image = ctx.shard.metadata();
-    let broker = &image.broker;
-    let ready = image.topic(OFFSETS_TOPIC).is_some();
+    let node = ctx.shard.node_id();
     let answer = |key: &StrBytes| -> Coordinator {
-        let error = if req.key_type != KEY_TYPE_GROUP && req.key_type != KEY_TYPE_TRANSACTION {
-            Some(ResponseError::InvalidRequest)
-        } else if req.key_type == KEY_TYPE_GROUP && key.is_empty() {
-            Some(ResponseError::InvalidGroupId)
-        } else if !ready {
-            Some(ResponseError::CoordinatorNotAvailable)
+        let coordinator = if req.key_type == KEY_TYPE_GROUP {
+            offsets_partition(&image, key.as_str())
+                .and_then(|tp| image.partition(&tp))
+                .filter(|p| image.leader_available(p))
+                .and_then(|p| image.broker(p.leader))
         } else {
-            None
+            image
+                .topic(OFFSETS_TOPIC)
+                .and_then(|_| image.broker(node))
+                .filter(|b| !b.fenced)
+        };
+        let error = if req.key_type != KEY_TYPE_GROUP && req.key_type != KEY_TYPE_TRANSACTION {
+            Err(ResponseError::InvalidRequest)
+        } else if req.key_type == KEY_TYPE_GROUP && key.is_empty() {
+            Err(ResponseError::InvalidGroupId)
+        } else {
+            coordinator.ok_or(ResponseError::CoordinatorNotAvailable)
         };
         match error {
-            Some(e) => Coordinator::default()
+            Err(e) => Coordinator::default()
                 .with_key(key.clone())
                 .with_node_id(BrokerId(-1))
                 .with_host(StrBytes::new())
                 .with_port(-1)
                 .with_error_code(e.code())
                 .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            None => Coordinator::default()
+            Ok(broker) => Coordinator::default()
                 .with_key(key.clone())
                 .with_node_id(BrokerId(broker.node_id))
                 .with_host(StrBytes::from_string(broker.host.clone()))

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest, latest, by timestamp, max timestamp.
+//! ListOffsets: earliest, latest, by timestamp, max timestamp; answered by the leader only
+//! (NOT_LEADER_OR_FOLLOWER elsewhere).
 
 use std::collections::HashMap;
 
@@ -15,21 +16,22 @@ use crate::runtime::messages::{ListOffsetsItem, ListOffsetsResult, ShardRequest,
 
 pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let image = ctx.shard.metadata();
+    let node = ctx.shard.node_id();
     let mut items = Vec::new();
     let mut unknown = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
             let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-            let exists = image.has_partition(&tp);
-            if exists {
+            if !image.has_partition(&tp) {
+                unknown.push(tp);
+            } else if image.leads(node, &tp) {
                 items.push(ListOffsetsItem {
                     tp,
                     timestamp: p.timestamp,
                     current_leader_epoch: p.current_leader_epoch,
                 });
-            } else {
-                unknown.push(tp);
             }
+            // Otherwise another broker leads it: NOT_LEADER_OR_FOLLOWER below.
         }
     }
     let results = scatter(

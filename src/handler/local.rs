@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::errors::{self, code};
 use crate::model::{LeaderEpoch, Offset, TopicPartition};
 use crate::runtime::messages::{
-    FetchItem, FetchRecords, FetchResult, ListOffsetsItem, ListOffsetsResult, ProduceBatch,
-    ProduceResult,
+    EpochEndItem, EpochEndResult, FetchItem, FetchRecords, FetchResult, ListOffsetsItem,
+    ListOffsetsResult, ProduceBatch, ProduceResult,
 };
 use crate::runtime::Shard;
 use crate::storage::{slice, Acks, AppendOptions, StorageError};
@@ -22,17 +22,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn leader_epoch(shard: &Shard, topic: &str) -> i32 {
+fn leader_epoch(shard: &Shard, tp: &TopicPartition) -> i32 {
     shard
         .metadata()
-        .topic(topic)
-        .map(|t| t.leader_epoch)
+        .partition(tp)
+        .map(|p| p.leader_epoch)
         .unwrap_or(0)
 }
 
 /// Checks a client's `current_leader_epoch` against ours (KIP-320); -1 means "not given".
 fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<i16> {
-    errors::leader_epoch(client_epoch, leader_epoch(shard, &tp.topic))
+    errors::leader_epoch(client_epoch, leader_epoch(shard, tp))
 }
 
 /// Appends a produce request's batches on this (the owning) shard. Each partition's place
@@ -79,7 +79,7 @@ pub fn produce(
                 let size = item.records.len() as u64;
                 let opts = AppendOptions {
                     acks: acks_of(),
-                    leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp.topic)),
+                    leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp)),
                     now_ms: now_ms(),
                 };
                 match log.append_reserved(place, item.records, opts).await {
@@ -244,7 +244,7 @@ pub async fn list_offsets(
             out.push(r);
             continue;
         }
-        let epoch = leader_epoch(shard, &item.tp.topic);
+        let epoch = leader_epoch(shard, &item.tp);
         match item.timestamp {
             -1 | -5 => {
                 r.offset = log.high_watermark().get();
@@ -273,6 +273,54 @@ pub async fn list_offsets(
                 Err(e) => r.error_code = errors::storage(&e),
             },
             _ => r.error_code = code::INVALID_REQUEST,
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// OffsetForLeaderEpoch on the owner (Kafka's `Partition.lastOffsetForLeaderEpoch`): the
+/// current epoch ends at the log end offset; an older one where the leader epoch cache says
+/// (`PartitionLog::end_offset_for_epoch`); a newer one is unknown (-1, -1). Kafka's leader
+/// records its epoch in the cache when it takes over; here the epoch changes in the image, so
+/// an epoch newer than the cache's latest (no batch written in it yet) ends at the log end.
+pub fn epoch_end_offsets(shard: &Rc<Shard>, items: Vec<EpochEndItem>) -> Vec<EpochEndResult> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut r = EpochEndResult {
+            tp: item.tp.clone(),
+            error_code: code::NONE,
+            leader_epoch: -1,
+            end_offset: -1,
+        };
+        let Some(log) = shard.logs.get(&item.tp) else {
+            r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+            out.push(r);
+            continue;
+        };
+        if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
+            r.error_code = e;
+            out.push(r);
+            continue;
+        }
+        let current = leader_epoch(shard, &item.tp);
+        let requested = item.leader_epoch;
+        let found = if requested < 0 || requested > current {
+            None
+        } else if requested == current {
+            Some((current, log.log_end_offset().get()))
+        } else {
+            match log.end_offset_for_epoch(LeaderEpoch(requested)) {
+                Some((epoch, end)) => Some((epoch.0, end.get())),
+                None => {
+                    let latest = log.leader_epoch_entries().last().map(|e| e.epoch.0);
+                    Some((latest.unwrap_or(requested), log.log_end_offset().get()))
+                }
+            }
+        };
+        if let Some((epoch, end)) = found {
+            r.leader_epoch = epoch;
+            r.end_offset = end;
         }
         out.push(r);
     }

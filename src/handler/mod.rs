@@ -68,6 +68,8 @@ pub struct RequestContext {
     /// This request's place in its connection's order (see [`dispatch`]); taken by the
     /// handler that needs it, dropped (passing the turn on) by everything else.
     turn: std::cell::RefCell<Option<crate::order::Ticket>>,
+    /// Where a handler reserves the bytes it copies into its response (see `net::responses`).
+    response_gate: Option<Rc<crate::net::responses::ResponseGate>>,
 }
 
 impl RequestContext {
@@ -79,6 +81,7 @@ impl RequestContext {
     ) -> RequestContext {
         RequestContext {
             turn: std::cell::RefCell::new(turn),
+            response_gate: None,
             shard,
             api_version: header.request_api_version,
             correlation_id: header.correlation_id,
@@ -88,6 +91,20 @@ impl RequestContext {
                 .map(|(h, _)| h.to_string())
                 .unwrap_or_default(),
         }
+    }
+
+    /// Attaches the connection's response bound to this request.
+    pub fn with_response_gate(
+        mut self,
+        gate: Rc<crate::net::responses::ResponseGate>,
+    ) -> RequestContext {
+        self.response_gate = Some(gate);
+        self
+    }
+
+    /// The connection's response bound, if the request came from a client connection.
+    pub fn response_gate(&self) -> Option<&crate::net::responses::ResponseGate> {
+        self.response_gate.as_deref()
     }
 
     /// Takes this request's connection ticket (at most once).

@@ -46,7 +46,7 @@ pub async fn handle(ctx: &RequestContext, mut req: OffsetCommitRequest) -> Offse
     for t in req.topics.iter_mut() {
         let count = image
             .topic(t.name.0.as_str())
-            .map(|ti| ti.partitions)
+            .map(|ti| ti.partition_count())
             .unwrap_or(0);
         t.partitions.retain(|p| {
             let ok = p.partition_index >= 0 && p.partition_index < count;

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 
 use super::errors::{self, code};
 use super::route::scatter_in_turn;
@@ -60,6 +62,7 @@ fn with_records_max_timestamp(data: Bytes, batch: &ValidBatch) -> Bytes {
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let v = ctx.api_version;
     let image = ctx.shard.metadata();
+    let node = ctx.shard.node_id();
     let acks = req.acks;
     let mut answers: HashMap<TopicPartition, ProduceResult> = HashMap::new();
     let mut order: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
@@ -109,6 +112,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     None => Some((code::UNKNOWN_TOPIC_OR_PARTITION, None)),
                     Some(ti) if ti.partition(p.index).is_none() => {
                         Some((code::UNKNOWN_TOPIC_OR_PARTITION, None))
+                    }
+                    Some(_) if !image.leads(node, &tp) => {
+                        Some((code::NOT_LEADER_OR_FOLLOWER, None))
                     }
                     Some(_) => None,
                 }
@@ -172,6 +178,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     if acks == 0 {
         return None;
     }
+    let mut leaders = Vec::new();
     let responses = order
         .into_iter()
         .map(|(name, id, indexes)| {
@@ -192,6 +199,14 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             if v >= 8 {
                                 pr = pr.with_error_message(a.error_message.clone().map(str_bytes));
                             }
+                            // KIP-951: where the partition's leader is now.
+                            let hint = errors::current_leader(&image, &tp, a.error_code);
+                            if let Some((leader, epoch)) = hint.filter(|_| v >= 10) {
+                                pr.current_leader = LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch);
+                                leaders.push(leader);
+                            }
                         }
                         None => {
                             pr = pr
@@ -211,5 +226,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             t
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    leaders.sort_unstable();
+    leaders.dedup();
+    let node_endpoints = leaders
+        .iter()
+        .filter_map(|id| image.broker(*id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
 }

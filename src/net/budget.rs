@@ -12,6 +12,11 @@
 //! frame larger than the whole budget takes all of it and runs alone; no frame
 //! waits for bytes that can never be freed, so there is no deadlock.
 //!
+//! A connection's read buffer is counted here too, where it fits when the connection
+//! opens (`try_hold`); those bytes are held for the connection's life, so they do not
+//! count against the rule that a frame runs when no other frame holds bytes (else a
+//! frame larger than what the buffers leave free would wait for ever).
+//!
 //! Lives on one shard (`!Send`); connections of that shard share it through `Rc`.
 
 use std::cell::{Cell, RefCell};
@@ -23,7 +28,10 @@ use std::task::{Context, Poll, Waker};
 
 pub struct RequestBudget {
     capacity: usize,
+    /// Bytes of frames.
     in_use: Cell<usize>,
+    /// Bytes of connections' read buffers.
+    buffers: Cell<usize>,
     /// Waiting acquisitions by arrival, woken in that order when bytes come back.
     waiters: RefCell<BTreeMap<u64, Waker>>,
     next_waiter: Cell<u64>,
@@ -33,6 +41,8 @@ pub struct RequestBudget {
 pub struct BudgetPermit {
     budget: Rc<RequestBudget>,
     bytes: usize,
+    /// A read buffer's bytes (see [`RequestBudget::try_hold`]), not a frame's.
+    buffer: bool,
 }
 
 impl RequestBudget {
@@ -44,6 +54,7 @@ impl RequestBudget {
         Rc::new(RequestBudget {
             capacity,
             in_use: Cell::new(0),
+            buffers: Cell::new(0),
             waiters: RefCell::new(BTreeMap::new()),
             next_waiter: Cell::new(0),
         })
@@ -53,8 +64,23 @@ impl RequestBudget {
         self.capacity
     }
 
+    /// Bytes held, frames and read buffers.
     pub fn in_use(&self) -> usize {
-        self.in_use.get()
+        self.in_use.get() + self.buffers.get()
+    }
+
+    /// Takes `bytes` for a connection's read buffer if they fit now; `None` otherwise
+    /// (the connection then reads through a smaller buffer, outside the budget).
+    pub fn try_hold(self: &Rc<Self>, bytes: usize) -> Option<BudgetPermit> {
+        if self.in_use() + bytes > self.capacity {
+            return None;
+        }
+        self.buffers.set(self.buffers.get() + bytes);
+        Some(BudgetPermit {
+            budget: self.clone(),
+            bytes,
+            buffer: true,
+        })
     }
 
     /// Waits until `bytes` (at most the whole budget) can be taken, and takes them.
@@ -70,7 +96,7 @@ impl RequestBudget {
     /// what is free would otherwise wait for ever when the budget is busy).
     fn try_take(&self, bytes: usize) -> bool {
         let used = self.in_use.get();
-        if used != 0 && used + bytes > self.capacity {
+        if used != 0 && self.in_use() + bytes > self.capacity {
             return false;
         }
         self.in_use.set(used + bytes);
@@ -81,10 +107,11 @@ impl RequestBudget {
         true
     }
 
-    fn give_back(&self, bytes: usize) {
-        let used = self.in_use.get();
+    fn give_back(&self, bytes: usize, buffer: bool) {
+        let cell = if buffer { &self.buffers } else { &self.in_use };
+        let used = cell.get();
         assert!(bytes <= used, "request budget returned more than was taken");
-        self.in_use.set(used - bytes);
+        cell.set(used - bytes);
         // Wake every waiter (in arrival order): each takes what fits when polled.
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, waker) in waiters {
@@ -101,7 +128,7 @@ impl BudgetPermit {
 
 impl Drop for BudgetPermit {
     fn drop(&mut self) {
-        self.budget.give_back(self.bytes);
+        self.budget.give_back(self.bytes, self.buffer);
     }
 }
 
@@ -123,6 +150,7 @@ impl Future for Acquire {
             return Poll::Ready(BudgetPermit {
                 budget: self.budget.clone(),
                 bytes: self.bytes,
+                buffer: false,
             });
         }
         // Keep this waiter's place (its id) across polls.
@@ -177,6 +205,25 @@ mod tests {
         assert!(budget.acquire(1).now_or_never().is_none());
         drop(huge);
         assert!(budget.waiters.borrow().is_empty());
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn read_buffers_take_what_fits_and_never_keep_a_frame_waiting_for_ever() {
+        let budget = RequestBudget::new(100);
+        let a = budget.try_hold(40).unwrap();
+        let b = budget.try_hold(40).unwrap();
+        assert!(budget.try_hold(40).is_none());
+        assert_eq!(budget.in_use(), 80);
+        // Frames share what the buffers leave...
+        let small = budget.acquire(20).now_or_never().unwrap();
+        assert!(budget.acquire(10).now_or_never().is_none());
+        drop(small);
+        // ...and a frame larger than that runs when no other frame holds bytes.
+        let big = budget.acquire(90).now_or_never().unwrap();
+        assert_eq!(budget.in_use(), 170);
+        assert!(budget.try_hold(1).is_none());
+        drop((a, b, big));
         assert_eq!(budget.in_use(), 0);
     }
 }

@@ -22,6 +22,7 @@ use glommio::task::JoinHandle;
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::budget::{BudgetPermit, RequestBudget};
+use super::responses::{Held, ResponseGate, ResponseQueue};
 use crate::handler::{self, Reply};
 use crate::limits;
 use crate::protocol::frame::Piece;
@@ -41,6 +42,9 @@ pub struct ConnectionLimits {
     pub frame_read_timeout: Duration,
     /// This shard's share of `queued.max.request.bytes`.
     pub budget: Rc<RequestBudget>,
+    /// Response bytes one connection may hold unsent before it stops reading
+    /// (`RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX`).
+    pub response_bytes_max: usize,
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLimits>) {
@@ -66,36 +70,70 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLim
     // close a connection that is waiting for its own answers (a long poll, a join).
     let in_flight = Rc::new(Cell::new(0usize));
     let writer_in_flight = in_flight.clone();
+    // The bytes of responses made and not yet written (see `responses`).
+    let responses = ResponseQueue::new(limits.response_bytes_max);
+    let writer_responses = responses.clone();
+    // When a byte last left for the client: a writer that makes no progress for
+    // `connections.max.idle.ms` (a client that does not read) closes the connection.
+    let progress = Rc::new(Cell::new(Instant::now()));
     let shared = Rc::new(RefCell::new(stream));
-    let reader = Half(shared.clone());
-    let mut writer = Half(shared);
+    let reader = Half(shared.clone(), progress.clone());
+    let mut writer = Half(shared, progress.clone());
     let writer_shard = shard.clone();
-    let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(
+    let idle = limits.idle;
+    let writer_peer = peer.clone();
+    let (tx, rx) = local_channel::new_bounded::<(u64, JoinHandle<(Reply, Option<Held>)>)>(
         limits::INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
     );
 
     let writer_task = glommio::spawn_local(async move {
-        while let Some(handle) = rx.recv().await {
-            let reply = handle.await;
+        // However the writer ends, nobody waits for it to make room.
+        struct CloseOnDrop(Rc<ResponseQueue>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnDrop(writer_responses.clone());
+        while let Some((seq, handle)) = rx.recv().await {
+            let Some((reply, held)) = handle.await else {
+                let _ = writer.close().await;
+                return;
+            };
             writer_in_flight.set(writer_in_flight.get().saturating_sub(1));
-            match reply {
-                Some(Reply::Response(bytes)) => {
-                    if let Err(e) = writer.write_all(&bytes).await {
-                        tracing::debug!(error = %e, "write failed; closing");
-                        return;
-                    }
+            progress.set(Instant::now());
+            let written = match reply {
+                Reply::Response(bytes) => {
+                    until_stalled(idle, &progress, writer.write_all(&bytes)).await
                 }
-                Some(Reply::Pieces(pieces)) => {
-                    if let Err(e) =
-                        write_pieces(&writer_shard, &mut writer, socket_fd, pieces).await
-                    {
-                        tracing::debug!(error = %e, "write failed; closing");
-                        return;
-                    }
+                Reply::Pieces(pieces) => {
+                    until_stalled(
+                        idle,
+                        &progress,
+                        write_pieces(&writer_shard, &mut writer, socket_fd, pieces),
+                    )
+                    .await
                 }
-                Some(Reply::NoResponse) => {}
-                Some(Reply::Close) | None => {
+                Reply::NoResponse => Some(Ok(())),
+                Reply::Close => {
                     let _ = writer.close().await;
+                    return;
+                }
+            };
+            drop(held);
+            match written {
+                Some(Ok(())) => writer_responses.written(seq),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed; closing");
+                    return;
+                }
+                None => {
+                    tracing::info!(peer = %writer_peer, ?idle, "client not reading its responses (connections.max.idle.ms); closing");
+                    // Ends the reader's pending read too.
+                    // SAFETY: shutdown(2) on the socket this connection owns.
+                    unsafe {
+                        libc::shutdown(socket_fd, libc::SHUT_RDWR);
+                    }
                     return;
                 }
             }
@@ -106,44 +144,104 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLim
     // Each request takes its place in the connection's order as it is read (see
     // `handler::dispatch` for which requests keep it).
     let order = crate::order::OrderQueue::new();
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    // The read buffer counts in the shard's budget where it fits; where it does not, a
+    // small one outside it (bounded by max.connections) keeps the connection usable.
+    let buffer_permit = limits.budget.try_hold(limits::READ_BUFFER_BYTES);
+    let buffer_bytes = match buffer_permit {
+        Some(_) => limits::READ_BUFFER_BYTES,
+        None => limits::READ_BUFFER_UNCOUNTED_BYTES,
+    };
+    let mut reader = BufReader::with_capacity(buffer_bytes, reader);
+    let mut seq = 0u64;
     loop {
+        // Muted while the connection holds more response bytes than its bound.
+        responses.room_to_read().await;
         let (frame, permit) = match read_frame(&mut reader, &limits, &in_flight, &peer).await {
             Some(f) => f,
             None => break,
         };
         in_flight.set(in_flight.get() + 1);
         shard.stats.requests.set(shard.stats.requests.get() + 1);
+        let this = seq;
+        seq += 1;
         let reply_task = match frame::decode_request(frame) {
             Ok(Decoded::Request(header, request)) => {
+                let gate = Rc::new(ResponseGate::new(responses.clone(), this));
                 let ctx =
-                    handler::RequestContext::new(shard.clone(), &header, &peer, Some(order.take()));
-                // The frame's budget returns when the handler is done with its bytes.
+                    handler::RequestContext::new(shard.clone(), &header, &peer, Some(order.take()))
+                        .with_response_gate(gate.clone());
+                let responses = responses.clone();
+                // The frame's budget returns when the handler is done with its bytes;
+                // the response's bytes count until the writer has written them.
                 glommio::spawn_local(async move {
                     let reply = handler::dispatch(ctx, header, *request).await;
                     drop(permit);
-                    reply
+                    let held = responses.hold(reply_bytes(&reply));
+                    gate.release();
+                    (reply, Some(held))
                 })
                 .detach()
             }
             Ok(Decoded::Immediate(bytes)) => {
-                glommio::spawn_local(async move { Reply::Response(bytes) }).detach()
+                let held = responses.hold(bytes.len());
+                glommio::spawn_local(async move { (Reply::Response(bytes), Some(held)) }).detach()
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, error = %e, "malformed request; closing connection");
                 let _ = tx
-                    .send(glommio::spawn_local(async { Reply::Close }).detach())
+                    .send((
+                        this,
+                        glommio::spawn_local(async { (Reply::Close, None) }).detach(),
+                    ))
                     .await;
                 break;
             }
         };
-        if tx.send(reply_task).await.is_err() {
+        if tx.send((this, reply_task)).await.is_err() {
             break;
         }
     }
     drop(tx);
     writer_task.await;
+    drop((reader, buffer_permit));
     shard.open_sockets.borrow_mut().remove(&connection_id);
+}
+
+/// The bytes a reply holds in memory (file ranges hold none).
+fn reply_bytes(reply: &Reply) -> usize {
+    match reply {
+        Reply::Response(b) => b.len(),
+        Reply::Pieces(pieces) => pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len(),
+                Piece::File(_) => 0,
+            })
+            .sum(),
+        Reply::NoResponse | Reply::Close => 0,
+    }
+}
+
+/// Runs a write; `None` if no byte left for the client for `idle` (Kafka closes a
+/// connection idle for `connections.max.idle.ms`, and one whose client does not read is).
+async fn until_stalled<F: std::future::Future<Output = std::io::Result<()>>>(
+    idle: Option<Duration>,
+    progress: &Cell<Instant>,
+    write: F,
+) -> Option<std::io::Result<()>> {
+    let Some(idle) = idle else {
+        return Some(write.await);
+    };
+    futures_lite::future::or(async { Some(write.await) }, async {
+        loop {
+            let since = progress.get().elapsed();
+            if since >= idle {
+                return None;
+            }
+            glommio::timer::sleep(idle - since).await;
+        }
+    })
+    .await
 }
 
 /// Writes a response made of bytes and file ranges; file ranges go by sendfile(2)
@@ -185,7 +283,7 @@ async fn send_file(writer: &mut Half, socket_fd: RawFd, f: &FileSlice) -> std::i
                     "segment shorter than the fetch range",
                 ))
             }
-            Ok(_) => {}
+            Ok(_) => writer.1.set(Instant::now()),
             Err(nix::errno::Errno::EAGAIN) => {
                 let mut byte = [0u8; 1];
                 let n = nix::sys::uio::pread(&*f.file, &mut byte, offset)?;
@@ -325,7 +423,8 @@ async fn read_body<R: futures_lite::AsyncRead + Unpin>(
 
 /// One direction of a connection. Both halves share the stream on this one
 /// thread; a borrow lasts only for one synchronous poll, never across `.await`.
-struct Half(Rc<RefCell<TcpStream>>);
+/// The cell is when a byte was last written.
+struct Half(Rc<RefCell<TcpStream>>, Rc<Cell<Instant>>);
 
 impl futures_lite::AsyncRead for Half {
     fn poll_read(
@@ -345,7 +444,13 @@ impl futures_lite::AsyncWrite for Half {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let mut s = self.0.borrow_mut();
-        Pin::new(&mut *s).poll_write(cx, buf)
+        let written = Pin::new(&mut *s).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            if n > 0 {
+                self.1.set(Instant::now());
+            }
+        }
+        written
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let mut s = self.0.borrow_mut();

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod connection;
+pub mod responses;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
                 .div_ceil(shard.nr_shards)
                 .max(1),
         ),
+        response_bytes_max: limits::RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX,
     });
     let per_ip: Rc<RefCell<HashMap<IpAddr, usize>>> = Rc::new(RefCell::new(HashMap::new()));
     let refusals = RefusalLog::default();

@@ -43,6 +43,8 @@ pub enum ShardRequest {
         wait_ms: u64,
     },
     ListOffsets(Vec<ListOffsetsItem>),
+    /// OffsetForLeaderEpoch: where each requested epoch ends, from the leader epoch cache.
+    EpochEndOffsets(Vec<EpochEndItem>),
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
@@ -66,6 +68,7 @@ pub enum ShardResponse {
     Fetch(Vec<FetchResult>),
     DataReady,
     ListOffsets(Vec<ListOffsetsResult>),
+    EpochEndOffsets(Vec<EpochEndResult>),
     DeleteRecords(Vec<(TopicPartition, i16, i64)>),
     LogDirs(Vec<(TopicPartition, u64)>),
     Group(crate::group::GroupResponse),
@@ -141,6 +144,20 @@ pub struct ListOffsetsItem {
     pub tp: TopicPartition,
     pub timestamp: i64,
     pub current_leader_epoch: i32,
+}
+
+pub struct EpochEndItem {
+    pub tp: TopicPartition,
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
+}
+
+/// `leader_epoch` and `end_offset` are -1 when the epoch is unknown (Kafka's UNDEFINED).
+pub struct EpochEndResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
 }
 
 pub struct ListOffsetsResult {

@@ -20,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cluster::controller::{self, Outcome};
 use crate::cluster::image::CONSUMER_OFFSETS_TOPIC;
-use crate::cluster::{BrokerImage, ControllerCommand, ControllerError, MetadataImage};
+use crate::cluster::{ControllerCommand, ControllerError, MetadataImage};
 use crate::config::BrokerConfig;
 use crate::limits;
 use crate::model::ShardId;
@@ -56,6 +56,9 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // A directory formatted for another cluster or node is refused before anything opens.
+    let configured_cluster = config.get("cluster.id").to_string();
+    crate::cluster::meta::check(&config.data_dir, config.node_id, Some(&configured_cluster))?;
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
@@ -72,13 +75,7 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
         None => (addr.ip().to_string(), addr.port()),
     };
-    let broker = BrokerImage {
-        node_id: config.node_id,
-        host,
-        port,
-        rack: None,
-    };
-    let image = initial_image(&config, broker)?;
+    let image = initial_image(&config, host, port)?;
     let nr = config.cores;
     tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
 
@@ -216,9 +213,43 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Loads the persisted image (or makes one), and creates the internal topics.
-fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<MetadataImage> {
-    let mut image = MetadataImage::load_or_new(&config.data_dir, broker)?;
+/// Loads the persisted image (or makes one), registers this node as its one unfenced broker,
+/// and creates the internal topics (single-node mode: shard 0 is the whole controller).
+fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Result<MetadataImage> {
+    let mut image = MetadataImage::load_or_new(&config.data_dir, config.node_id)?;
+    let run = |image: &mut MetadataImage, cmd: ControllerCommand| -> anyhow::Result<Outcome> {
+        let (next, outcome) = controller::apply(image, &cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
+        *image = next;
+        Ok(outcome)
+    };
+    // The directory's recorded cluster id wins (`sluice format` may have written it), then
+    // the configured `cluster.id`, then a new one.
+    let stored = crate::cluster::meta::read(&config.data_dir)?;
+    match (stored, config.get("cluster.id")) {
+        (Some(meta), _) => image.cluster_id = meta.cluster_id,
+        (None, configured) if !configured.is_empty() => image.cluster_id = configured.to_string(),
+        (None, _) => {}
+    }
+    if image.cluster_id.is_empty() {
+        let cluster_id = crate::cluster::image::new_cluster_id();
+        run(&mut image, ControllerCommand::SetClusterId { cluster_id })?;
+    }
+    let rack = config.rack.clone();
+    let register = ControllerCommand::RegisterBroker {
+        node_id: config.node_id,
+        incarnation_id: uuid::Uuid::new_v4(),
+        host,
+        port,
+        rack,
+    };
+    let Outcome::BrokerRegistered { epoch, .. } = run(&mut image, register)? else {
+        anyhow::bail!("registering this broker gave no epoch");
+    };
+    let unfence = ControllerCommand::UnfenceBroker {
+        node_id: config.node_id,
+        epoch,
+    };
+    run(&mut image, unfence)?;
     if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
         let mut configs = std::collections::BTreeMap::new();
         configs.insert(
@@ -228,15 +259,16 @@ fn initial_image(config: &BrokerConfig, broker: BrokerImage) -> anyhow::Result<M
         configs.insert("retention.ms".to_string(), "-1".to_string());
         let cmd = ControllerCommand::CreateTopic {
             name: CONSUMER_OFFSETS_TOPIC.to_string(),
+            id: uuid::Uuid::new_v4(),
             partitions: config.int("offsets.topic.num.partitions", 50) as i32,
             replication_factor: 1,
             configs,
             internal: true,
+            assignment: None,
         };
-        let (next, _) = controller::apply(&image, &cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
-        image = next;
+        run(&mut image, cmd)?;
     }
-    image.persist(&config.data_dir)?;
+    image.persist(&config.data_dir, config.node_id)?;
     Ok(image)
 }
 
@@ -301,18 +333,38 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
 /// bound on mesh work in progress (`MESH_REQUESTS_IN_PROGRESS_MAX`): at the bound the reader
 /// stops, the channel fills and the sending shards wait — backpressure instead of a task per
 /// message without end. Metadata work (images, controller commands) takes no permit, so a
-/// shard full of long polls still applies a new image once its stream reaches it.
+/// shard at the bound still applies a new image once its stream reaches it; parked long
+/// polls take a permit of their own bound instead (below).
 fn spawn_mesh_receivers(
     shard: &Rc<Shard>,
     mut receivers: glommio::channels::channel_mesh::Receivers<Envelope>,
     requests: bool,
 ) {
     use futures_lite::StreamExt;
+    // Parked long polls (WaitForData) hold no permit of `mesh_work`: they may park for up to
+    // `FETCH_WAIT_MS_MAX`, and at the bound they would stop the mesh (and with it the
+    // produces that would wake them) for that long. They are bounded apart, without ever
+    // making the receiver wait: past `MESH_WAITS_PARKED_MAX` a wait is answered at once
+    // (the fetch re-reads: a spurious wake-up, not a lost request).
+    let waits = Rc::new(glommio::sync::Semaphore::new(
+        crate::limits::MESH_WAITS_PARKED_MAX as u64,
+    ));
     for (_, mut stream) in receivers.streams() {
         let shard = shard.clone();
+        let waits = waits.clone();
         glommio::spawn_local(async move {
-            while let Some(envelope) = stream.next().await {
-                let permit = match &envelope {
+            while let Some(mut envelope) = stream.next().await {
+                let permit = match &mut envelope {
+                    Envelope::Request {
+                        request: ShardRequest::WaitForData { wait_ms, .. },
+                        ..
+                    } if requests => match waits.try_acquire_static_permit(1) {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            *wait_ms = 0;
+                            None
+                        }
+                    },
                     Envelope::Request { request, .. } if requests && request.is_data_work() => {
                         shard.mesh_work.clone().acquire_static_permit(1).await.ok()
                     }
@@ -361,6 +413,9 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
                 async move { ShardResponse::ListOffsets(local::list_offsets(&shard, items).await) },
             )
         }
+        ShardRequest::EpochEndOffsets(items) => Box::pin(async move {
+            ShardResponse::EpochEndOffsets(local::epoch_end_offsets(&shard, items))
+        }),
         ShardRequest::DeleteRecords(items) => Box::pin(async move {
             ShardResponse::DeleteRecords(local::delete_records(&shard, items).await)
         }),
@@ -388,9 +443,10 @@ async fn run_controller(
     let (next, outcome) = controller::apply(&current, &cmd)?;
     let next = Arc::new(next);
     let dir = shard.config.data_dir.clone();
+    let node_id = shard.node_id();
     let to_write = next.clone();
     let persisted = glommio::executor()
-        .spawn_blocking(move || to_write.persist(&dir))
+        .spawn_blocking(move || to_write.persist(&dir, node_id))
         .await;
     persisted.map_err(|e| ControllerError::Persist(e.to_string()))?;
     let image = next.clone();
@@ -403,7 +459,7 @@ async fn run_controller(
         Outcome::Topic(t),
     ) = (&cmd, &outcome)
     {
-        let owners: Vec<usize> = (0..t.partitions)
+        let owners: Vec<usize> = (0..t.partition_count())
             .map(|p| {
                 placement::shard_for(
                     &crate::model::TopicPartition::new(t.name.clone(), p),
@@ -423,9 +479,16 @@ fn short(cmd: &ControllerCommand) -> String {
             name, partitions, ..
         } => format!("create topic {name} ({partitions})"),
         ControllerCommand::DeleteTopic { name, .. } => format!("delete topic {name}"),
-        ControllerCommand::CreatePartitions { name, count } => {
+        ControllerCommand::CreatePartitions { name, count, .. } => {
             format!("partitions of {name} -> {count}")
         }
+        ControllerCommand::RegisterBroker { node_id, .. } => format!("register broker {node_id}"),
+        ControllerCommand::UnfenceBroker { node_id, .. } => format!("unfence broker {node_id}"),
+        ControllerCommand::FenceBroker { node_id, .. } => format!("fence broker {node_id}"),
+        ControllerCommand::BeginControlledShutdown { node_id, .. } => {
+            format!("controlled shutdown of broker {node_id}")
+        }
+        ControllerCommand::SetClusterId { cluster_id } => format!("cluster id {cluster_id}"),
         ControllerCommand::AlterTopicConfigs { name, .. } => format!("alter configs of {name}"),
         ControllerCommand::AllocateProducerIds => "allocate producer ids".into(),
     }

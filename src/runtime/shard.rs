@@ -43,6 +43,9 @@ pub struct Shard {
     pub open_sockets: RefCell<std::collections::HashMap<u64, std::os::fd::RawFd>>,
     pub next_connection_id: Cell<u64>,
     pub shutting_down: Cell<bool>,
+    /// The node id of the active controller as this node last learned it (this node in
+    /// single-node mode; the runtime updates it when the Raft leader changes).
+    pub controller_id: Cell<i32>,
     pub stats: Stats,
 }
 
@@ -95,6 +98,7 @@ impl Shard {
         Shard {
             id,
             nr_shards,
+            controller_id: Cell::new(config.node_id),
             config,
             logs,
             groups,
@@ -120,6 +124,16 @@ impl Shard {
     /// The last metadata image this shard received.
     pub fn metadata(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
+    }
+
+    /// This node's id (`node.id`).
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether this node leads `tp` in the current image.
+    pub fn leads(&self, tp: &TopicPartition) -> bool {
+        self.metadata().leads(self.node_id(), tp)
     }
 
     pub fn shard_for(&self, tp: &TopicPartition) -> ShardId {
@@ -203,15 +217,7 @@ impl Shard {
             return;
         }
         *self.image.borrow_mut() = image.clone();
-        let mut wanted: HashSet<TopicPartition> = HashSet::new();
-        for t in image.topics.values() {
-            for p in 0..t.partitions {
-                let tp = TopicPartition::new(t.name.clone(), p);
-                if self.shard_for(&tp) == self.id {
-                    wanted.insert(tp);
-                }
-            }
-        }
+        let wanted = partitions_of_shard(&image, self.node_id(), self.id, self.nr_shards);
         for log in self.logs.partitions() {
             let tp = log.topic_partition().clone();
             let stale = match image.topic(&tp.topic) {
@@ -226,9 +232,12 @@ impl Shard {
         }
         let mut to_open = Vec::new();
         for t in image.topics.values() {
-            let changed = old.topic(&t.name) != Some(t);
+            // What the log configuration is made of; leader and ISR changes do not touch it.
+            let changed = old
+                .topic(&t.name)
+                .is_none_or(|o| o.configs != t.configs || o.partitions.len() != t.partitions.len());
             let cfg = log_config(&self.config, t);
-            for p in 0..t.partitions {
+            for p in 0..t.partition_count() {
                 let tp = TopicPartition::new(t.name.clone(), p);
                 if !wanted.contains(&tp) {
                     continue;
@@ -282,6 +291,26 @@ impl Shard {
     }
 }
 
+/// The partitions shard `shard` of node `node` opens: those with a replica on the node that
+/// the shard owns among the node's shards (a pure function of the partition and shard count).
+pub fn partitions_of_shard(
+    image: &MetadataImage,
+    node: i32,
+    shard: ShardId,
+    nr_shards: usize,
+) -> HashSet<TopicPartition> {
+    let mut wanted = HashSet::new();
+    for t in image.topics.values() {
+        for (p, part) in (0..).zip(&t.partitions) {
+            let tp = TopicPartition::new(t.name.clone(), p);
+            if part.replicas.contains(&node) && placement::shard_for(&tp, nr_shards) == shard {
+                wanted.insert(tp);
+            }
+        }
+    }
+    wanted
+}
+
 /// The storage configuration of a topic: its overrides over the broker's defaults.
 pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
     let eff = topic::effective(broker, &t.configs);
@@ -311,7 +340,7 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
         retention_ms: opt_pos("retention.ms"),
         retention_bytes: opt_pos("retention.bytes"),
         retention_disk_percent: disk,
-        topic_partition_count: t.partitions.max(1) as u32,
+        topic_partition_count: t.partition_count().max(1) as u32,
         // Unset (or Long.MAX) means Sluice's durable default: fsync before acknowledging.
         flush_messages: (!unset("flush.messages")
             && flush_messages > 0
@@ -324,5 +353,56 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
             .map(|(v, _)| v == "LogAppendTime")
             .unwrap_or(false),
         file_delete_delay_ms: int("file.delete.delay.ms").max(0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::PartitionImage;
+
+    #[test]
+    fn a_shard_opens_only_partitions_with_a_replica_on_its_node() {
+        let part = |replicas: Vec<i32>| PartitionImage {
+            isr: replicas.clone(),
+            leader: replicas[0],
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let mut image = MetadataImage::empty();
+        image.topics.insert(
+            "t".into(),
+            TopicImage {
+                name: "t".into(),
+                id: uuid::Uuid::from_u128(1),
+                configs: Default::default(),
+                internal: false,
+                partitions: vec![
+                    part(vec![1, 2]),
+                    part(vec![2, 3]),
+                    part(vec![3, 1]),
+                    part(vec![2]),
+                ],
+            },
+        );
+        let on_node = |node: i32| -> Vec<i32> {
+            let mut all: Vec<i32> = (0..2)
+                .flat_map(|s| partitions_of_shard(&image, node, ShardId(s), 2))
+                .map(|tp| tp.partition)
+                .collect();
+            all.sort_unstable();
+            all
+        };
+        assert_eq!(on_node(1), vec![0, 2]);
+        assert_eq!(on_node(2), vec![0, 1, 3]);
+        assert_eq!(on_node(3), vec![1, 2]);
+        assert!(on_node(4).is_empty());
+        // Each partition of a node is on exactly the shard `shard_for` names.
+        for s in 0..2 {
+            for tp in partitions_of_shard(&image, 2, ShardId(s), 2) {
+                assert_eq!(placement::shard_for(&tp, 2), ShardId(s));
+            }
+        }
     }
 }

@@ -27,6 +27,9 @@ pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Per-partition log start offset, in Kafka's offset checkpoint text format.
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset-checkpoint";
 
+/// Kafka's `leader-epoch-checkpoint`: the leader epoch cache (see `leader_epoch.rs`).
+pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+
 /// Present only while a truncation (`PartitionLog::truncate_to`, `truncate_fully_and_start_at`)
 /// is in progress: the log end it truncates to, so recovery completes an interrupted one. Our
 /// format (Kafka has no such file); see docs/on-disk-format.md.

@@ -9,8 +9,8 @@ use crate::model::Offset;
 
 use super::error::StorageError;
 use super::file_names::{
-    offset_file_name, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE,
-    SNAPSHOT_SUFFIX,
+    offset_file_name, parse_offset_file_name, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE,
+    RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX,
 };
 use super::log::PartitionLog;
 use super::recovery::encode_checkpoint;
@@ -136,6 +136,9 @@ impl PartitionLog {
         self.producers
             .borrow_mut()
             .truncate_to(Offset(committed.next_offset));
+        self.epochs
+            .borrow_mut()
+            .truncate_from_end(committed.next_offset);
         let mut offsets = self.offsets.get();
         assert_eq!(offsets.written, committed.next_offset);
         offsets.log_end = committed.next_offset;
@@ -251,6 +254,17 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         assert!(self.checkpoint_lock.is_locked());
         let io = self.shard.io.clone();
+        // The epochs of the batches below the new recovery point are durable before it is
+        // (recovery does not scan those batches again).
+        let (epochs, changes) = {
+            let epochs = self.epochs.borrow();
+            (epochs.encode(), epochs.changes())
+        };
+        if changes != self.epochs_written.get() {
+            io.write_file_atomic(&self.dir.join(LEADER_EPOCH_FILE), epochs)
+                .await?;
+            self.epochs_written.set(changes);
+        }
         let path = self
             .dir
             .join(offset_file_name(Offset(offset), SNAPSHOT_SUFFIX));

@@ -21,6 +21,7 @@ use super::batch::{self, BatchHeader};
 use super::config::{Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult};
 use super::error::StorageError;
 use super::index::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use super::leader_epoch::{EpochEntry, LeaderEpochCache};
 use super::manager::ShardContext;
 use super::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
 use super::segment::{BatchEdit, RollLimits, Segment, NO_TIMESTAMP};
@@ -77,6 +78,10 @@ pub struct PartitionLog {
     pub(super) segments: RefCell<BTreeMap<i64, Rc<Segment>>>,
     pub(super) offsets: Cell<Offsets>,
     pub(super) producers: RefCell<ProducerStateManager>,
+    /// Kafka's leader epoch cache, from the batches' partition leader epochs.
+    pub(super) epochs: RefCell<LeaderEpochCache>,
+    /// `epochs.changes()` as of the last write of `leader-epoch-checkpoint`.
+    pub(super) epochs_written: Cell<u64>,
     pub(super) waiters: RefCell<VecDeque<Waiter>>,
     pub(super) hwm_waiters: WakerSet,
     /// Appends take their offsets in the order they took a place here (FIFO, the place
@@ -114,6 +119,9 @@ pub(super) struct LoadedLog {
     pub segments: BTreeMap<i64, Rc<Segment>>,
     pub offsets: Offsets,
     pub producers: ProducerStateManager,
+    pub epochs: LeaderEpochCache,
+    /// `epochs.changes()` of what `leader-epoch-checkpoint` holds.
+    pub epochs_written: u64,
     pub recovery_point: i64,
     pub recovered_bytes: u64,
     /// The clean-shutdown marker was removed at open and the directory not yet fsynced.
@@ -139,6 +147,8 @@ impl PartitionLog {
             segments: RefCell::new(loaded.segments),
             offsets: Cell::new(loaded.offsets),
             producers: RefCell::new(loaded.producers),
+            epochs: RefCell::new(loaded.epochs),
+            epochs_written: Cell::new(loaded.epochs_written),
             waiters: RefCell::new(VecDeque::new()),
             hwm_waiters: WakerSet::default(),
             append_lock: OrderQueue::new(),
@@ -196,6 +206,19 @@ impl PartitionLog {
     pub fn producer_state(&self, producer_id: crate::model::ProducerId) -> Option<ProducerEntry> {
         self.producers.borrow().get(producer_id).cloned()
     }
+    /// Kafka's `UnifiedLog.endOffsetForEpoch`, for OffsetForLeaderEpoch: the largest epoch
+    /// <= `epoch` this log holds and the offset where it ends (the next epoch's start offset,
+    /// or the log end offset for the latest epoch). `None` for a negative epoch, an epoch above
+    /// the latest, or a log that has none (Kafka's UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs
+            .borrow()
+            .end_offset_for(epoch.0, self.offsets.get().log_end)
+    }
+    /// The leader epoch cache: each epoch and the first offset written in it, oldest first.
+    pub fn leader_epoch_entries(&self) -> Vec<EpochEntry> {
+        self.epochs.borrow().entries().to_vec()
+    }
     /// Whether the log stopped after an fdatasync error (see [`StorageError::LogFailed`]).
     pub fn is_failed(&self) -> bool {
         self.failed.get()
@@ -216,7 +239,13 @@ impl PartitionLog {
     }
     pub(super) fn set_offsets(&self, offsets: Offsets) {
         offsets.check();
-        let advanced = offsets.high_watermark > self.offsets.get().high_watermark;
+        let old = self.offsets.get();
+        let advanced = offsets.high_watermark > old.high_watermark;
+        if offsets.log_start > old.log_start {
+            self.epochs
+                .borrow_mut()
+                .truncate_from_start(offsets.log_start);
+        }
         self.offsets.set(offsets);
         if advanced {
             self.hwm_waiters.wake_all();
@@ -455,8 +484,10 @@ impl PartitionLog {
             .append(records, batches, &edit, interval);
         {
             let mut producers = self.producers.borrow_mut();
+            let mut epochs = self.epochs.borrow_mut();
             for header in &stored {
                 producers.update(header);
+                epochs.assign(header.partition_leader_epoch, header.base_offset);
             }
         }
         let first = stored.first().map_or(offsets.log_end, |h| h.base_offset);

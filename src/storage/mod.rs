@@ -14,6 +14,7 @@ pub mod file_names;
 pub mod flush;
 pub mod index;
 pub mod io;
+pub mod leader_epoch;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
@@ -30,11 +31,14 @@ pub use config::{
 };
 pub use error::StorageError;
 pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};
+pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use log::PartitionLog;
 pub use manager::LogManager;
 pub use producer_state::{BatchMetadata, ProducerEntry};
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod leader_epoch_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -17,10 +17,11 @@ use super::config::LogConfig;
 use super::error::StorageError;
 use super::file_names::{
     offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE,
-    DELETED_SUFFIX, INDEX_SUFFIX, LOG_START_OFFSET_FILE, LOG_SUFFIX, PARTITION_METADATA_FILE,
-    RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
+    DELETED_SUFFIX, INDEX_SUFFIX, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE, LOG_SUFFIX,
+    PARTITION_METADATA_FILE, RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
+use super::leader_epoch::LeaderEpochCache;
 use super::log::{LoadedLog, Offsets, PartitionLog};
 use super::manager::ShardContext;
 use super::producer_state::ProducerStateManager;
@@ -89,9 +90,19 @@ pub(super) async fn load(
     deleted |= drop_segments_below(&mut segments, log_start_checkpoint).await?;
     let bases: Vec<Offset> = segments.keys().map(|b| Offset(*b)).collect();
     let (snapshot_offset, mut producers) = load_snapshot(io.as_ref(), &dir, &names).await?;
+    let loaded_epochs = load_epochs(io.as_ref(), &dir).await?;
+    let mut epochs = loaded_epochs.clone().unwrap_or_default();
     let mut leader_epoch = 0;
     let mut apply = |header: &batch::BatchHeader| {
         leader_epoch = leader_epoch.max(header.partition_leader_epoch);
+        // Kafka's `LogSegment.recover`: only a newer epoch is assigned; entries of batches
+        // that did not survive are removed below, by the log end.
+        if epochs
+            .latest()
+            .is_none_or(|latest| header.partition_leader_epoch > latest.epoch.0)
+        {
+            epochs.assign(header.partition_leader_epoch, header.base_offset);
+        }
         if header.base_offset >= snapshot_offset {
             producers.update(header);
         }
@@ -150,6 +161,12 @@ pub(super) async fn load(
         io.remove_file(&path).await?;
         producers = rebuild_producers(&segments).await?;
     }
+    if loaded_epochs.is_none() {
+        // No (usable) leader-epoch-checkpoint, as in a data directory from before the file:
+        // every batch header of the (now verified) log gives the epochs.
+        epochs = rebuild_epochs(&segments).await?;
+    }
+    epochs.truncate_from_end(log_end);
     if end_at.is_some() && start.is_some_and(|scan| snapshot_offset < scan) {
         // The snapshot at the old recovery point was above the truncation and is gone: the
         // batches between the older snapshot and the scan would be missing.
@@ -158,6 +175,8 @@ pub(super) async fn load(
     if end_at.is_some() {
         // Everything up to the log end is verified and durable: checkpoint it, then the
         // truncation is complete.
+        io.write_file_atomic(&dir.join(LEADER_EPOCH_FILE), epochs.encode())
+            .await?;
         let snapshot = producers.encode_snapshot();
         let path = offset_file_path(&dir, Offset(log_end), SNAPSHOT_SUFFIX);
         io.write_file_atomic(&path, snapshot).await?;
@@ -174,6 +193,16 @@ pub(super) async fn load(
         .unwrap_or(first_base)
         .max(first_base)
         .min(log_end);
+    epochs.truncate_from_start(log_start);
+    // After a clean stop only the tail was scanned: the cache knows the epochs before it.
+    let leader_epoch = leader_epoch.max(epochs.latest().map_or(0, |e| e.epoch.0));
+    // What the file holds: written just above, or as loaded (then changed only if recovery
+    // assigned or truncated entries, which the next checkpoint writes).
+    let epochs_written = match (&loaded_epochs, end_at) {
+        (_, Some(_)) => epochs.changes(),
+        (Some(loaded), None) if *loaded == epochs => epochs.changes(),
+        _ => u64::MAX,
+    };
     let offsets = Offsets {
         log_start,
         high_watermark: log_end,
@@ -207,6 +236,8 @@ pub(super) async fn load(
         segments,
         offsets,
         producers,
+        epochs,
+        epochs_written,
         recovery_point,
         recovered_bytes: recovered,
         marker_sync_pending: clean,
@@ -275,6 +306,41 @@ async fn drop_segments_below(
         }
     }
     Ok(deleted)
+}
+
+/// The leader epoch cache from `leader-epoch-checkpoint`; `None` when absent or damaged (the
+/// caller then rebuilds it from the log).
+async fn load_epochs(
+    io: &dyn StorageIo,
+    dir: &Path,
+) -> Result<Option<LeaderEpochCache>, StorageError> {
+    let path = dir.join(LEADER_EPOCH_FILE);
+    let Some(bytes) = io.read_file(&path).await? else {
+        return Ok(None);
+    };
+    let cache = LeaderEpochCache::decode(&bytes);
+    if cache.is_none() {
+        tracing::warn!(path = %path.display(), "ignoring damaged leader epoch checkpoint: rebuilding it from the log");
+    }
+    Ok(cache)
+}
+
+/// The leader epoch cache from every batch header of the log.
+async fn rebuild_epochs(
+    segments: &BTreeMap<i64, Rc<Segment>>,
+) -> Result<LeaderEpochCache, StorageError> {
+    let epochs = std::cell::RefCell::new(LeaderEpochCache::default());
+    for segment in segments.values() {
+        segment
+            .scan_headers(0, segment.size(), |header| {
+                epochs
+                    .borrow_mut()
+                    .assign(header.partition_leader_epoch, header.base_offset);
+                false
+            })
+            .await?;
+    }
+    Ok(epochs.into_inner())
 }
 
 /// Producer state from every batch header of the log (when no usable snapshot exists).
@@ -399,9 +465,10 @@ async fn complete_start_at(
 ) -> Result<(), StorageError> {
     tracing::warn!(partition = %tp, start, "completing an interrupted full truncation");
     for name in names {
-        let doomed = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX]
-            .iter()
-            .any(|suffix| parse_offset_file_name(name, suffix).is_some());
+        let doomed = name == LEADER_EPOCH_FILE
+            || [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX]
+                .iter()
+                .any(|suffix| parse_offset_file_name(name, suffix).is_some());
         if doomed {
             io.remove_file(&dir.join(name)).await?;
         }

@@ -249,6 +249,7 @@ impl PartitionLog {
         };
         segment.apply_cut(cut);
         self.producers.borrow_mut().truncate_to(Offset(end));
+        self.epochs.borrow_mut().truncate_from_end(end);
         let mut offsets = self.offsets.get();
         assert_eq!(
             offsets.durable, offsets.log_end,
@@ -319,6 +320,7 @@ impl PartitionLog {
             .rev()
             .collect();
         *self.producers.borrow_mut() = ProducerStateManager::default();
+        self.epochs.borrow_mut().clear();
         let old = self.offsets.get();
         assert_eq!(old.durable, old.log_end, "truncation after a full flush");
         self.set_offsets(Offsets {

@@ -7,10 +7,10 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 
-use crate::model::{Offset, ProducerId};
+use crate::model::{LeaderEpoch, Offset, ProducerId};
 
 use super::batch::{self, BatchHeader};
-use super::config::{Acks, LogConfig};
+use super::config::{Acks, AppendOptions, LogConfig};
 use super::error::StorageError;
 use super::fault_io::FaultyIo;
 use super::file_names::{offset_file_path, INDEX_SUFFIX, TRUNCATION_FILE};
@@ -39,13 +39,41 @@ fn segmented() -> LogConfig {
     }
 }
 
-/// Appends `count` batches whose timestamps are their index from `first` (the batch's id).
+/// Appends `count` batches whose timestamps are their index from `first` (the batch's id),
+/// in leader epoch `epoch_of(id)`.
 async fn append_batches(log: &PartitionLog, first: i64, count: i64) {
     for id in first..first + count {
-        log.append(batch_at(id, RECORDS, 100), opts(Acks::All, 0))
+        let options = AppendOptions {
+            leader_epoch: LeaderEpoch(epoch_of(id)),
+            ..opts(Acks::All, 0)
+        };
+        log.append(batch_at(id, RECORDS, 100), options)
             .await
             .expect("append");
     }
+}
+
+/// A new leader epoch every five batches.
+fn epoch_of(id: i64) -> i32 {
+    (id / 5) as i32
+}
+
+/// The epoch cache of a log holding `batches` (base offset, id), as `(epoch, start offset)`.
+fn expected_epochs(batches: &[(i64, i64)]) -> Vec<(i32, i64)> {
+    let mut out: Vec<(i32, i64)> = Vec::new();
+    for (base, id) in batches {
+        if out.last().is_none_or(|(epoch, _)| *epoch < epoch_of(*id)) {
+            out.push((epoch_of(*id), *base));
+        }
+    }
+    out
+}
+
+fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {
+    log.leader_epoch_entries()
+        .iter()
+        .map(|e| (e.epoch.0, e.start_offset.0))
+        .collect()
 }
 
 /// (base offset, id) of every batch readable from the log start.
@@ -455,6 +483,11 @@ async fn power_cut_during_truncation(
         assert_eq!(kept, want, "cut {cut_at}: the new log, whole");
     }
     check_lookups(&log).await;
+    assert_eq!(
+        epochs(&log),
+        expected_epochs(&kept),
+        "cut {cut_at}: epoch cache"
+    );
     assert!(
         !rebooted.exists(&data_dir().join("t-0").join(TRUNCATION_FILE)),
         "cut {cut_at}: recovery completed the truncation"
@@ -520,6 +553,121 @@ fn reads_racing_a_truncation_see_the_old_or_the_new_log() {
                 reader.await;
             }
             assert_eq!(contents(&log).await, expected(4), "seed {seed}");
+        }
+    });
+}
+
+/// On real files (GlommioIo, O_DIRECT): truncation at unaligned positions in the active and in
+/// an older segment, appends through the reloaded tail block, and clean and unclean reopens.
+#[test]
+fn real_io_truncate_append_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let cfg = segmented();
+        let topic_id = uuid::Uuid::new_v4();
+        let manager = LogManager::new(crate::model::ShardId(0), broker_config(&path));
+        manager.start_background();
+        let log = manager
+            .open_partition(&tp(), topic_id, cfg.clone())
+            .await
+            .expect("open");
+        append_batches(&log, 0, 30).await;
+        let bases = log.segment_base_offsets();
+        // In the active segment, then in an older one (the later segments' files go).
+        let last = bases[bases.len() - 1].0;
+        log.truncate_to(Offset(last + 4)).await.expect("truncate");
+        assert_eq!(log.log_end_offset(), Offset(last + 3));
+        log.truncate_to(Offset(bases[1].0 + 7))
+            .await
+            .expect("truncate");
+        let end = (bases[1].0 + 7) / 3 * 3;
+        assert_eq!(log.log_end_offset(), Offset(end));
+        for base in &bases[2..] {
+            assert!(
+                !log_path_in(&path, base.0).exists(),
+                "segment {base} deleted"
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(log_path_in(&path, bases[1].0))
+                .expect("cut segment")
+                .len(),
+            log.segments.borrow()[&bases[1].0].size(),
+            "the file ends at the cut"
+        );
+        // Appends rewrite the partial tail block with its old bytes plus the new ones.
+        append_batches(&log, 100, 10).await;
+        let mut want = expected(end / 3);
+        want.extend((0..10).map(|k| (end + 3 * k, 100 + k)));
+        assert_eq!(contents(&log).await, want);
+        check_lookups(&log).await;
+        assert_eq!(epochs(&log), expected_epochs(&want));
+        manager.shutdown().await;
+        for clean in [true, false] {
+            if !clean {
+                std::fs::remove_file(
+                    path.join("t-0")
+                        .join(super::file_names::CLEAN_SHUTDOWN_FILE),
+                )
+                .expect("remove the marker: an unclean start");
+            }
+            let manager = LogManager::new(crate::model::ShardId(0), broker_config(&path));
+            let log = manager
+                .open_partition(&tp(), topic_id, cfg.clone())
+                .await
+                .expect("reopen");
+            assert_eq!(contents(&log).await, want, "clean={clean}");
+            check_lookups(&log).await;
+            assert_eq!(epochs(&log), expected_epochs(&want));
+            manager.shutdown().await;
+        }
+    });
+}
+
+/// An I/O error during a truncation fail-stops the log; reopening it gives the old log when
+/// the intent was not yet durable, the new one when it was.
+#[test]
+fn an_io_error_during_a_truncation_fail_stops_and_reopening_finishes_it() {
+    run(|| async {
+        // The intent's own fdatasync (a buffered file) fails: nothing was decided.
+        // The cut segment's fdatasync (the direct `.log`) fails: the intent is durable.
+        for (kind, finished) in [
+            (super::io::FileKind::Buffered, false),
+            (super::io::FileKind::Direct, true),
+        ] {
+            let io = FaultyIo::new();
+            let cfg = segmented();
+            let (manager, log) = open(&io, &cfg).await;
+            append_batches(&log, 0, 20).await;
+            io.fail_next_fsync(kind);
+            let err = log.truncate_to(Offset(10)).await.expect_err("fsync fails");
+            assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+            assert!(log.is_failed(), "fail-stop");
+            assert!(matches!(
+                log.append(batch_at(1, RECORDS, 100), opts(Acks::All, 0))
+                    .await,
+                Err(StorageError::LogFailed)
+            ));
+            assert!(matches!(
+                log.truncate_to(Offset(5)).await,
+                Err(StorageError::LogFailed)
+            ));
+            // Reopening the failed log (as a restart would) recovers it.
+            let log = manager
+                .open_partition(&tp(), uuid::Uuid::nil(), cfg.clone())
+                .await
+                .expect("reopen");
+            let want = if finished { expected(3) } else { expected(20) };
+            assert_eq!(contents(&log).await, want, "{kind:?}");
+            check_lookups(&log).await;
+            io.crash();
+            let (_manager, log) = open(&io, &cfg).await;
+            assert_eq!(
+                contents(&log).await,
+                want,
+                "{kind:?}: after a power cut too"
+            );
         }
     });
 }

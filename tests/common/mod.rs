@@ -19,6 +19,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod wire;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -51,6 +54,10 @@ pub struct BrokerOpts {
     /// Start as the README's quickstart does: in the broker's own directory, with no
     /// `--data-dir`, so the default relative `./data` is used.
     pub default_data_dir: bool,
+    /// Value of `--listen`; `None` leaves the listeners to the config file.
+    pub listen: Option<String>,
+    /// A server.properties text, written beside the data dir and passed as `--config`.
+    pub config_text: Option<String>,
 }
 
 impl Default for BrokerOpts {
@@ -61,6 +68,8 @@ impl Default for BrokerOpts {
             extra_args: Vec::new(),
             rust_log: None,
             default_data_dir: false,
+            listen: Some("127.0.0.1:0".to_string()),
+            config_text: None,
         }
     }
 }
@@ -199,6 +208,39 @@ impl Broker {
         self.spawn();
     }
 
+    /// Starts the broker again and expects it to exit with a failure by itself within
+    /// `timeout` (a refused start); panics if it is still running then or exits 0.
+    pub fn start_again_expecting_exit(&mut self, timeout: Duration) {
+        assert!(self.child.is_none(), "broker is still running");
+        self.starts += 1;
+        let mut command = self.command();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sluice binary");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                assert!(
+                    !status.success(),
+                    "broker exited 0; a refusal was expected\n{}",
+                    self.stderr_tail()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker still running after {timeout:?}; a refusal was expected\n{}",
+                    self.stderr_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last [`STDERR_TAIL_BYTES`] of the broker's stderr, framed for a panic message.
     pub fn stderr_tail(&self) -> String {
         self.tail_shown.set(true);
@@ -209,8 +251,8 @@ impl Broker {
         )
     }
 
-    fn spawn(&mut self) {
-        self.starts += 1;
+    /// The `sluice serve` command line, with stderr appended to the broker's log file.
+    fn command(&self) -> Command {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -224,9 +266,15 @@ impl Broker {
         } else {
             command.arg("--data-dir").arg(self.data_dir());
         }
-        command
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--cores", &self.opts.cores.to_string()]);
+        if let Some(listen) = &self.opts.listen {
+            command.args(["--listen", listen]);
+        }
+        if let Some(text) = &self.opts.config_text {
+            let path = self.root.path().join("server.properties");
+            std::fs::write(&path, text).expect("write server.properties");
+            command.arg("--config").arg(path);
+        }
+        command.args(["--cores", &self.opts.cores.to_string()]);
         for (key, value) in &self.opts.overrides {
             command.arg("--override").arg(format!("{key}={value}"));
         }
@@ -244,10 +292,16 @@ impl Broker {
                 Ok(())
             });
         }
+        command.stderr(Stdio::from(log));
+        command
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut command = self.command();
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice binary");
         let stdout = child.stdout.take().expect("child stdout");

@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::{MetadataRaft, ProposeError, RaftSettings};
 use crate::cluster::controller::{ControllerCommand, ControllerError, Outcome};
-use crate::cluster::image::{BrokerImage, MetadataImage};
+use crate::cluster::image::MetadataImage;
 
 /// Longest wait for any expected state (elections on a loaded 2-core machine included).
 const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -21,20 +21,9 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a stopping leader waits for its hand-off (a stopped target never confirms).
 const HANDOFF_MAX: Duration = Duration::from_secs(2);
 
-/// The image before the first entry. (Adapt here when the image's fields change.)
+/// The image before the first entry.
 fn empty_image() -> Arc<MetadataImage> {
-    Arc::new(MetadataImage {
-        cluster_id: String::new(),
-        version: 0,
-        broker: BrokerImage {
-            node_id: -1,
-            host: String::new(),
-            port: 0,
-            rack: None,
-        },
-        topics: BTreeMap::new(),
-        next_producer_id: 0,
-    })
+    Arc::new(MetadataImage::empty())
 }
 
 /// A change that every version of the controller accepts on an empty image, brokers or not:

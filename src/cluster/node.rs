@@ -1,0 +1,295 @@
+//! A cluster node's life, on shard 0: it starts the metadata quorum, hands every applied
+//! image to every shard, registers this broker and keeps its session with heartbeats, and —
+//! while it is the active controller — fences brokers whose session expired, unfences caught-up
+//! ones, and gives a new cluster its id. On SIGTERM it hands its leaderships off first
+//! (controlled shutdown).
+//!
+//! Lives on shard 0 (`Rc`, `!Send`); the other shards see only the images and the controller
+//! id it publishes.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::liveness::{Heartbeat, HeartbeatReply, Liveness};
+use super::raft::{ControlReply, ControlRequest, MetadataRaft, ProposeError, RaftSettings};
+use super::{ControllerCommand, MetadataImage};
+use crate::cluster::controller::Outcome;
+use crate::config::kraft::QuorumConfig;
+use crate::runtime::messages::ShardRequest;
+use crate::runtime::Shard;
+
+/// How often the active controller looks for expired broker sessions.
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Pause between registration attempts while there is no quorum.
+const REGISTER_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Bound on the controlled shutdown's two proposals.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This node's part in the cluster (shard 0).
+pub struct ClusterNode {
+    pub raft: Rc<MetadataRaft>,
+    node_id: i32,
+    quorum: QuorumConfig,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+    incarnation_id: uuid::Uuid,
+    /// Our broker epoch once registered.
+    epoch: Cell<Option<i64>>,
+    liveness: RefCell<Liveness>,
+    was_leader: Cell<bool>,
+    /// The cluster id this node must belong to (stored in meta.properties, or configured).
+    expected_cluster_id: Option<String>,
+    /// Published to every shard (Metadata's controller id).
+    controller_id: Arc<AtomicI32>,
+    stopping: Cell<bool>,
+}
+
+impl ClusterNode {
+    /// Starts the quorum member on shard 0 and the broker's registration and heartbeats.
+    pub async fn start(
+        shard: &Rc<Shard>,
+        quorum: QuorumConfig,
+        advertised: (String, u16),
+        expected_cluster_id: Option<String>,
+        controller_id: Arc<AtomicI32>,
+    ) -> anyhow::Result<Rc<ClusterNode>> {
+        let config = shard.config.clone();
+        let listen = quorum
+            .controller_listen
+            .ok_or_else(|| anyhow::anyhow!("process.roles=broker without the controller role is not supported yet: every node must be a voter"))?;
+        let settings = RaftSettings {
+            node_id: config.node_id,
+            voters: quorum.voter_addrs()?,
+            listen,
+            dir: config.data_dir.clone(),
+            cluster_id: expected_cluster_id.clone(),
+            election_timeout: quorum.election_timeout,
+            fetch_timeout: quorum.fetch_timeout,
+        };
+        let weak = Rc::downgrade(shard);
+        let on_image = Box::new(move |image: Arc<MetadataImage>| {
+            if let Some(shard) = weak.upgrade() {
+                glommio::spawn_local(async move {
+                    let img = image.clone();
+                    shard.broadcast(|| ShardRequest::ApplyImage(img.clone())).await;
+                })
+                .detach();
+            }
+        });
+        let raft = MetadataRaft::start(settings, on_image)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the metadata quorum: {e}"))?;
+        let node = Rc::new(ClusterNode {
+            raft,
+            node_id: config.node_id,
+            host: advertised.0,
+            port: advertised.1,
+            rack: config.rack.clone(),
+            incarnation_id: uuid::Uuid::new_v4(),
+            epoch: Cell::new(None),
+            liveness: RefCell::new(Liveness::new(quorum.broker_session_timeout)),
+            was_leader: Cell::new(false),
+            expected_cluster_id,
+            quorum,
+            controller_id,
+            stopping: Cell::new(false),
+        });
+        node.check_cluster_id(&node.raft.image())?;
+        let handler_node = Rc::downgrade(&node);
+        node.raft.set_rpc_handler(Rc::new(move |req: ControlRequest| {
+            let node = handler_node.upgrade();
+            Box::pin(async move {
+                match node {
+                    Some(n) => n.on_control(req).await,
+                    None => ControlReply::Heartbeat(HeartbeatReply {
+                        stale: true,
+                        fenced: true,
+                        caught_up: false,
+                    }),
+                }
+            })
+        }));
+        let me = node.clone();
+        glommio::spawn_local(async move { me.broker_loop().await }).detach();
+        let me = node.clone();
+        glommio::spawn_local(async move { me.controller_loop().await }).detach();
+        Ok(node)
+    }
+
+    /// A node must not join a quorum of another cluster: refused, naming both ids.
+    fn check_cluster_id(&self, image: &MetadataImage) -> anyhow::Result<()> {
+        match &self.expected_cluster_id {
+            Some(ours) if !image.cluster_id.is_empty() && &image.cluster_id != ours => {
+                anyhow::bail!(
+                    "this node's data directory belongs to cluster {ours}, but the quorum's cluster id is {}; refusing to join",
+                    image.cluster_id
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Registration, then a heartbeat every `broker.heartbeat.interval.ms`; registers again
+    /// when the controller says our registration is stale.
+    async fn broker_loop(self: Rc<Self>) {
+        while !self.stopping.get() {
+            if self.epoch.get().is_none() {
+                match self.register().await {
+                    Ok(epoch) => {
+                        tracing::info!(node = self.node_id, epoch, "broker registered");
+                        self.epoch.set(Some(epoch));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "broker registration not yet accepted");
+                        glommio::timer::sleep(REGISTER_RETRY_BACKOFF).await;
+                        continue;
+                    }
+                }
+            }
+            if let Some(epoch) = self.epoch.get() {
+                let hb = Heartbeat {
+                    node_id: self.node_id,
+                    epoch,
+                    applied_version: self.raft.image().version,
+                };
+                match self.raft.control(ControlRequest::Heartbeat(hb)).await {
+                    Ok(ControlReply::Heartbeat(r)) if r.stale => {
+                        tracing::warn!(node = self.node_id, "registration is stale; registering again");
+                        self.epoch.set(None);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+                }
+            }
+            glommio::timer::sleep(self.quorum.broker_heartbeat_interval).await;
+        }
+    }
+
+    async fn register(&self) -> Result<i64, ProposeError> {
+        let cmd = ControllerCommand::RegisterBroker {
+            node_id: self.node_id,
+            incarnation_id: self.incarnation_id,
+            host: self.host.clone(),
+            port: self.port,
+            rack: self.rack.clone(),
+        };
+        match self.raft.propose(cmd).await? {
+            Outcome::BrokerRegistered { epoch, .. } => Ok(epoch),
+            other => Err(ProposeError::Fatal(format!(
+                "registration answered {other:?}"
+            ))),
+        }
+    }
+
+    /// While this node leads the quorum: fence expired sessions, name the cluster.
+    async fn controller_loop(self: Rc<Self>) {
+        while !self.stopping.get() {
+            glommio::timer::sleep(LIVENESS_CHECK_INTERVAL).await;
+            let leader = self.raft.leader();
+            self.controller_id
+                .store(leader.unwrap_or(-1), Ordering::Relaxed);
+            let image = self.raft.image();
+            if let Err(e) = self.check_cluster_id(&image) {
+                tracing::error!("{e:#}");
+                crate::runtime::request_exit();
+                return;
+            }
+            if !self.raft.is_leader() {
+                self.was_leader.set(false);
+                continue;
+            }
+            if !self.was_leader.replace(true) {
+                self.liveness.borrow_mut().become_leader(&image, Instant::now());
+                tracing::info!(node = self.node_id, "this node is the active controller");
+            }
+            if image.cluster_id.is_empty() {
+                let id = self
+                    .expected_cluster_id
+                    .clone()
+                    .unwrap_or_else(crate::cluster::image::new_cluster_id);
+                if let Err(e) = self
+                    .raft
+                    .propose(ControllerCommand::SetClusterId { cluster_id: id })
+                    .await
+                {
+                    tracing::warn!(error = %e, "naming the cluster failed; will retry");
+                }
+                continue;
+            }
+            let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
+            for cmd in expired {
+                tracing::warn!(command = ?cmd, "broker session expired: fencing");
+                if let Err(e) = self.raft.propose(cmd).await {
+                    tracing::warn!(error = %e, "fencing failed; will retry");
+                }
+            }
+        }
+    }
+
+    /// A control RPC from another node (or this one), served by the active controller.
+    async fn on_control(&self, req: ControlRequest) -> ControlReply {
+        match req {
+            ControlRequest::Heartbeat(hb) => {
+                let image = self.raft.image();
+                let (reply, cmd) =
+                    self.liveness
+                        .borrow_mut()
+                        .heartbeat(&image, &hb, Instant::now());
+                if let Some(cmd) = cmd {
+                    if self.raft.is_leader() {
+                        let raft = self.raft.clone();
+                        glommio::spawn_local(async move {
+                            if let Err(e) = raft.propose(cmd).await {
+                                tracing::warn!(error = %e, "unfencing failed; will retry");
+                            }
+                        })
+                        .detach();
+                    }
+                }
+                ControlReply::Heartbeat(reply)
+            }
+        }
+    }
+
+    /// SIGTERM: move our leaderships away and leave the broker list before exit.
+    pub async fn controlled_shutdown(&self) {
+        self.stopping.set(true);
+        let Some(epoch) = self.epoch.get() else {
+            return;
+        };
+        let steps = [
+            ControllerCommand::BeginControlledShutdown {
+                node_id: self.node_id,
+                epoch,
+            },
+            ControllerCommand::FenceBroker {
+                node_id: self.node_id,
+                epoch,
+            },
+        ];
+        for cmd in steps {
+            let r = glommio::timer::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, async {
+                Ok(self.raft.propose(cmd.clone()).await)
+            })
+            .await;
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, command = ?cmd, "controlled shutdown step failed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(command = ?cmd, "controlled shutdown step timed out");
+                    break;
+                }
+            }
+        }
+        tracing::info!(node = self.node_id, "controlled shutdown done");
+        self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,266 @@
+//! A Sluice cluster of several real processes on 127.0.0.1: the metadata quorum forms and
+//! agrees, changes go through any node, a killed node (the Raft leader once) is fenced out of
+//! Metadata and comes back with every change it missed, a minority refuses changes but still
+//! answers Metadata, a full kill -9 loses nothing committed, and a node holding another
+//! cluster's data is refused.
+//!
+//! Each node: one core, Kafka's KRaft server.properties (tests/common/cluster.rs), a short
+//! broker session so that fencing is seen within seconds.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::cluster::{create_topic, metadata, Cluster, View, QUORUM_TIMEOUT};
+
+/// Short broker sessions, so a killed node is fenced in seconds (Kafka's defaults: 9 s / 2 s).
+const FAST: &[(&str, &str)] = &[
+    ("broker.session.timeout.ms", "3000"),
+    ("broker.heartbeat.interval.ms", "500"),
+];
+/// Kafka's error codes a refused change may carry while there is no quorum (all retriable).
+const RETRIABLE_NO_QUORUM: &[i16] = &[7 /* REQUEST_TIMED_OUT */, 41 /* NOT_CONTROLLER */];
+
+fn view(c: &Cluster, id: i32) -> Option<View> {
+    let port = c.ports.iter().find(|p| p.node_id == id)?.kafka_port;
+    metadata(port).ok()
+}
+
+fn port(c: &Cluster, id: i32) -> u16 {
+    c.ports
+        .iter()
+        .find(|p| p.node_id == id)
+        .map(|p| p.kafka_port)
+        .unwrap_or_else(|| panic!("no node {id}"))
+}
+
+/// Waits until every node in `ids` answers Metadata with exactly `brokers`, one controller
+/// among them, and the same cluster id; returns that controller.
+fn wait_agreement(c: &Cluster, ids: &[i32], brokers: &[i32]) -> i32 {
+    let want: BTreeSet<i32> = brokers.iter().copied().collect();
+    let mut controller = -1;
+    c.wait(
+        &format!("nodes {ids:?} to agree on brokers {brokers:?}"),
+        || {
+            let views: Vec<Option<View>> = ids.iter().map(|id| view(c, *id)).collect();
+            let Some(Some(first)) = views.first().cloned() else {
+                return false;
+            };
+            let agree = views.iter().all(|v| {
+                v.as_ref().is_some_and(|v| {
+                    v.brokers.keys().copied().collect::<BTreeSet<_>>() == want
+                        && v.controller == first.controller
+                        && v.cluster_id == first.cluster_id
+                })
+            });
+            controller = first.controller;
+            agree && want.contains(&first.controller) && first.cluster_id.is_some()
+        },
+    );
+    controller
+}
+
+/// CreateTopics through node `via`, retried while the quorum elects; panics unless it succeeds.
+fn create_through(c: &Cluster, via: i32, name: &str, partitions: i32, rf: i16) {
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        match create_topic(port(c, via), name, partitions, rf) {
+            Ok((0, _)) => return,
+            Ok((code, msg)) if RETRIABLE_NO_QUORUM.contains(&code) && Instant::now() < deadline => {
+                eprintln!("create {name} via {via}: {code} {msg:?}; retrying");
+            }
+            Err(e) if Instant::now() < deadline => eprintln!("create {name} via {via}: {e}"),
+            other => panic!("create {name} via node {via}: {other:?}\n{}", c.tails()),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until node `id` shows `topic` with `partitions` partitions, each with a live leader.
+fn wait_topic(c: &Cluster, id: i32, topic: &str, partitions: usize) {
+    c.wait(&format!("node {id} to show {topic}"), || {
+        view(c, id).is_some_and(|v| {
+            v.topics.get(topic).is_some_and(|p| {
+                p.len() == partitions && p.iter().all(|p| p.error == 0 && p.leader >= 0)
+            })
+        })
+    });
+}
+
+#[test]
+fn three_nodes_agree_and_survive_a_kill_9_of_each_node_in_turn() {
+    let mut c = Cluster::start(3, FAST);
+    let all = [1, 2, 3];
+    let controller = wait_agreement(&c, &all, &all);
+    // Topic creation through every node; replicas on all three, leaders spread over them.
+    for via in all {
+        create_through(&c, via, &format!("through-{via}"), 3, 3);
+    }
+    for id in all {
+        for via in all {
+            wait_topic(&c, id, &format!("through-{via}"), 3);
+        }
+    }
+    let v = view(&c, 1).expect("metadata");
+    let t = &v.topics["through-1"];
+    let leaders: BTreeSet<i32> = t.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "leaders not spread: {t:?}");
+    for p in t {
+        assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 3, "{p:?}");
+        assert_eq!(p.isr.len(), 3, "{p:?}");
+    }
+
+    // Kill -9 each node in turn, the Raft leader first.
+    let mut order = vec![controller];
+    order.extend(all.iter().copied().filter(|id| *id != controller));
+    for killed in order {
+        c.node(killed).kill9();
+        let survivors: Vec<i32> = all.iter().copied().filter(|id| *id != killed).collect();
+        // Changes keep going through the survivors.
+        let name = format!("while-{killed}-down");
+        create_through(&c, survivors[0], &name, 2, 2);
+        // The killed node is fenced out of Metadata, and leads nothing any more.
+        wait_agreement(&c, &survivors, &survivors);
+        c.wait(&format!("leadership to leave node {killed}"), || {
+            view(&c, survivors[1]).is_some_and(|v| {
+                v.topics
+                    .values()
+                    .flatten()
+                    .all(|p| p.leader != killed && !p.isr.contains(&killed))
+            })
+        });
+        // Back after a restart, with every change it missed.
+        c.node(killed).start_again();
+        wait_agreement(&c, &all, &all);
+        wait_topic(&c, killed, &name, 2);
+        for via in all {
+            wait_topic(&c, killed, &format!("through-{via}"), 3);
+        }
+    }
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
+#[test]
+fn a_minority_refuses_changes_and_still_answers_metadata() {
+    let mut c = Cluster::start(3, FAST);
+    wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
+    create_through(&c, 1, "before", 1, 3);
+    wait_topic(&c, 3, "before", 1);
+    c.node(1).kill9();
+    c.node(2).kill9();
+    // Node 3 alone cannot commit: the change is refused with a retriable error, in bounded time.
+    let started = Instant::now();
+    let (code, msg) = create_topic(port(&c, 3), "refused", 1, 1).expect("an answer");
+    assert!(
+        RETRIABLE_NO_QUORUM.contains(&code),
+        "want a retriable refusal, got {code} {msg:?}\n{}",
+        c.tails()
+    );
+    assert!(
+        started.elapsed() < QUORUM_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    // It still serves Metadata from its image.
+    let v = view(&c, 3).expect("metadata from the survivor");
+    assert!(v.topics.contains_key("before"), "{v:?}");
+    assert!(!v.topics.contains_key("refused"), "{v:?}");
+    // Once a majority is back, the change goes through.
+    c.node(1).start_again();
+    create_through(&c, 3, "after", 1, 2);
+    wait_topic(&c, 1, "after", 1);
+    c.node(2).start_again();
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
+#[test]
+fn everything_committed_survives_kill_9_of_every_node() {
+    let mut c = Cluster::start(3, FAST);
+    wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
+    for i in 0..5 {
+        create_through(&c, 1 + i % 3, &format!("kept-{i}"), 2, 3);
+    }
+    for node in &mut c.nodes {
+        node.kill9();
+    }
+    for node in &mut c.nodes {
+        node.start_again();
+    }
+    wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
+    for id in [1, 2, 3] {
+        for i in 0..5 {
+            wait_topic(&c, id, &format!("kept-{i}"), 2);
+        }
+    }
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
+#[test]
+fn five_nodes_agree_and_commit_without_two_of_them() {
+    let mut c = Cluster::start(5, FAST);
+    let all = [1, 2, 3, 4, 5];
+    let controller = wait_agreement(&c, &all, &all);
+    create_through(&c, 5, "five", 5, 3);
+    for id in all {
+        wait_topic(&c, id, "five", 5);
+    }
+    // Two down, the Raft leader among them: three still commit.
+    let other = all
+        .iter()
+        .copied()
+        .find(|id| *id != controller)
+        .unwrap_or(1);
+    c.node(controller).kill9();
+    c.node(other).kill9();
+    let survivors: Vec<i32> = all
+        .iter()
+        .copied()
+        .filter(|id| *id != controller && *id != other)
+        .collect();
+    create_through(&c, survivors[0], "five-after", 1, 3);
+    for id in &survivors {
+        wait_topic(&c, *id, "five-after", 1);
+    }
+    for node in &mut c.nodes {
+        if node.is_running() {
+            node.stop();
+        }
+    }
+}
+
+#[test]
+fn a_node_holding_another_clusters_data_is_refused() {
+    let mut c = Cluster::start(3, FAST);
+    wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
+    c.node(3).stop();
+    // Node 3's directory now says it belongs to another cluster.
+    let dir = c.node(3).data_dir();
+    let meta = std::fs::read_to_string(dir.join("meta.properties")).expect("meta.properties");
+    let ours = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.id="))
+        .expect("cluster.id in meta.properties")
+        .to_string();
+    let foreign = "AAAAAAAAAAAAAAAAAAAAAA";
+    std::fs::write(dir.join("meta.properties"), meta.replace(&ours, foreign)).unwrap();
+    // It refuses to join, saying so, and stays out of the others' Metadata.
+    let node = c.node(3);
+    node.start_again_expecting_exit(QUORUM_TIMEOUT);
+    let log = std::fs::read_to_string(node.stderr_path()).unwrap_or_default();
+    assert!(
+        log.contains(foreign) && log.contains(&ours),
+        "the refusal must name both cluster ids\n{}",
+        node.stderr_tail()
+    );
+    wait_agreement(&c, &[1, 2], &[1, 2]);
+    for id in [1, 2] {
+        c.node(id).stop();
+    }
+}

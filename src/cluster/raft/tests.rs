@@ -366,7 +366,18 @@ fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
         "the refusal took {took:?}"
     );
     assert!(applied(&survivor, 4) && !applied(&survivor, 5));
+    let id = survivor.id;
     survivor.kill();
+
+    // Restarted alone (no leader possible), it re-applies its log up to the committed id it
+    // saved: the image it serves is the one it had, though it has no snapshot.
+    assert!(snapshot_files(&dir_of(&dirs, id)).is_empty());
+    let alone = start_node(id, &voters, dir_of(&dirs, id));
+    wait_for("the lone node re-applies its committed log", || {
+        applied(&alone, 4).then_some(())
+    });
+    // (Its leader() may still name the leader of its stored vote, which is gone.)
+    assert!(alone.propose(change()).is_err());
 }
 
 fn snapshot_files(dir: &std::path::Path) -> Vec<String> {

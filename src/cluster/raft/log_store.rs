@@ -44,6 +44,10 @@ pub const QUORUM_STATE_FILE: &str = "quorum-state";
 struct QuorumStateFile {
     vote: Option<Vote>,
     last_purged: Option<LogId>,
+    /// The last committed log id this node knew. At start openraft re-applies the log up to it,
+    /// so a node that restarts alone serves the image it had, not only its last snapshot.
+    #[serde(default)]
+    committed: Option<LogId>,
 }
 
 struct LogShared {
@@ -338,6 +342,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut state = self.shared.state.borrow().clone();
         state.vote = Some(*vote);
         self.write_state(state).await
+    }
+
+    /// Writes `committed` (atomically, with the vote) when it advanced: one small fsync'ed
+    /// replace per commit advance (openraft advances it per replicated batch, not per entry).
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let mut state = self.shared.state.borrow().clone();
+        if committed <= state.committed {
+            return Ok(());
+        }
+        state.committed = committed;
+        self.write_state(state).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.shared.state.borrow().committed)
     }
 
     async fn append<I>(

@@ -56,8 +56,9 @@ pub struct RaftSettings {
     pub dir: PathBuf,
     /// Stored (meta.properties) or configured `cluster.id`; `None` until the image has one.
     pub cluster_id: Option<String>,
-    /// `controller.quorum.election.timeout.ms` (Kafka's default 1000 ms): openraft's minimum
-    /// election timeout; the maximum is twice it; heartbeats go out at a fifth of it.
+    /// `controller.quorum.election.timeout.ms` (Kafka's default 1000 ms): a follower that hears
+    /// nothing from the leader elects after 1.25 to 1.5 times it (see `raft_config`); heartbeats
+    /// go out every tenth of it.
     pub election_timeout: Duration,
     /// `controller.quorum.fetch.timeout.ms` (2000 ms): the bound of one replication RPC.
     pub fetch_timeout: Duration,
@@ -128,6 +129,10 @@ pub struct MetadataRaft {
 
 struct Inner {
     node_id: i32,
+    /// Bound of one forwarding attempt (openraft's maximum election timeout): a leader that
+    /// stopped answering (no RST: a partition, a hung process) is given up on and the new
+    /// leader tried, instead of spending the whole proposal deadline on it.
+    forward_attempt_timeout: Duration,
     voters: BTreeMap<i32, SocketAddr>,
     raft: Raft,
     sm: Rc<state_machine::Shared>,
@@ -140,12 +145,17 @@ struct Inner {
 }
 
 fn raft_config(settings: &RaftSettings) -> Result<Config, RaftError> {
-    let election_ms = (settings.election_timeout.as_millis() as u64).max(10);
+    let election_ms = (settings.election_timeout.as_millis() as u64).max(20);
+    // A follower elects once openraft's leader lease (its maximum election timeout) and then a
+    // randomized election timeout have passed since it last heard from the leader. With
+    // min = 1/2 and max = 3/4 of controller.quorum.election.timeout.ms that is 1.25 to 1.5
+    // times the setting: at Kafka's default 1000 ms, a crashed leader is replaced within
+    // about 1.5 s (the goal is under 2 s to the next commit).
     let config = Config {
         cluster_name: "sluice-metadata".to_string(),
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms * 2,
-        heartbeat_interval: (election_ms / 5).max(1),
+        election_timeout_min: election_ms / 2,
+        election_timeout_max: election_ms * 3 / 4,
+        heartbeat_interval: (election_ms / 10).max(1),
         install_snapshot_timeout: (settings.fetch_timeout.as_millis() as u64).max(election_ms),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(limits::METADATA_SNAPSHOT_ENTRIES),
         enable_pre_vote: Some(true),
@@ -160,7 +170,8 @@ impl MetadataRaft {
     /// Opens the log, loads the newest snapshot, starts Raft and binds the CONTROLLER listener.
     /// A voter whose log is empty initializes the full voter set (every voter does; openraft
     /// accepts the same membership from all). `on_image` is called once with the recovered
-    /// image, then after every applied entry that changed it. Call on shard 0's executor.
+    /// image, then after every applied entry that changed it, on the state machine's task: it
+    /// must not block (hand the image on, e.g. spawn the broadcast). Call on shard 0's executor.
     pub async fn start(
         settings: RaftSettings,
         on_image: ImageCallback,
@@ -169,6 +180,12 @@ impl MetadataRaft {
             return Err(RaftError::NotAVoter(settings.node_id));
         }
         let config = Arc::new(raft_config(&settings)?);
+        // Bound first: a node that cannot listen starts nothing.
+        let listener =
+            glommio::net::TcpListener::bind(settings.listen).map_err(|e| RaftError::Listen {
+                addr: settings.listen,
+                error: e.to_string(),
+            })?;
         let io = Rc::new(GlommioIo);
         let log = LogStore::open(&settings.dir, io.clone()).await?;
         let local = Rc::new(Local {
@@ -191,16 +208,13 @@ impl MetadataRaft {
         let network = rpc::NetworkFactory {
             local: local.clone(),
         };
+        let election_timeout_max = config.election_timeout_max;
         let raft = Raft::new(settings.node_id as u64, config, network, log.clone(), sm)
             .await
             .map_err(|e| RaftError::Fatal(e.to_string()))?;
-        let listener =
-            glommio::net::TcpListener::bind(settings.listen).map_err(|e| RaftError::Listen {
-                addr: settings.listen,
-                error: e.to_string(),
-            })?;
         let inner = Rc::new(Inner {
             node_id: settings.node_id,
+            forward_attempt_timeout: Duration::from_millis(election_timeout_max),
             voters: settings.voters.clone(),
             raft,
             sm: shared,
@@ -334,6 +348,20 @@ impl Inner {
         leader.and_then(|id| i32::try_from(id).ok())
     }
 
+    /// Resolves when this node knows a leader other than `leader` (or none).
+    async fn leader_other_than(&self, leader: i32) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let current = metrics.borrow_watched().current_leader;
+            if current != Some(leader as u64) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn addr_of(&self, node: i32) -> Result<String, ProposeError> {
         self.voters
             .get(&node)
@@ -420,7 +448,18 @@ impl Inner {
                 Some(leader) if leader == self.node_id => {
                     self.propose_local(cmd.clone(), left).await
                 }
-                Some(leader) => self.forward(leader, &cmd, left).await,
+                Some(leader) => {
+                    let within = left.min(self.forward_attempt_timeout);
+                    // Given up as soon as this node learns of another leader.
+                    let forward = Box::pin(self.forward(leader, &cmd, within));
+                    let moved = Box::pin(self.leader_other_than(leader));
+                    match GlommioRuntime::select2(forward, moved).await {
+                        openraft::rt::Select2::First(result) => result,
+                        openraft::rt::Select2::Second(()) => {
+                            Err(ProposeError::NotLeader { leader: None })
+                        }
+                    }
+                }
                 None => Err(ProposeError::QuorumUnavailable),
             };
             match attempt {

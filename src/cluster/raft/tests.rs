@@ -17,48 +17,31 @@ use crate::cluster::image::MetadataImage;
 
 /// Longest wait for any expected state (elections on a loaded 2-core machine included).
 const WAIT_MAX: Duration = Duration::from_secs(30);
-const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a stopping leader waits for its hand-off (a stopped target never confirms).
 const HANDOFF_MAX: Duration = Duration::from_secs(2);
 
-/// The image before the first entry: one registered, unfenced broker (node 1), so that
-/// topics can be placed. (Adapt here when the image's fields change.)
+/// The image before the first entry.
 fn empty_image() -> Arc<MetadataImage> {
-    let apply = |image: MetadataImage, cmd: ControllerCommand| {
-        crate::cluster::controller::apply(&image, &cmd)
-            .expect("setting up the test image")
-            .0
-    };
-    let image = apply(
-        MetadataImage::empty(),
-        ControllerCommand::RegisterBroker {
-            node_id: 1,
-            incarnation_id: uuid::Uuid::nil(),
-            host: "127.0.0.1".to_string(),
-            port: 9092,
-            rack: None,
-        },
-    );
-    let epoch = image.brokers[&1].epoch;
-    let image = apply(
-        image,
-        ControllerCommand::UnfenceBroker { node_id: 1, epoch },
-    );
-    Arc::new(image)
+    Arc::new(MetadataImage::empty())
 }
 
-/// A command creating a one-partition topic. (Adapt here when the command's fields change.)
-fn create_topic(name: &str) -> ControllerCommand {
-    ControllerCommand::CreateTopic {
-        name: name.to_string(),
-        id: uuid::Uuid::new_v4(),
-        partitions: 1,
-        replication_factor: 1,
-        assignment: None,
-        configs: BTreeMap::new(),
-        internal: false,
+/// A change that every version of the controller accepts on an empty image, brokers or not:
+/// a producer-id block. The n-th change (from 0) hands out the block at n * BLOCK, so the
+/// images of nodes that applied the same entries are equal, field for field.
+fn change() -> ControllerCommand {
+    ControllerCommand::AllocateProducerIds
+}
+
+/// A command that fails validation on every image here.
+fn invalid() -> ControllerCommand {
+    ControllerCommand::DeleteTopic {
+        name: "no-such-topic".to_string(),
+        id: None,
     }
 }
+
+const BLOCK: i64 = crate::limits::PRODUCER_ID_BLOCK_SIZE;
 
 enum Cmd {
     Propose(
@@ -283,109 +266,89 @@ fn agreed_leader(nodes: &[&Node], not: Option<i32>) -> i32 {
     })
 }
 
-fn has_topics(node: &Node, names: &[&str]) -> bool {
-    let image = node.image();
-    names.iter().all(|n| image.topics.contains_key(*n))
+/// Whether `node` applied at least `changes` changes.
+fn applied(node: &Node, changes: i64) -> bool {
+    node.image().next_producer_id >= changes * BLOCK
 }
 
-fn topic_of(result: Result<Outcome, ProposeError>) -> String {
+/// The index (from 0) of the change a proposal committed.
+fn nth(result: Result<Outcome, ProposeError>) -> i64 {
     match result {
-        Ok(Outcome::Topic(topic)) => topic.name,
-        other => panic!("expected a created topic, got {other:?}"),
+        Ok(Outcome::ProducerIdBlock { first, .. }) => first / BLOCK,
+        other => panic!("expected a producer id block, got {other:?}"),
     }
+}
+
+fn all_applied(nodes: &BTreeMap<i32, Node>, changes: i64) -> Option<()> {
+    nodes.values().all(|n| applied(n, changes)).then_some(())
+}
+
+fn start_three(
+    dirs: &[tempfile::TempDir],
+    voters: &BTreeMap<i32, SocketAddr>,
+) -> BTreeMap<i32, Node> {
+    (1..=3)
+        .map(|id| (id, start_node(id, voters, dir_of(dirs, id))))
+        .collect()
+}
+
+fn dir_of(dirs: &[tempfile::TempDir], id: i32) -> PathBuf {
+    dirs[id as usize - 1].path().to_path_buf()
+}
+
+fn temp_dirs() -> Vec<tempfile::TempDir> {
+    (0..3).map(|_| tempfile::tempdir().expect("dir")).collect()
 }
 
 #[test]
 fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let dirs = temp_dirs();
     let voters = three_voters();
-    let mut nodes: BTreeMap<i32, Node> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                start_node(id, &voters, dirs[id as usize - 1].path().to_path_buf()),
-            )
-        })
-        .collect();
+    let mut nodes = start_three(&dirs, &voters);
 
     // A leader is elected; proposals through a follower and through the leader commit.
     let leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), None);
     let follower = *nodes.keys().find(|id| **id != leader).expect("a follower");
-    assert_eq!(
-        topic_of(nodes[&follower].propose(create_topic("via-follower"))),
-        "via-follower"
-    );
-    assert_eq!(
-        topic_of(nodes[&leader].propose(create_topic("via-leader"))),
-        "via-leader"
-    );
+    assert_eq!(nth(nodes[&follower].propose(change())), 0);
+    assert_eq!(nth(nodes[&leader].propose(change())), 1);
     // A command that fails validation is an entry too; its reply is the controller's error.
-    match nodes[&follower].propose(create_topic("via-leader")) {
-        Err(ProposeError::Rejected(ControllerError::TopicAlreadyExists(name))) => {
-            assert_eq!(name, "via-leader")
-        }
-        other => panic!("expected TopicAlreadyExists, got {other:?}"),
+    match nodes[&follower].propose(invalid()) {
+        Err(ProposeError::Rejected(ControllerError::UnknownTopic)) => {}
+        other => panic!("expected UnknownTopic, got {other:?}"),
     }
-    wait_for("three images with both topics", || {
-        nodes
-            .values()
-            .all(|n| has_topics(n, &["via-follower", "via-leader"]))
-            .then_some(())
-    });
-    // Same topics in the same order of application. (Whole images are equal once the
-    // proposer chooses topic ids, as the contract has it; today `apply` draws them.)
-    let views: Vec<(u64, Vec<String>)> = nodes
-        .values()
-        .map(|n| {
-            let image = n.image();
-            (image.version, image.topics.keys().cloned().collect())
-        })
-        .collect();
+    wait_for("three images with both changes", || all_applied(&nodes, 2));
+    let images: Vec<Arc<MetadataImage>> = nodes.values().map(Node::image).collect();
     assert!(
-        views.windows(2).all(|w| w[0] == w[1]),
-        "images differ: {views:?}"
+        images.windows(2).all(|w| w[0] == w[1]),
+        "images differ: {images:?}"
     );
 
     // The leader's executor stops; the other two elect a new leader and commit.
+    let killed_at = Instant::now();
+    tracing::info!("killing the leader");
     nodes.remove(&leader).expect("leader node").kill();
-    let survivors: Vec<&Node> = nodes.values().collect();
-    let new_leader = agreed_leader(&survivors, Some(leader));
+    // Proposed at once: it waits for the election (within the propose bound).
+    let survivor = nodes.values().next().expect("a survivor");
+    assert_eq!(nth(survivor.propose(change())), 2);
+    let failover = killed_at.elapsed();
+    let new_leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), Some(leader));
     assert_ne!(new_leader, leader);
-    assert_eq!(
-        topic_of(survivors[0].propose(create_topic("after-failover"))),
-        "after-failover"
-    );
-    wait_for("survivors apply the change", || {
-        survivors
-            .iter()
-            .all(|n| has_topics(n, &["after-failover"]))
-            .then_some(())
-    });
+    tracing::info!(?failover, election_timeout = ?ELECTION_TIMEOUT, "leader killed to next commit");
+    wait_for("survivors apply the change", || all_applied(&nodes, 3));
 
     // The stopped node restarts on its directory, recovers its log and catches up.
-    let restarted = start_node(
-        leader,
-        &voters,
-        dirs[leader as usize - 1].path().to_path_buf(),
-    );
+    let restarted = start_node(leader, &voters, dir_of(&dirs, leader));
     wait_for("the restarted node catches up", || {
-        has_topics(
-            &restarted,
-            &["via-follower", "via-leader", "after-failover"],
-        )
-        .then_some(())
+        applied(&restarted, 3).then_some(())
     });
-    assert_eq!(
-        topic_of(restarted.propose(create_topic("from-restarted"))),
-        "from-restarted"
-    );
+    assert_eq!(nth(restarted.propose(change())), 3);
     nodes.insert(restarted.id, restarted);
-    wait_for("all three apply the change", || {
-        nodes
-            .values()
-            .all(|n| has_topics(n, &["from-restarted"]))
-            .then_some(())
-    });
+    wait_for("all three apply the change", || all_applied(&nodes, 4));
+    let images: Vec<Arc<MetadataImage>> = nodes.values().map(Node::image).collect();
+    assert!(
+        images.windows(2).all(|w| w[0] == w[1]),
+        "images differ: {images:?}"
+    );
 
     // Two of three stop: the survivor keeps its image and refuses changes within a bound.
     let ids: Vec<i32> = nodes.keys().copied().collect();
@@ -394,25 +357,27 @@ fn three_nodes_elect_commit_fail_over_recover_and_lose_quorum() {
     }
     let survivor = nodes.remove(&ids[2]).expect("survivor");
     let started = Instant::now();
-    let result = survivor.propose(create_topic("no-quorum"));
+    let result = survivor.propose(change());
     let took = started.elapsed();
     assert!(result.is_err(), "a lone node committed: {result:?}");
+    let bound = Duration::from_millis(crate::limits::METADATA_PROPOSE_TIMEOUT_MS);
     assert!(
-        took < Duration::from_millis(crate::limits::METADATA_PROPOSE_TIMEOUT_MS)
-            + Duration::from_secs(5),
+        took < bound + Duration::from_secs(5),
         "the refusal took {took:?}"
     );
-    assert!(has_topics(
-        &survivor,
-        &[
-            "via-follower",
-            "via-leader",
-            "after-failover",
-            "from-restarted"
-        ]
-    ));
-    assert!(!has_topics(&survivor, &["no-quorum"]));
+    assert!(applied(&survivor, 4) && !applied(&survivor, 5));
+    let id = survivor.id;
     survivor.kill();
+
+    // Restarted alone (no leader possible), it re-applies its log up to the committed id it
+    // saved: the image it serves is the one it had, though it has no snapshot.
+    assert!(snapshot_files(&dir_of(&dirs, id)).is_empty());
+    let alone = start_node(id, &voters, dir_of(&dirs, id));
+    wait_for("the lone node re-applies its committed log", || {
+        applied(&alone, 4).then_some(())
+    });
+    // (Its leader() may still name the leader of its stored vote, which is gone.)
+    assert!(alone.propose(change()).is_err());
 }
 
 fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
@@ -436,26 +401,14 @@ fn three_voters() -> BTreeMap<i32, SocketAddr> {
 
 #[test]
 fn snapshots_restart_from_them_and_a_clean_leader_stop_hands_off() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let dirs = temp_dirs();
     let voters = three_voters();
-    let mut nodes: BTreeMap<i32, Node> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                start_node(id, &voters, dirs[id as usize - 1].path().to_path_buf()),
-            )
-        })
-        .collect();
+    let mut nodes = start_three(&dirs, &voters);
     let leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), None);
-    for name in ["s1", "s2", "s3"] {
-        assert_eq!(topic_of(nodes[&leader].propose(create_topic(name))), name);
+    for n in 0..3 {
+        assert_eq!(nth(nodes[&leader].propose(change())), n);
     }
-    wait_for("all apply", || {
-        nodes
-            .values()
-            .all(|n| has_topics(n, &["s1", "s2", "s3"]))
-            .then_some(())
-    });
+    wait_for("all apply", || all_applied(&nodes, 3));
 
     // DescribeQuorum's view on the leader.
     let quorum = wait_for("the leader sees every voter caught up", || {
@@ -468,7 +421,7 @@ fn snapshots_restart_from_them_and_a_clean_leader_stop_hands_off() {
     });
     assert_eq!(quorum.leader_id, leader);
     assert!(quorum.leader_epoch >= 1);
-    assert!(quorum.high_watermark >= 5, "{quorum:?}"); // membership, blank, three topics
+    assert!(quorum.high_watermark >= 5, "{quorum:?}"); // membership, blank, three changes
     assert!(
         quorum.voters.iter().all(|v| v.last_fetch_timestamp > 0),
         "{quorum:?}"
@@ -486,24 +439,16 @@ fn snapshots_restart_from_them_and_a_clean_leader_stop_hands_off() {
     // A clean stop of the leader hands leadership off; the others lead without it.
     let started = Instant::now();
     nodes.remove(&leader).expect("leader").shutdown();
-    let survivors: Vec<&Node> = nodes.values().collect();
-    let new_leader = agreed_leader(&survivors, Some(leader));
+    let new_leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), Some(leader));
     tracing::info!(took = ?started.elapsed(), new_leader, "hand-off");
-    assert_eq!(topic_of(survivors[0].propose(create_topic("s4"))), "s4");
+    assert_eq!(nth(nodes[&new_leader].propose(change())), 3);
 
     // The stopped node restarts from its snapshot: its image is there before it hears from
     // the leader.
-    let restarted = start_node(
-        leader,
-        &voters,
-        dirs[leader as usize - 1].path().to_path_buf(),
-    );
-    assert!(
-        has_topics(&restarted, &["s1", "s2", "s3"]),
-        "not recovered from the snapshot"
-    );
+    let restarted = start_node(leader, &voters, dir_of(&dirs, leader));
+    assert!(applied(&restarted, 3), "not recovered from the snapshot");
     wait_for("the restarted node catches up", || {
-        has_topics(&restarted, &["s4"]).then_some(())
+        applied(&restarted, 4).then_some(())
     });
     nodes.insert(leader, restarted);
     for node in std::mem::take(&mut nodes).into_values() {
@@ -513,24 +458,21 @@ fn snapshots_restart_from_them_and_a_clean_leader_stop_hands_off() {
 
 #[test]
 fn a_node_with_another_cluster_id_is_refused() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let dirs = temp_dirs();
     let voters = three_voters();
     let ids = [Some("cluster-a"), Some("cluster-a"), Some("cluster-b")];
     let nodes: Vec<Node> = (1..=3)
-        .map(|id| {
-            let i = id as usize - 1;
-            start_node_in(id, &voters, dirs[i].path().to_path_buf(), ids[i])
-        })
+        .map(|id| start_node_in(id, &voters, dir_of(&dirs, id), ids[id as usize - 1]))
         .collect();
     // Nodes 1 and 2 are a quorum of the three voters; node 3 is refused by both.
     let leader = agreed_leader(&[&nodes[0], &nodes[1]], Some(3));
     assert!(leader == 1 || leader == 2);
-    assert_eq!(topic_of(nodes[0].propose(create_topic("a-only"))), "a-only");
+    assert_eq!(nth(nodes[0].propose(change())), 0);
     wait_for("both members apply", || {
-        (has_topics(&nodes[0], &["a-only"]) && has_topics(&nodes[1], &["a-only"])).then_some(())
+        (applied(&nodes[0], 1) && applied(&nodes[1], 1)).then_some(())
     });
-    assert!(nodes[2].propose(create_topic("b-only")).is_err());
-    assert!(!has_topics(&nodes[2], &["a-only"]));
+    assert!(nodes[2].propose(change()).is_err());
+    assert!(!applied(&nodes[2], 1));
     assert!(
         nodes[2].leader() != Some(leader),
         "node 3 followed the other cluster"
@@ -539,31 +481,20 @@ fn a_node_with_another_cluster_id_is_refused() {
 
 #[test]
 fn a_follower_behind_the_purged_log_is_sent_the_snapshot() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let dirs = temp_dirs();
     let voters = three_voters();
-    let mut nodes: BTreeMap<i32, Node> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                start_node(id, &voters, dirs[id as usize - 1].path().to_path_buf()),
-            )
-        })
-        .collect();
+    let mut nodes = start_three(&dirs, &voters);
     let leader = agreed_leader(&nodes.values().collect::<Vec<_>>(), None);
     let behind = *nodes.keys().find(|id| **id != leader).expect("a follower");
-    assert_eq!(topic_of(nodes[&leader].propose(create_topic("p1"))), "p1");
-    wait_for("all apply p1", || {
-        nodes.values().all(|n| has_topics(n, &["p1"])).then_some(())
-    });
+    assert_eq!(nth(nodes[&leader].propose(change())), 0);
+    wait_for("all apply the first change", || all_applied(&nodes, 1));
 
     // One follower stops; the others commit more, snapshot and purge their logs past what it has.
     nodes.remove(&behind).expect("follower").kill();
-    for name in ["p2", "p3"] {
-        assert_eq!(topic_of(nodes[&leader].propose(create_topic(name))), name);
+    for n in 1..3 {
+        assert_eq!(nth(nodes[&leader].propose(change())), n);
     }
-    wait_for("the other two apply", || {
-        nodes.values().all(|n| has_topics(n, &["p3"])).then_some(())
-    });
+    wait_for("the other two apply", || all_applied(&nodes, 3));
     for node in nodes.values() {
         let purged = node.snapshot_and_purge().expect("snapshot and purge");
         assert!(purged >= 4, "purged up to {purged}");
@@ -571,30 +502,18 @@ fn a_follower_behind_the_purged_log_is_sent_the_snapshot() {
 
     // It restarts: the leader has no entries for it and sends the snapshot; its own log is
     // restarted after the snapshot (truncate_fully_and_start_at) and it follows from there.
-    let restarted = start_node(
-        behind,
-        &voters,
-        dirs[behind as usize - 1].path().to_path_buf(),
-    );
+    let restarted = start_node(behind, &voters, dir_of(&dirs, behind));
     wait_for("the snapshot is installed", || {
-        has_topics(&restarted, &["p1", "p2", "p3"]).then_some(())
+        applied(&restarted, 3).then_some(())
     });
-    assert_eq!(topic_of(restarted.propose(create_topic("p4"))), "p4");
+    assert_eq!(nth(restarted.propose(change())), 3);
     nodes.insert(behind, restarted);
-    wait_for("all apply p4", || {
-        nodes.values().all(|n| has_topics(n, &["p4"])).then_some(())
-    });
-    assert_eq!(snapshot_files(dirs[behind as usize - 1].path()).len(), 1);
+    wait_for("all apply the fourth change", || all_applied(&nodes, 4));
+    assert_eq!(snapshot_files(&dir_of(&dirs, behind)).len(), 1);
 
     // And after another restart it recovers from the installed snapshot and its log.
     nodes.remove(&behind).expect("node").kill();
-    let again = start_node(
-        behind,
-        &voters,
-        dirs[behind as usize - 1].path().to_path_buf(),
-    );
-    assert!(has_topics(&again, &["p1", "p2", "p3"]));
-    wait_for("it catches up again", || {
-        has_topics(&again, &["p4"]).then_some(())
-    });
+    let again = start_node(behind, &voters, dir_of(&dirs, behind));
+    assert!(applied(&again, 3));
+    wait_for("it catches up again", || applied(&again, 4).then_some(()));
 }

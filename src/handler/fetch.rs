@@ -27,8 +27,18 @@ struct Wanted {
     error: Option<i16>,
 }
 
-/// A file range to splice into the encoded response in place of its marker.
-pub type FilePart = ([u8; 16], crate::storage::slice::FileSlice, usize);
+/// What goes out in place of a record field's marker: a file range (by sendfile), or bytes
+/// already in memory (cold ranges read in), so those are not copied again into the frame.
+pub enum Spliced {
+    File(crate::storage::slice::FileSlice),
+    Bytes(bytes::Bytes),
+}
+
+/// Record bytes in memory at least this long are spliced rather than encoded into the frame.
+const SPLICE_BYTES_MIN: usize = 64 * 1024;
+
+/// A part to splice into the encoded response in place of its marker.
+pub type FilePart = ([u8; 16], Spliced, usize);
 /// The file ranges of a response, in the order their markers appear in it.
 pub type FileParts = Vec<FilePart>;
 
@@ -399,14 +409,23 @@ fn build_response(
                     .with_last_stable_offset(r.last_stable_offset)
                     .with_log_start_offset(r.log_start_offset)
                     .with_records(Some(match r.records {
-                        FetchRecords::Bytes(b) => b,
-                        // Cold ranges were read before; one left here is sent by sendfile.
-                        FetchRecords::File(f) | FetchRecords::Cold(f) => {
+                        FetchRecords::Bytes(b) if b.len() < SPLICE_BYTES_MIN => b,
+                        records => {
+                            let (part, len) = match records {
+                                FetchRecords::Bytes(b) => {
+                                    let len = b.len();
+                                    (Spliced::Bytes(b), len)
+                                }
+                                // Cold ranges were read before; one left here goes by sendfile.
+                                FetchRecords::File(f) | FetchRecords::Cold(f) => {
+                                    let len = f.len;
+                                    (Spliced::File(f), len)
+                                }
+                            };
                             let marker = *uuid::Uuid::new_v4().as_bytes();
-                            let len = f.len;
                             let key = topic_key(v, w);
                             let topic = topics.get_index_of(&key).unwrap_or(topics.len());
-                            files.push((topic, (marker, f, len)));
+                            files.push((topic, (marker, part, len)));
                             bytes::Bytes::copy_from_slice(&marker)
                         }
                     }));

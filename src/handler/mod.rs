@@ -253,7 +253,17 @@ fn fetch_reply(ctx: &RequestContext, response: ResponseKind, files: fetch::FileP
         return Reply::Response(encoded);
     }
     match frame::splice_markers(encoded, ctx.api_version, files) {
-        Ok(pieces) => Reply::Pieces(pieces),
+        Ok(pieces) => Reply::Pieces(
+            pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    frame::Piece::File(fetch::Spliced::File(f)) => frame::Piece::File(f),
+                    frame::Piece::File(fetch::Spliced::Bytes(b)) | frame::Piece::Bytes(b) => {
+                        frame::Piece::Bytes(b)
+                    }
+                })
+                .collect(),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "fetch response splicing failed; closing connection");
             Reply::Close

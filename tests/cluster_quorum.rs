@@ -55,7 +55,18 @@ fn wait_agreement(c: &Cluster, ids: &[i32], brokers: &[i32]) -> i32 {
                 })
             });
             controller = first.controller;
-            agree && want.contains(&first.controller) && first.cluster_id.is_some()
+            let ok = agree && want.contains(&first.controller) && first.cluster_id.is_some();
+            if !ok {
+                let seen: Vec<_> = views
+                    .iter()
+                    .map(|v| {
+                        v.as_ref()
+                            .map(|v| (v.controller, v.brokers.keys().copied().collect::<Vec<_>>()))
+                    })
+                    .collect();
+                eprintln!("nodes {ids:?} not yet agreed: {seen:?}");
+            }
+            ok
         },
     );
     controller

@@ -285,3 +285,77 @@ fn a_node_holding_another_clusters_data_is_refused() {
         c.node(id).stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_produces_and_a_group_consumes_across_the_cluster() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Message};
+    let mut c = Cluster::start(3, FAST);
+    wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
+    create_through(&c, 2, "spread", 3, 3);
+    for id in [1, 2, 3] {
+        wait_topic(&c, id, "spread", 3);
+    }
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", c.bootstrap())
+        .set("broker.address.family", "v4");
+    let producer: FutureProducer = config
+        .clone()
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    const RECORDS: usize = 30;
+    for i in 0..RECORDS {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        producer
+            .send(
+                FutureRecord::to("spread")
+                    .key(&key)
+                    .payload(&value)
+                    .partition((i % 3) as i32),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}\n{}", c.tails()));
+    }
+    let consumer: StreamConsumer = config
+        .set("group.id", "across")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["spread"]).expect("subscribe");
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    while seen.len() < RECORDS {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {RECORDS}\n{}",
+            seen.len(),
+            c.tails()
+        );
+        match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+            Ok(Ok(m)) => {
+                seen.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+            Ok(Err(e)) => eprintln!("consume: {e}"),
+            Err(_) => {}
+        }
+    }
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("commit: {e}\n{}", c.tails()));
+    // The group's coordinator is the leader of its __consumer_offsets partition, which the
+    // active controller created with the replication factor capped by the three voters.
+    let v = view(&c, 1).expect("metadata");
+    let offsets = &v.topics["__consumer_offsets"];
+    assert!(offsets.iter().all(|p| p.replicas.len() == 3), "{offsets:?}");
+    drop(consumer);
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

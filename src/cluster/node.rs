@@ -54,6 +54,7 @@ pub struct ClusterNode {
     /// Published to every shard (Metadata's controller id).
     controller_id: Arc<AtomicI32>,
     stopping: Cell<bool>,
+    config: Arc<crate::config::BrokerConfig>,
     /// Set to make the process exit with a failure (a node refused by its cluster).
     failed: Arc<AtomicBool>,
     /// The cluster id already recorded in meta.properties.
@@ -117,6 +118,7 @@ impl ClusterNode {
             quorum,
             controller_id,
             stopping: Cell::new(false),
+            config: config.clone(),
             failed,
             recorded_cluster_id: RefCell::new(None),
             data_dir: config.data_dir.clone(),
@@ -271,6 +273,7 @@ impl ClusterNode {
                 }
                 continue;
             }
+            self.create_offsets_topic(&image).await;
             let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
             for cmd in expired {
                 tracing::warn!(command = ?cmd, "broker session expired: fencing");
@@ -297,6 +300,32 @@ impl ClusterNode {
         match super::meta::ensure(&self.data_dir, &image.cluster_id, self.node_id) {
             Ok(()) => *self.recorded_cluster_id.borrow_mut() = Some(image.cluster_id.clone()),
             Err(e) => tracing::error!(error = %e, "recording the cluster id failed"),
+        }
+    }
+
+    /// The active controller creates `__consumer_offsets` once as many brokers are unfenced as
+    /// its replication factor asks (`offsets.topic.replication.factor`, capped by the number of
+    /// voters, as Kafka caps it by the brokers present), so groups get replicated coordinators.
+    async fn create_offsets_topic(&self, image: &MetadataImage) {
+        use crate::cluster::image::CONSUMER_OFFSETS_TOPIC;
+        if image.topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+            return;
+        }
+        let wanted = self
+            .config
+            .int("offsets.topic.replication.factor", 3)
+            .max(1);
+        let rf = wanted.min(self.quorum.voters.len() as i64);
+        let unfenced = image.brokers.values().filter(|b| !b.fenced).count() as i64;
+        if unfenced < rf {
+            return;
+        }
+        let cmd = crate::runtime::offsets_topic_command(&self.config, rf as i16);
+        match self.raft.propose(cmd).await {
+            Ok(_) => tracing::info!(replication_factor = rf, "created {CONSUMER_OFFSETS_TOPIC}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "creating {CONSUMER_OFFSETS_TOPIC} failed; will retry")
+            }
         }
     }
 

@@ -276,25 +276,32 @@ fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Resu
     };
     run(&mut image, unfence)?;
     if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
-        let mut configs = std::collections::BTreeMap::new();
-        configs.insert(
-            "segment.bytes".to_string(),
-            config.get("offsets.topic.segment.bytes").to_string(),
-        );
-        configs.insert("retention.ms".to_string(), "-1".to_string());
-        let cmd = ControllerCommand::CreateTopic {
-            name: CONSUMER_OFFSETS_TOPIC.to_string(),
-            id: uuid::Uuid::new_v4(),
-            partitions: config.int("offsets.topic.num.partitions", 50) as i32,
-            replication_factor: 1,
-            configs,
-            internal: true,
-            assignment: None,
-        };
-        run(&mut image, cmd)?;
+        run(&mut image, offsets_topic_command(config, 1))?;
     }
     image.persist(&config.data_dir, config.node_id)?;
     Ok(image)
+}
+
+/// Creates `__consumer_offsets` (Kafka's settings for it: `offsets.topic.*`, kept forever).
+pub(crate) fn offsets_topic_command(
+    config: &BrokerConfig,
+    replication_factor: i16,
+) -> ControllerCommand {
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert(
+        "segment.bytes".to_string(),
+        config.get("offsets.topic.segment.bytes").to_string(),
+    );
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    ControllerCommand::CreateTopic {
+        name: CONSUMER_OFFSETS_TOPIC.to_string(),
+        id: uuid::Uuid::new_v4(),
+        partitions: config.int("offsets.topic.num.partitions", 50) as i32,
+        replication_factor,
+        configs,
+        internal: true,
+        assignment: None,
+    }
 }
 
 async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow::Result<()> {

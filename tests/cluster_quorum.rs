@@ -72,6 +72,32 @@ fn wait_agreement(c: &Cluster, ids: &[i32], brokers: &[i32]) -> i32 {
     controller
 }
 
+/// DescribeQuorum v2 for `__cluster_metadata-0`: (error code, leader id, voter ids).
+fn describe_quorum(kafka_port: u16) -> std::io::Result<(i16, i32, Vec<i32>)> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{
+        ApiKey, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let resp: DescribeQuorumResponse = common::wire::call(
+        &format!("127.0.0.1:{kafka_port}"),
+        ApiKey::DescribeQuorum,
+        2,
+        &req,
+    )?;
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| std::io::Error::other("no partition in DescribeQuorum"))?;
+    let mut voters: Vec<i32> = p.current_voters.iter().map(|v| v.replica_id.0).collect();
+    voters.sort();
+    Ok((p.error_code, p.leader_id.0, voters))
+}
+
 /// CreateTopics through node `via`, retried while the quorum elects; panics unless it succeeds.
 fn create_through(c: &Cluster, via: i32, name: &str, partitions: i32, rf: i16) {
     let deadline = Instant::now() + QUORUM_TIMEOUT;
@@ -120,6 +146,14 @@ fn three_nodes_agree_and_survive_a_kill_9_of_each_node_in_turn() {
     for p in t {
         assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 3, "{p:?}");
         assert_eq!(p.isr.len(), 3, "{p:?}");
+    }
+
+    // DescribeQuorum, from any node: the leader, its epoch, and the three voters.
+    for id in all {
+        let q = describe_quorum(port(&c, id)).expect("DescribeQuorum");
+        assert_eq!(q.0, 0, "error code");
+        assert!(all.contains(&q.1), "leader {} not a voter", q.1);
+        assert_eq!(q.2, vec![1, 2, 3], "voters");
     }
 
     // Kill -9 each node in turn, the Raft leader first.

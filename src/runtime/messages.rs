@@ -48,6 +48,8 @@ pub enum ShardRequest {
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
+    /// DescribeQuorum: the metadata quorum's state, as shard 0's Raft member sees it.
+    DescribeQuorum,
 }
 
 impl ShardRequest {
@@ -63,6 +65,8 @@ impl ShardRequest {
 
 pub enum ShardResponse {
     Applied,
+    /// `None`: no quorum configured (a single node).
+    Quorum(Option<crate::cluster::raft::QuorumState>),
     Controller(Result<Outcome, ControllerError>),
     Produce(Vec<ProduceResult>),
     Fetch(Vec<FetchResult>),

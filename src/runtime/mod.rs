@@ -472,6 +472,10 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
         ShardRequest::LogDirs(items) => {
             Box::pin(async move { ShardResponse::LogDirs(local::log_dirs(&shard, items)) })
         }
+        ShardRequest::DescribeQuorum => Box::pin(async move {
+            let node = shard.cluster.borrow().clone();
+            ShardResponse::Quorum(node.map(|n| n.raft.quorum_state()))
+        }),
         ShardRequest::Group(req) => {
             Box::pin(async move { ShardResponse::Group(shard.groups.handle(*req).await) })
         }

@@ -334,6 +334,74 @@ struct ToolOutput {
     text: String,
 }
 
+#[test]
+fn kafka_metadata_quorum_describes_a_three_node_cluster() {
+    use common::cluster::{metadata, Cluster};
+    let libs = kafka_libs();
+    let mut c = Cluster::start(
+        3,
+        &[
+            ("broker.session.timeout.ms", "3000"),
+            ("broker.heartbeat.interval.ms", "500"),
+        ],
+    );
+    let ports: Vec<u16> = c.ports.iter().map(|p| p.kafka_port).collect();
+    c.wait("three brokers in every node's Metadata", || {
+        ports
+            .iter()
+            .all(|port| metadata(*port).is_ok_and(|v| v.brokers.len() == 3 && v.controller > 0))
+    });
+    let bootstrap = c.bootstrap();
+    let status = kafka_tool(
+        &libs,
+        "org.apache.kafka.tools.MetadataQuorumCommand",
+        &["--bootstrap-server", &bootstrap, "describe", "--status"],
+    );
+    let leader = metadata(ports[0]).expect("metadata").controller;
+    assert_has(&status, "LeaderId:");
+    let leader_line = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("LeaderId:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        leader_line.split_whitespace().last() == Some(leader.to_string().as_str()),
+        "LeaderId is not the controller {leader}: {leader_line:?}\n{}",
+        status.text
+    );
+    let voters = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("CurrentVoters:"))
+        .unwrap_or_default()
+        .to_string();
+    for id in 1..=3 {
+        assert!(
+            voters.contains(&format!("\"id\": {id}"))
+                || voters.contains(&format!("{id},"))
+                || voters.contains(&format!("{id}]")),
+            "voter {id} missing: {voters:?}\n{}",
+            status.text
+        );
+    }
+    let replication = kafka_tool(
+        &libs,
+        "org.apache.kafka.tools.MetadataQuorumCommand",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "describe",
+            "--replication",
+        ],
+    );
+    assert_has(&replication, "Leader");
+    assert_has(&replication, "Follower");
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
 /// The directory holding Kafka's jars, fetched once per test binary by scripts/kafka-jars.sh.
 fn kafka_libs() -> PathBuf {
     static LIBS: OnceLock<Result<PathBuf, String>> = OnceLock::new();

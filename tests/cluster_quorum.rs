@@ -19,6 +19,18 @@ const FAST: &[(&str, &str)] = &[
     ("broker.session.timeout.ms", "3000"),
     ("broker.heartbeat.interval.ms", "500"),
 ];
+/// One cluster at a time: each test runs 3-5 brokers, and the suite shares 2 CPUs with
+/// whatever else runs; several clusters at once would make elections and sessions a race
+/// against the scheduler rather than a test of the quorum.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one may still run.
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Kafka's error codes a refused change may carry while there is no quorum (all retriable).
 const RETRIABLE_NO_QUORUM: &[i16] = &[7 /* REQUEST_TIMED_OUT */, 41 /* NOT_CONTROLLER */];
 
@@ -127,6 +139,7 @@ fn wait_topic(c: &Cluster, id: i32, topic: &str, partitions: usize) {
 
 #[test]
 fn three_nodes_agree_and_survive_a_kill_9_of_each_node_in_turn() {
+    let _serial = serial();
     let mut c = Cluster::start(3, FAST);
     let all = [1, 2, 3];
     let controller = wait_agreement(&c, &all, &all);
@@ -200,6 +213,7 @@ fn three_nodes_agree_and_survive_a_kill_9_of_each_node_in_turn() {
 
 #[test]
 fn a_minority_refuses_changes_and_still_answers_metadata() {
+    let _serial = serial();
     let mut c = Cluster::start(3, FAST);
     wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
     create_through(&c, 1, "before", 1, 3);
@@ -235,6 +249,7 @@ fn a_minority_refuses_changes_and_still_answers_metadata() {
 
 #[test]
 fn everything_committed_survives_kill_9_of_every_node() {
+    let _serial = serial();
     let mut c = Cluster::start(3, FAST);
     wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
     for i in 0..5 {
@@ -259,6 +274,7 @@ fn everything_committed_survives_kill_9_of_every_node() {
 
 #[test]
 fn five_nodes_agree_and_commit_without_two_of_them() {
+    let _serial = serial();
     let mut c = Cluster::start(5, FAST);
     let all = [1, 2, 3, 4, 5];
     let controller = wait_agreement(&c, &all, &all);
@@ -292,6 +308,7 @@ fn five_nodes_agree_and_commit_without_two_of_them() {
 
 #[test]
 fn a_node_holding_another_clusters_data_is_refused() {
+    let _serial = serial();
     let mut c = Cluster::start(3, FAST);
     wait_agreement(&c, &[1, 2, 3], &[1, 2, 3]);
     c.node(3).stop();
@@ -321,7 +338,10 @@ fn a_node_holding_another_clusters_data_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only keeps other tests' clusters out; no task of this test waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn librdkafka_produces_and_a_group_consumes_across_the_cluster() {
+    let _serial = serial();
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{ClientConfig, Message};

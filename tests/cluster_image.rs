@@ -79,6 +79,11 @@ fn make_three_broker_image(data_dir: &std::path::Path) {
         assignment: Some(ASSIGNMENT.iter().map(|r| r.to_vec()).collect()),
     };
     run(&mut image, create);
+    // Every replica in sync, as follower replication will make them (a new partition starts
+    // with its leader alone in the ISR).
+    for p in &mut image.topics.get_mut(TOPIC).expect("topic").partitions {
+        p.isr = p.replicas.clone();
+    }
     let grow = ControllerCommand::CreatePartitions {
         name: TOPIC.into(),
         count: 5,

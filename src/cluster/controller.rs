@@ -414,9 +414,13 @@ fn validate_assignment(
     Ok(())
 }
 
-/// Fresh partitions (numbered from `first_index`) for these replica lists: the ISR is the
-/// active replicas, the leader the first of them (Kafka refuses a partition none of whose
-/// replicas is active).
+/// Fresh partitions (numbered from `first_index`) for these replica lists: the leader is the
+/// first active replica (Kafka refuses a partition none of whose replicas is active), and the
+/// ISR is the leader alone. Kafka starts with every active replica in the ISR because its
+/// followers start fetching at once; Sluice's followers do not replicate yet, so only the
+/// leader ever holds the data, and an ISR naming the others would let a fenced leader's
+/// partitions move to an empty replica (every acknowledged record lost) and let acks=all mean
+/// less than it says. Replication (AlterPartition) grows the ISR once followers catch up.
 fn new_partitions(
     image: &MetadataImage,
     first_index: i32,
@@ -425,12 +429,7 @@ fn new_partitions(
     (first_index..)
         .zip(replicas)
         .map(|(index, replicas)| {
-            let isr: Vec<i32> = replicas
-                .iter()
-                .copied()
-                .filter(|r| image.is_active(*r))
-                .collect();
-            let Some(leader) = isr.first().copied() else {
+            let Some(leader) = replicas.iter().copied().find(|r| image.is_active(*r)) else {
                 return Err(ControllerError::InvalidReplicaAssignment(format!(
                     "All brokers specified in the manual partition assignment for partition \
                      {index} are fenced or in controlled shutdown."
@@ -438,7 +437,7 @@ fn new_partitions(
             };
             Ok(PartitionImage {
                 replicas,
-                isr,
+                isr: vec![leader],
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,

@@ -212,7 +212,15 @@ mod tests {
             internal: false,
             assignment: None,
         };
-        apply(&img, &create).unwrap().0
+        let mut img = apply(&img, &create).unwrap().0;
+        // Every replica in sync, as follower replication will make them (new partitions
+        // start with the leader alone in the ISR).
+        for t in img.topics.values_mut() {
+            for p in &mut t.partitions {
+                p.isr = p.replicas.clone();
+            }
+        }
+        img
     }
 
     fn ids(b: &[BrokerId]) -> Vec<i32> {

@@ -411,6 +411,44 @@ async fn librdkafka_produces_and_a_group_consumes_across_the_cluster() {
     let offsets = &v.topics["__consumer_offsets"];
     assert!(offsets.iter().all(|p| p.replicas.len() == 3), "{offsets:?}");
     drop(consumer);
+
+    // kill -9 of partition 0's leader: with no follower holding its data, the partition goes
+    // offline rather than to an empty replica; back with every acknowledged record after.
+    let leader = v.topics["spread"][0].leader;
+    c.node(leader).kill9();
+    let survivor = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
+    c.wait("partition 0 to go offline", || {
+        view(&c, survivor).is_some_and(|v| v.topics["spread"][0].leader == -1)
+    });
+    c.node(leader).start_again();
+    c.wait("partition 0 to get its leader back", || {
+        view(&c, survivor).is_some_and(|v| v.topics["spread"][0].leader == leader)
+    });
+    let reader: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("group.id", "assign-only")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("spread", 0, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    reader.assign(&tpl).expect("assign");
+    let mut kept = BTreeSet::new();
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    while kept.len() < RECORDS / 3 && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            kept.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+    }
+    let want: BTreeSet<String> = (0..RECORDS).step_by(3).map(|i| format!("v{i}")).collect();
+    assert_eq!(
+        kept,
+        want,
+        "records of partition 0 after its leader's kill -9\n{}",
+        c.tails()
+    );
     for node in &mut c.nodes {
         node.stop();
     }

@@ -8,8 +8,9 @@
 //! scripts/test.sh installs both and builds the jar; when the jar is missing or older than its
 //! sources, the first test here builds it (`mvn -o` first, online if the offline build fails).
 //!
-//! Not tested yet: transactions (Sluice has no transaction coordinator: no AddPartitionsToTxn,
-//! EndTxn, TxnOffsetCommit), and a 3-node cluster (Sluice is single-node so far).
+//! Also against a 3-node cluster (producer, classic and KIP-848 groups; replication factor 1,
+//! since partition data is not replicated yet). Not tested yet: transactions (Sluice has no
+//! transaction coordinator: no AddPartitionsToTxn, EndTxn, TxnOffsetCommit).
 //!
 //! Checks that found a Sluice gap not fixed yet run as known failures: the subcommand prints
 //! `KNOWN-FAILURE <id>: <reason>` and still passes, and fails once the check passes so the
@@ -54,21 +55,57 @@ fn java_consumer_group_kip848_rebalance_takeover_resume() {
     run_java(2, &["group", "consumer"]);
 }
 
+#[test]
+fn java_producer_and_groups_against_a_three_node_cluster() {
+    // Topics here have replication factor 1 (partition data is not replicated yet): leaders,
+    // group coordinators and the KIP-848 coordinator are spread over three nodes.
+    let mut cluster = common::cluster::Cluster::start(
+        3,
+        &[
+            ("broker.session.timeout.ms", "3000"),
+            ("broker.heartbeat.interval.ms", "500"),
+        ],
+    );
+    let ports: Vec<u16> = cluster.ports.iter().map(|p| p.kafka_port).collect();
+    cluster.wait("three unfenced brokers and __consumer_offsets", || {
+        ports.iter().all(|port| {
+            common::cluster::metadata(*port)
+                .is_ok_and(|v| v.brokers.len() == 3 && v.topics.contains_key("__consumer_offsets"))
+        })
+    });
+    let bootstrap = cluster.bootstrap();
+    for args in [
+        &["produce-consume", "none", "lz4"][..],
+        &["group", "classic"][..],
+        &["group", "consumer"][..],
+    ] {
+        run_java_against(&bootstrap, args, &|| cluster.tails());
+    }
+    for node in &mut cluster.nodes {
+        node.stop();
+    }
+}
+
 /// Starts a broker with `cores` shards and runs the jar's subcommand `args` against it.
 fn run_java(cores: u32, args: &[&str]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let jar = java_client_jar(root);
     let broker = Broker::start_with(BrokerOpts {
         cores,
         ..BrokerOpts::default()
     });
+    run_java_against(broker.bootstrap(), args, &|| broker.stderr_tail());
+}
+
+/// Runs the jar's subcommand `args` against `bootstrap`; `logs` gives the brokers' logs.
+fn run_java_against(bootstrap: &str, args: &[&str], logs: &dyn Fn() -> String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let jar = java_client_jar(root);
     let what = format!("java -jar {JAR} {}", args.join(" "));
     let (status, output) = run_bounded(
         &what,
         Command::new("java")
             .arg("-jar")
             .arg(&jar)
-            .arg(broker.bootstrap())
+            .arg(bootstrap)
             .args(args)
             .current_dir(root),
         JAVA_TEST_TIMEOUT,
@@ -77,7 +114,7 @@ fn run_java(cores: u32, args: &[&str]) {
     assert!(
         status.success() && output.lines().any(|l| l == pass),
         "{what} exited with {status} (want 0 and a line {pass:?})\n{output}\n{}",
-        broker.stderr_tail()
+        logs()
     );
     for line in output.lines().filter(|l| l.starts_with("KNOWN-FAILURE")) {
         eprintln!("{line}");

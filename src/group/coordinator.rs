@@ -107,7 +107,9 @@ impl GroupCoordinator {
             let n = offsets_partition_count(&image, &me.config);
             for p in 0..n {
                 let tp = TopicPartition::new(OFFSETS_TOPIC, p);
-                if shard.shard_for(&tp) == me.shard_id {
+                // Only partitions with a replica here are open; the others (led by other
+                // nodes, or not created yet) load on their first request if they come.
+                if shard.shard_for(&tp) == me.shard_id && me.logs.get(&tp).is_some() {
                     if let Err(e) = me.ensure_loaded(p).await {
                         tracing::error!(partition = p, error = %e, "loading group state failed");
                     }

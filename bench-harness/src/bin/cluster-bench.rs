@@ -529,6 +529,8 @@ struct Wide {
     via: i32,
     /// Sending CreateTopics to its answer (error 0).
     answered_ms: f64,
+    /// Sending to the topic in the Metadata of the node it was sent to.
+    via_metadata_ms: f64,
     /// Sending to every node's Metadata listing every partition with a leader.
     metadata_everywhere_ms: f64,
     /// Sending to every node holding a `.log` segment in each partition dir it is a replica of.
@@ -745,17 +747,22 @@ fn wide_topic(c: &Cluster, via: i32, partitions: i32) -> Result<Wide> {
     }
     let answered = sent.elapsed();
     let all = c.ids();
-    // Which node holds which partitions, from the node it was created through.
-    let assigned = metadata(&addr)?
-        .topics
-        .remove(TOPIC)
-        .context("the wide topic is not in Metadata once created")?;
-    if assigned.len() != partitions as usize {
-        bail!(
-            "Metadata shows {} of {partitions} partitions",
-            assigned.len()
-        );
-    }
+    // Which node holds which partitions, from the node it was created through. A forwarded
+    // CreateTopics answers once the controller committed; this broker's own image may apply the
+    // change a little later, so its Metadata is polled (bounded).
+    let mut assigned = BTreeMap::new();
+    c.wait(
+        "the wide topic in the Metadata of the node it was created through",
+        WIDE_TIMEOUT,
+        || match metadata(&addr).map(|mut v| v.topics.remove(TOPIC)) {
+            Ok(Some(t)) if t.len() == partitions as usize => {
+                assigned = t;
+                true
+            }
+            _ => false,
+        },
+    )?;
+    let in_via_metadata = sent.elapsed();
     let mut remaining: BTreeMap<i32, BTreeSet<i32>> =
         all.iter().map(|id| (*id, BTreeSet::new())).collect();
     for (p, (_, _, replicas)) in &assigned {
@@ -815,6 +822,7 @@ fn wide_topic(c: &Cluster, via: i32, partitions: i32) -> Result<Wide> {
         replication_factor: RF,
         via,
         answered_ms: ms(answered),
+        via_metadata_ms: ms(in_via_metadata),
         metadata_everywhere_ms: ms(metadata_at),
         opened_everywhere_ms: ms(opened_everywhere),
         per_node: done_at
@@ -990,8 +998,8 @@ fn render(r: &Report, error: Option<&anyhow::Error>) -> String {
     if let Some(w) = &r.wide {
         let _ = writeln!(
             s,
-            "\nwide topic ({} partitions, RF {}, via node {}): answered {:.0} ms, in every node's Metadata {:.0} ms, opened on every node {:.0} ms",
-            w.partitions, w.replication_factor, w.via, w.answered_ms, w.metadata_everywhere_ms, w.opened_everywhere_ms
+            "\nwide topic ({} partitions, RF {}, via node {}): answered {:.0} ms, in that node's Metadata {:.0} ms, in every node's Metadata {:.0} ms, opened on every node {:.0} ms",
+            w.partitions, w.replication_factor, w.via, w.answered_ms, w.via_metadata_ms, w.metadata_everywhere_ms, w.opened_everywhere_ms
         );
         for n in &w.per_node {
             let _ = writeln!(

@@ -408,12 +408,15 @@ fn call<Req: Encodable, Resp: Decodable>(
     Ok(resp)
 }
 
+/// One partition in Metadata: (error code, leader, replicas).
+type PartitionView = (i16, i32, Vec<i32>);
+
 /// What one node's Metadata v12 says.
 struct View {
     cluster_id: Option<String>,
     brokers: BTreeSet<i32>,
     /// Topic → partition index → (error code, leader, replicas).
-    topics: BTreeMap<String, BTreeMap<i32, (i16, i32, Vec<i32>)>>,
+    topics: BTreeMap<String, BTreeMap<i32, PartitionView>>,
 }
 
 fn metadata(addr: &str) -> Result<View> {

@@ -12,13 +12,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{create_topic, metadata, Cluster, View, QUORUM_TIMEOUT};
+use common::cluster::{
+    create_topic, metadata, Cluster, View, FAST_SESSIONS as FAST, QUORUM_TIMEOUT,
+};
 
-/// Short broker sessions, so a killed node is fenced in seconds (Kafka's defaults: 9 s / 2 s).
-const FAST: &[(&str, &str)] = &[
-    ("broker.session.timeout.ms", "3000"),
-    ("broker.heartbeat.interval.ms", "500"),
-];
 /// One cluster at a time: each test runs 3-5 brokers, and the suite shares 2 CPUs with
 /// whatever else runs; several clusters at once would make elections and sessions a race
 /// against the scheduler rather than a test of the quorum.

@@ -69,22 +69,10 @@ fn franz_go_consumer_group_kip848_rebalance_takeover_resume() {
 fn franz_go_groups_against_a_three_node_cluster() {
     // Replication factor 1 (partition data is not replicated yet): leaders and group
     // coordinators spread over three nodes.
-    let mut cluster = common::cluster::Cluster::start(
-        3,
-        &[
-            ("broker.session.timeout.ms", "3000"),
-            ("broker.heartbeat.interval.ms", "500"),
-        ],
-    );
-    let ports: Vec<u16> = cluster.ports.iter().map(|p| p.kafka_port).collect();
-    cluster.wait("three unfenced brokers and __consumer_offsets", || {
-        ports.iter().all(|port| {
-            common::cluster::metadata(*port)
-                .is_ok_and(|v| v.brokers.len() == 3 && v.topics.contains_key("__consumer_offsets"))
-        })
-    });
+    let mut cluster = common::cluster::Cluster::start(3, common::cluster::FAST_SESSIONS);
+    cluster.wait_ready_for_groups();
     // The program takes one seed broker; franz-go learns the others from Metadata.
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    let bootstrap = format!("127.0.0.1:{}", cluster.ports[0].kafka_port);
     // (The program's produce-consume check reads DescribeLogDirs from its one seed broker,
     // a single-node assumption; its records part passed against this cluster, with one seed.)
     for args in [&["group", "classic"][..], &["group", "consumer"][..]] {

@@ -59,20 +59,8 @@ fn java_consumer_group_kip848_rebalance_takeover_resume() {
 fn java_producer_and_groups_against_a_three_node_cluster() {
     // Topics here have replication factor 1 (partition data is not replicated yet): leaders,
     // group coordinators and the KIP-848 coordinator are spread over three nodes.
-    let mut cluster = common::cluster::Cluster::start(
-        3,
-        &[
-            ("broker.session.timeout.ms", "3000"),
-            ("broker.heartbeat.interval.ms", "500"),
-        ],
-    );
-    let ports: Vec<u16> = cluster.ports.iter().map(|p| p.kafka_port).collect();
-    cluster.wait("three unfenced brokers and __consumer_offsets", || {
-        ports.iter().all(|port| {
-            common::cluster::metadata(*port)
-                .is_ok_and(|v| v.brokers.len() == 3 && v.topics.contains_key("__consumer_offsets"))
-        })
-    });
+    let mut cluster = common::cluster::Cluster::start(3, common::cluster::FAST_SESSIONS);
+    cluster.wait_ready_for_groups();
     let bootstrap = cluster.bootstrap();
     for args in [
         &["produce-consume", "none", "lz4"][..],

@@ -338,13 +338,7 @@ struct ToolOutput {
 fn kafka_metadata_quorum_describes_a_three_node_cluster() {
     use common::cluster::{metadata, Cluster};
     let libs = kafka_libs();
-    let mut c = Cluster::start(
-        3,
-        &[
-            ("broker.session.timeout.ms", "3000"),
-            ("broker.heartbeat.interval.ms", "500"),
-        ],
-    );
+    let mut c = Cluster::start(3, common::cluster::FAST_SESSIONS);
     let ports: Vec<u16> = c.ports.iter().map(|p| p.kafka_port).collect();
     c.wait("three brokers in every node's Metadata", || {
         ports

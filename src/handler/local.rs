@@ -35,6 +35,20 @@ fn epoch_error(shard: &Shard, tp: &TopicPartition, client_epoch: i32) -> Option<
     errors::leader_epoch(client_epoch, leader_epoch(shard, tp))
 }
 
+/// The partition's log here, if it is open and the client's leader epoch is current; else the
+/// error code to answer with.
+fn current_log(
+    shard: &Shard,
+    tp: &TopicPartition,
+    client_epoch: i32,
+) -> Result<Rc<crate::storage::PartitionLog>, i16> {
+    let log = shard.logs.get(tp).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    match epoch_error(shard, tp, client_epoch) {
+        Some(e) => Err(e),
+        None => Ok(log),
+    }
+}
+
 /// Appends a produce request's batches on this (the owning) shard. Each partition's place
 /// in its append queue is taken now, before this returns, so that requests are stored in the
 /// order they were handed to this shard (see `runtime::dispatch_local`); the returned future
@@ -234,16 +248,14 @@ pub async fn list_offsets(
             offset: -1,
             leader_epoch: -1,
         };
-        let Some(log) = shard.logs.get(&item.tp) else {
-            r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
-            out.push(r);
-            continue;
+        let log = match current_log(shard, &item.tp, item.current_leader_epoch) {
+            Ok(log) => log,
+            Err(e) => {
+                r.error_code = e;
+                out.push(r);
+                continue;
+            }
         };
-        if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
-            r.error_code = e;
-            out.push(r);
-            continue;
-        }
         let epoch = leader_epoch(shard, &item.tp);
         match item.timestamp {
             -1 | -5 => {
@@ -293,16 +305,14 @@ pub fn epoch_end_offsets(shard: &Rc<Shard>, items: Vec<EpochEndItem>) -> Vec<Epo
             leader_epoch: -1,
             end_offset: -1,
         };
-        let Some(log) = shard.logs.get(&item.tp) else {
-            r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
-            out.push(r);
-            continue;
+        let log = match current_log(shard, &item.tp, item.current_leader_epoch) {
+            Ok(log) => log,
+            Err(e) => {
+                r.error_code = e;
+                out.push(r);
+                continue;
+            }
         };
-        if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
-            r.error_code = e;
-            out.push(r);
-            continue;
-        }
         let current = leader_epoch(shard, &item.tp);
         let requested = item.leader_epoch;
         let found = if requested < 0 || requested > current {

@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::{Broker, BrokerOpts};
 
+/// Short broker sessions, so a killed node is fenced in seconds (Kafka's defaults: 9 s / 2 s).
+pub const FAST_SESSIONS: &[(&str, &str)] = &[
+    ("broker.session.timeout.ms", "3000"),
+    ("broker.heartbeat.interval.ms", "500"),
+];
+
 /// Bound for the quorum to form or to agree after a change.
 pub const QUORUM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -95,6 +101,25 @@ impl Cluster {
             config_text: Some(self.properties(i)),
             ..BrokerOpts::default()
         }
+    }
+
+    /// Waits until every node's Metadata lists all the cluster's brokers, a controller and
+    /// `__consumer_offsets` (which the active controller creates once they are unfenced): the
+    /// point from which clients' groups can find coordinators.
+    pub fn wait_ready_for_groups(&self) {
+        let n = self.ports.len();
+        self.wait(
+            "every broker unfenced and __consumer_offsets created",
+            || {
+                self.ports.iter().all(|p| {
+                    metadata(p.kafka_port).is_ok_and(|v| {
+                        v.brokers.len() == n
+                            && v.controller >= 0
+                            && v.topics.contains_key("__consumer_offsets")
+                    })
+                })
+            },
+        );
     }
 
     /// Every node's Kafka address, for `bootstrap.servers`.

@@ -91,6 +91,9 @@ pub const METADATA_PROPOSE_TIMEOUT_MS: u64 = 5_000;
 /// Committed entries between metadata snapshots (openraft's snapshot policy); the log is then
 /// purged up to the snapshot, keeping openraft's `max_in_snapshot_log_to_keep` entries.
 pub const METADATA_SNAPSHOT_ENTRIES: u64 = 5_000;
+/// Batch ends a replicated partition remembers above its high watermark (24 bytes each); the
+/// oldest is dropped when full (the high watermark then waits for a later boundary).
+pub const HW_MARKS_PER_PARTITION_MAX: usize = 4096;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);

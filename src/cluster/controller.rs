@@ -8,6 +8,7 @@
 //! broadcasts it to every shard before answering.
 
 mod brokers;
+mod isr;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +85,16 @@ pub enum ControllerCommand {
         mode: AlterMode,
     },
     AllocateProducerIds,
+    /// A partition leader's ISR change (Kafka's AlterPartition), checked against the leader
+    /// epoch and partition epoch it was made at.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -124,6 +135,12 @@ pub enum ControllerError {
     Timeout(String),
     #[error("metadata could not be persisted: {0}")]
     Persist(String),
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    #[error("{0}")]
+    IneligibleReplica(String),
 }
 
 /// What a command produced besides the new image.
@@ -138,6 +155,11 @@ pub enum Outcome {
     BrokerRegistered {
         node_id: i32,
         epoch: i64,
+    },
+    /// AlterPartition: the ISR and partition epoch now committed.
+    PartitionAltered {
+        isr: Vec<i32>,
+        partition_epoch: i32,
     },
     Done,
 }
@@ -167,6 +189,22 @@ pub fn apply(
         ControllerCommand::BeginControlledShutdown { node_id, epoch } => {
             brokers::begin_controlled_shutdown(&mut next, *node_id, *epoch)?
         }
+        ControllerCommand::AlterPartition {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => isr::alter_partition(
+            &mut next,
+            topic,
+            *partition,
+            *leader,
+            *leader_epoch,
+            *partition_epoch,
+            new_isr,
+        )?,
         ControllerCommand::SetClusterId { cluster_id } => {
             if cluster_id.is_empty() {
                 return Err(ControllerError::InvalidRequest(
@@ -416,11 +454,9 @@ fn validate_assignment(
 
 /// Fresh partitions (numbered from `first_index`) for these replica lists: the leader is the
 /// first active replica (Kafka refuses a partition none of whose replicas is active), and the
-/// ISR is the leader alone. Kafka starts with every active replica in the ISR because its
-/// followers start fetching at once; Sluice's followers do not replicate yet, so only the
-/// leader ever holds the data, and an ISR naming the others would let a fenced leader's
-/// partitions move to an empty replica (every acknowledged record lost) and let acks=all mean
-/// less than it says. Replication (AlterPartition) grows the ISR once followers catch up.
+/// ISR is every active replica, as in Kafka: all of them hold the same (empty) log, and the
+/// followers start fetching from the leader at once. A fenced replica joins the ISR through
+/// AlterPartition once it has caught up.
 fn new_partitions(
     image: &MetadataImage,
     first_index: i32,
@@ -435,9 +471,14 @@ fn new_partitions(
                      {index} are fenced or in controlled shutdown."
                 )));
             };
+            let isr = replicas
+                .iter()
+                .copied()
+                .filter(|r| image.is_active(*r))
+                .collect();
             Ok(PartitionImage {
                 replicas,
-                isr: vec![leader],
+                isr,
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,

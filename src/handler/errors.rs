@@ -55,6 +55,10 @@ pub mod code {
     pub const STALE_BROKER_EPOCH: i16 = 77;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
     pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    pub const INVALID_UPDATE_VERSION: i16 = 108;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
 }
 
 /// KIP-320: a client's `current_leader_epoch` against ours; -1 means "not given".
@@ -94,7 +98,7 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         StorageError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
         StorageError::RecordBatchTooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
-        StorageError::Closed => code::NOT_LEADER_OR_FOLLOWER,
+        StorageError::Closed | StorageError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
         #[allow(unreachable_patterns)]
         _ => code::UNKNOWN_SERVER_ERROR,
     }
@@ -127,6 +131,9 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::Persist(_) => code::KAFKA_STORAGE_ERROR,
         ControllerError::NotController(_) => code::NOT_CONTROLLER,
         ControllerError::Timeout(_) => code::REQUEST_TIMED_OUT,
+        ControllerError::FencedLeaderEpoch(_) => code::FENCED_LEADER_EPOCH,
+        ControllerError::InvalidUpdateVersion(_) => code::INVALID_UPDATE_VERSION,
+        ControllerError::IneligibleReplica(_) => code::INELIGIBLE_REPLICA,
     }
 }
 

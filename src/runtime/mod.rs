@@ -555,6 +555,12 @@ fn short(cmd: &ControllerCommand) -> String {
         ControllerCommand::SetClusterId { cluster_id } => format!("cluster id {cluster_id}"),
         ControllerCommand::AlterTopicConfigs { name, .. } => format!("alter configs of {name}"),
         ControllerCommand::AllocateProducerIds => "allocate producer ids".into(),
+        ControllerCommand::AlterPartition {
+            topic,
+            partition,
+            new_isr,
+            ..
+        } => format!("isr of {topic}-{partition} -> {new_isr:?}"),
     }
 }
 

@@ -185,6 +185,17 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The total size a batch starting at `buf` declares (`None` while its length field is not
+/// all there, or is negative).
+pub fn declared_size(buf: &[u8]) -> Option<usize> {
+    if buf.len() < LOG_OVERHEAD_BYTES {
+        return None;
+    }
+    usize::try_from(read_i32(buf, BATCH_LENGTH_AT))
+        .ok()
+        .map(|len| LOG_OVERHEAD_BYTES + len)
+}
+
 /// Splits `buf` into whole batches, verifying each (CRC included); fails on the first defect.
 pub fn split_batches(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchDefect> {
     split_with(buf, verify_batch)

@@ -49,6 +49,10 @@ pub enum StorageError {
     /// stop) when it is reopened or the broker restarts.
     #[error("partition log stopped after an fdatasync error; it recovers when reopened")]
     LogFailed,
+    /// This replica stopped leading the partition before the append was replicated (or a
+    /// truncation removed it): Kafka's NOT_LEADER_OR_FOLLOWER, retriable.
+    #[error("this replica is no longer the partition's leader")]
+    NotLeader,
     /// The log (or the shard's log manager) is closed.
     #[error("log closed")]
     Closed,

@@ -91,7 +91,7 @@ impl PartitionLog {
         let mut offsets = self.offsets.get();
         let messages = (mark.next_offset - offsets.written) as u64;
         offsets.written = mark.next_offset;
-        if !self.flush_policy().is_sync() {
+        if !self.flush_policy().is_sync() && self.hw_bound.get().is_none() {
             offsets.high_watermark = offsets.written;
             offsets.hwm_segment = active.base_offset().0;
             offsets.hwm_position = end;
@@ -100,6 +100,8 @@ impl PartitionLog {
         self.unflushed_messages
             .set(self.unflushed_messages.get() + messages);
         self.resolve_waiters(offsets.written, false);
+        self.write_waiters.wake_all();
+        self.update_high_watermark();
         Ok(())
     }
 
@@ -114,7 +116,7 @@ impl PartitionLog {
         let mut offsets = self.offsets.get();
         assert_eq!(offsets.written, committed.next_offset);
         offsets.durable = offsets.written;
-        if self.flush_policy().is_sync() {
+        if self.flush_policy().is_sync() && self.hw_bound.get().is_none() {
             offsets.high_watermark = offsets.durable;
             offsets.hwm_segment = active.base_offset().0;
             offsets.hwm_position = committed.size;
@@ -123,6 +125,7 @@ impl PartitionLog {
         self.unflushed_messages.set(0);
         self.last_fsync_ms.set(wall_clock_ms());
         self.resolve_waiters(offsets.durable, true);
+        self.update_high_watermark();
         Ok(())
     }
 
@@ -143,7 +146,9 @@ impl PartitionLog {
         assert_eq!(offsets.written, committed.next_offset);
         offsets.log_end = committed.next_offset;
         self.set_offsets(offsets);
+        self.forget_hw_marks_above(committed.next_offset);
         self.fail_waiters_above(committed.next_offset, err, false);
+        self.fail_replica_waiters_above(committed.next_offset);
         // Best effort: drop any torn bytes so a crash before the next write cannot resurrect
         // them. The flush lock is held, so no write of the appends queued meanwhile starts
         // before this truncate.
@@ -167,7 +172,9 @@ impl PartitionLog {
                 "fdatasync failed: the partition log stops (fail-stop) until it is reopened");
         }
         self.fail_waiters_above(i64::MIN, err, false);
+        self.fail_replica_waiters_above(i64::MIN);
         self.hwm_waiters.wake_all();
+        self.write_waiters.wake_all();
     }
 
     fn resolve_waiters(&self, upto: i64, durable: bool) {
@@ -203,7 +210,11 @@ impl PartitionLog {
         for waiter in self.waiters.borrow_mut().drain(..) {
             let _ = waiter.tx.send(Err(StorageError::Closed));
         }
+        for waiter in self.replica_waiters.borrow_mut().drain(..) {
+            let _ = waiter.tx.send(Err(StorageError::Closed));
+        }
         self.hwm_waiters.wake_all();
+        self.write_waiters.wake_all();
     }
 
     /// Persists the recovery point: active indexes (fdatasync), producer snapshot, then the

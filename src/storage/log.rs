@@ -111,6 +111,22 @@ pub struct PartitionLog {
     /// Set by the first fdatasync error (fail-stop): appends are refused, the high watermark is
     /// frozen, and the log recovers as after an unclean stop when reopened.
     pub(super) failed: Cell<bool>,
+    /// `Some(bound)` for a replicated log (see `replicated.rs`); `None` for a local one.
+    pub(super) hw_bound: Cell<Option<i64>>,
+    /// Batch ends above the high watermark of a replicated log (bounded).
+    pub(super) hw_marks: RefCell<VecDeque<super::replicated::HwMark>>,
+    /// acks=all appends of a replicated log waiting for the high watermark, in offset order.
+    pub(super) replica_waiters: RefCell<VecDeque<super::replicated::ReplicaWaiter>>,
+    /// Woken when the written end moves (followers' long polls) or the log is truncated.
+    pub(super) write_waiters: WakerSet,
+}
+
+/// How an append is made: a leader's (offsets and leader epoch assigned here, producer
+/// sequences checked) or a follower's (the leader's batches as they are).
+#[derive(Copy, Clone, Debug)]
+pub(super) enum AppendMode {
+    Leader(AppendOptions),
+    Follower { now_ms: i64 },
 }
 
 /// What recovery hands to [`PartitionLog::from_loaded`].
@@ -163,6 +179,10 @@ impl PartitionLog {
             marker_sync_pending: Cell::new(loaded.marker_sync_pending),
             closed: Cell::new(false),
             failed: Cell::new(false),
+            hw_bound: Cell::new(None),
+            hw_marks: RefCell::new(VecDeque::new()),
+            replica_waiters: RefCell::new(VecDeque::new()),
+            write_waiters: WakerSet::default(),
         })
     }
 
@@ -281,6 +301,21 @@ impl PartitionLog {
         records: Bytes,
         opts: AppendOptions,
     ) -> Result<AppendResult, StorageError> {
+        self.append_in_mode(place, records, AppendMode::Leader(opts))
+            .await
+    }
+
+    pub(super) async fn append_in_mode(
+        &self,
+        place: Ticket,
+        records: Bytes,
+        mode: AppendMode,
+    ) -> Result<AppendResult, StorageError> {
+        let (acks, now_ms) = match mode {
+            AppendMode::Leader(opts) => (opts.acks, opts.now_ms),
+            // A follower's append is acknowledged (its fetch offset moves) once durable.
+            AppendMode::Follower { now_ms } => (Acks::All, now_ms),
+        };
         if self.closed.get() || self.shard.closed.get() {
             return Err(StorageError::Closed);
         }
@@ -305,22 +340,27 @@ impl PartitionLog {
         let rx = {
             place.turn().await;
             let _guard = place;
-            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+            let follower = matches!(mode, AppendMode::Follower { .. });
+            if follower {
+                self.check_follower_batches(&batches)?;
+            } else if let Some(duplicate) = self.check_producers(&batches, acks)? {
                 drop(_guard);
                 return duplicate.acknowledged().await;
             }
-            self.prepare_room(records.len() as u64, &batches, opts.now_ms)
+            self.prepare_room(records.len() as u64, &batches, now_ms)
                 .await?;
             // No await from here to the end of the block: offsets, producer state and the
             // append buffer change together.
             if self.shard.read_only.get() {
                 return Err(StorageError::DiskPressure);
             }
-            if let Some(duplicate) = self.check_producers(&batches, opts.acks)? {
+            if follower {
+                self.check_follower_batches(&batches)?;
+            } else if let Some(duplicate) = self.check_producers(&batches, acks)? {
                 drop(_guard);
                 return duplicate.acknowledged().await;
             }
-            self.append_queued(&records, &batches, opts)
+            self.append_queued(&records, &batches, mode)
         };
         self.shard.mark_dirty(self);
         let (result, rx) = rx;
@@ -380,6 +420,21 @@ impl PartitionLog {
     /// A waiter for the bytes below `end_offset` per `acks` (written; with acks=all under the
     /// default policy, fdatasync'ed), or `None` when there is nothing to wait for.
     fn wait_for(
+        &self,
+        end_offset: i64,
+        acks: Acks,
+    ) -> Option<oneshot::Receiver<Result<(), StorageError>>> {
+        if acks == Acks::None {
+            return None;
+        }
+        if acks == Acks::All && self.hw_bound.get().is_some() {
+            return self.wait_for_hwm(end_offset);
+        }
+        self.wait_for_local(end_offset, acks)
+    }
+
+    /// A waiter for this log's own write (acks=1) or durable end (acks=all, default policy).
+    pub(super) fn wait_for_local(
         &self,
         end_offset: i64,
         acks: Acks,
@@ -465,7 +520,7 @@ impl PartitionLog {
         &self,
         records: &[u8],
         batches: &[(usize, BatchHeader)],
-        opts: AppendOptions,
+        mode: AppendMode,
     ) -> (
         AppendResult,
         Option<oneshot::Receiver<Result<(), StorageError>>>,
@@ -474,14 +529,38 @@ impl PartitionLog {
             let cfg = self.config.borrow();
             (cfg.log_append_time, cfg.index_interval_bytes)
         };
-        let edit = BatchEdit {
-            leader_epoch: opts.leader_epoch.0,
-            log_append_time_ms: log_append_time.then_some(opts.now_ms),
+        let (edit, acks, now_ms, epoch) = match mode {
+            AppendMode::Leader(opts) => (
+                BatchEdit {
+                    leader_epoch: Some(opts.leader_epoch.0),
+                    log_append_time_ms: log_append_time.then_some(opts.now_ms),
+                },
+                opts.acks,
+                opts.now_ms,
+                opts.leader_epoch.0,
+            ),
+            AppendMode::Follower { now_ms } => (
+                Self::follower_edit(),
+                Acks::Leader,
+                now_ms,
+                batches
+                    .iter()
+                    .map(|(_, h)| h.partition_leader_epoch)
+                    .max()
+                    .unwrap_or(0),
+            ),
         };
         let mut offsets = self.offsets.get();
-        let stored = self
-            .active_segment()
-            .append(records, batches, &edit, interval);
+        let active = self.active_segment();
+        let start = active.mark().size;
+        let stored = active.append(records, batches, &edit, interval);
+        self.record_hw_marks(
+            active.base_offset().0,
+            stored
+                .iter()
+                .zip(batches)
+                .map(|(h, (at, _))| (h.last_offset() + 1, start + (*at + h.size_bytes()) as u64)),
+        );
         {
             let mut producers = self.producers.borrow_mut();
             let mut epochs = self.epochs.borrow_mut();
@@ -496,13 +575,17 @@ impl PartitionLog {
             .map_or(offsets.log_end, BatchHeader::last_offset);
         assert_eq!(first, offsets.log_end);
         offsets.log_end = last + 1;
-        offsets.leader_epoch = offsets.leader_epoch.max(opts.leader_epoch.0);
+        offsets.leader_epoch = offsets.leader_epoch.max(epoch);
         self.set_offsets(offsets);
-        let rx = self.wait_for(last + 1, opts.acks);
+        let rx = match mode {
+            // Durable (written, under a relaxed policy) before the follower's fetch offset moves.
+            AppendMode::Follower { .. } => self.wait_for_local(last + 1, Acks::All),
+            AppendMode::Leader(_) => self.wait_for(last + 1, acks),
+        };
         let result = AppendResult {
             base_offset: Offset(first),
             last_offset: Offset(last),
-            log_append_time_ms: if log_append_time { opts.now_ms } else { -1 },
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset: Offset(offsets.log_start),
         };
         (result, rx)

@@ -20,6 +20,7 @@ pub mod manager;
 pub mod producer_state;
 pub mod record_walk;
 pub mod recovery;
+pub mod replicated;
 pub mod retention;
 pub mod segment;
 pub mod slice;

@@ -343,8 +343,10 @@ impl Segment {
             let batch = &mut copy[*at..*at + header.size_bytes()];
             header.base_offset = next_offset;
             batch::set_base_offset(batch, header.base_offset);
-            batch::set_partition_leader_epoch(batch, edit.leader_epoch);
-            header.partition_leader_epoch = edit.leader_epoch;
+            if let Some(epoch) = edit.leader_epoch {
+                batch::set_partition_leader_epoch(batch, epoch);
+                header.partition_leader_epoch = epoch;
+            }
             if let Some(now_ms) = edit.log_append_time_ms {
                 batch::set_log_append_time(batch, now_ms);
                 header.set_log_append_time(now_ms);
@@ -871,7 +873,8 @@ impl Segment {
 /// What `append` rewrites in each batch besides the base offset.
 #[derive(Copy, Clone, Debug)]
 pub struct BatchEdit {
-    pub leader_epoch: i32,
+    /// The partition leader epoch to stamp (`None`: keep the batch's, a follower's append).
+    pub leader_epoch: Option<i32>,
     pub log_append_time_ms: Option<i64>,
 }
 

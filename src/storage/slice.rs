@@ -52,8 +52,37 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<SliceRead, StorageError> {
+        self.read_slice_within(offset, max_bytes, min_one_batch, false)
+            .await
+    }
+
+    /// [`read_slice`](Self::read_slice) for a follower replica: up to the bytes written to
+    /// the segment files (the log end once its write completes), not the high watermark.
+    /// Followers count only what they made durable, so they may copy above the high watermark.
+    pub async fn read_slice_for_replica(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<SliceRead, StorageError> {
+        self.read_slice_within(offset, max_bytes, true, true).await
+    }
+
+    async fn read_slice_within(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+        to_written: bool,
+    ) -> Result<SliceRead, StorageError> {
         let hwm = self.high_watermark();
         let log_start = self.log_start_offset();
+        // The limit of this read: the high watermark, or for a replica the written end.
+        let offsets = if to_written {
+            self.written_limit()
+        } else {
+            self.offsets.get()
+        };
+        let limit = Offset(offsets.high_watermark);
         let mut result = SliceRead {
             file: None,
             position: 0,
@@ -61,13 +90,12 @@ impl PartitionLog {
             high_watermark: hwm,
             log_start_offset: log_start,
         };
-        if offset < log_start || offset > hwm {
+        if offset < log_start || offset > limit {
             return Err(self.out_of_range(offset));
         }
-        if offset == hwm {
+        if offset == limit {
             return Ok(result);
         }
-        let offsets = self.offsets.get();
         let truncations = self.truncations.get();
         let located = match self
             .locate(offset, max_bytes, min_one_batch, &offsets)
@@ -91,7 +119,12 @@ impl PartitionLog {
             // (the next fetch sees the new log).
             Err(_) if self.truncations.get() != truncations => {
                 let now = self.offsets.get();
-                if offset.0 < now.log_start || offset.0 > now.high_watermark {
+                let now_limit = if to_written {
+                    now.written
+                } else {
+                    now.high_watermark
+                };
+                if offset.0 < now.log_start || offset.0 > now_limit {
                     return Err(self.out_of_range(offset));
                 }
                 result.high_watermark = Offset(now.high_watermark);

@@ -266,6 +266,9 @@ impl PartitionLog {
         self.set_offsets(offsets);
         self.recovery_point.set(self.recovery_point.get().min(end));
         self.truncations.set(self.truncations.get() + 1);
+        self.forget_hw_marks_above(end);
+        self.fail_replica_waiters_above(end);
+        self.write_waiters.wake_all();
         assert!(
             self.waiters.borrow().iter().all(|w| w.end_offset <= end),
             "every append was resolved by the flush before the truncation"
@@ -336,6 +339,9 @@ impl PartitionLog {
         self.recovery_point
             .set(self.recovery_point.get().min(start));
         self.truncations.set(self.truncations.get() + 1);
+        self.forget_hw_marks_above(i64::MIN);
+        self.fail_replica_waiters_above(i64::MIN);
+        self.write_waiters.wake_all();
         assert!(
             self.waiters.borrow().is_empty(),
             "every append was resolved by the flush before the truncation"

@@ -163,9 +163,10 @@ fn leaders_spread_evenly_over_three_and_five_brokers() {
         for p in &img.topics["t"].partitions {
             *leaders.entry(p.leader).or_insert(0) += 1;
             assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+            // Every replica is active: all of them start in the ISR.
             assert_eq!(
                 (p.isr.clone(), p.leader),
-                (vec![p.replicas[0]], p.replicas[0])
+                (p.replicas.clone(), p.replicas[0])
             );
         }
         assert_eq!(leaders.len(), n as usize, "{leaders:?}");
@@ -498,4 +499,86 @@ fn unfencing_takes_over_a_partition_whose_leader_is_fenced() {
     );
     let p = &img.topics["t"].partitions[0];
     assert_eq!((p.leader, p.leader_epoch), (2, 1));
+}
+
+fn alter(
+    topic: &str,
+    leader: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    isr: &[i32],
+) -> ControllerCommand {
+    ControllerCommand::AlterPartition {
+        topic: topic.into(),
+        partition: 0,
+        leader,
+        leader_epoch,
+        partition_epoch,
+        new_isr: isr.to_vec(),
+    }
+}
+
+#[test]
+fn alter_partition_checks_the_leader_epoch_the_partition_epoch_and_the_members() {
+    let (img, _) = ok(&cluster(&[1, 2, 3], None), &create_rf("t", 1, 3));
+    let p = img.topics["t"].partitions[0].clone();
+    let (leader, others): (i32, Vec<i32>) = (p.leader, p.replicas[1..].to_vec());
+    // A shrink by the leader at the current epochs commits and bumps the partition epoch.
+    let (img2, out) = ok(&img, &alter("t", leader, 0, 0, &[leader, others[0]]));
+    let p2 = &img2.topics["t"].partitions[0];
+    assert_eq!(p2.isr, vec![leader, others[0]]);
+    assert_eq!(p2.partition_epoch, 1);
+    assert_eq!(
+        out,
+        Outcome::PartitionAltered {
+            isr: vec![leader, others[0]],
+            partition_epoch: 1
+        }
+    );
+    // The same change again, at the old partition epoch: another change came first.
+    let e = apply(&img2, &alter("t", leader, 0, 0, &[leader])).unwrap_err();
+    assert!(
+        matches!(e, ControllerError::InvalidUpdateVersion(_)),
+        "{e:?}"
+    );
+    // Not the leader, or a stale leader epoch.
+    let e = apply(&img2, &alter("t", others[0], 0, 1, &[others[0]])).unwrap_err();
+    assert!(matches!(e, ControllerError::FencedLeaderEpoch(_)), "{e:?}");
+    let e = apply(&img2, &alter("t", leader, 7, 1, &[leader])).unwrap_err();
+    assert!(matches!(e, ControllerError::FencedLeaderEpoch(_)), "{e:?}");
+    // The leader must stay; members must be replicas.
+    let e = apply(&img2, &alter("t", leader, 0, 1, &[others[0]])).unwrap_err();
+    assert!(matches!(e, ControllerError::InvalidRequest(_)), "{e:?}");
+    let e = apply(&img2, &alter("t", leader, 0, 1, &[leader, 99])).unwrap_err();
+    assert!(matches!(e, ControllerError::InvalidRequest(_)), "{e:?}");
+    // Growing back (in replica order, whatever order was asked).
+    let (img3, _) = ok(
+        &img2,
+        &alter("t", leader, 0, 1, &[others[1], others[0], leader]),
+    );
+    assert_eq!(img3.topics["t"].partitions[0].isr, p.replicas);
+    assert_eq!(img3.topics["t"].partitions[0].partition_epoch, 2);
+}
+
+#[test]
+fn alter_partition_refuses_to_add_a_fenced_broker() {
+    let (img, _) = ok(&cluster(&[1, 2, 3], None), &create_rf("t", 1, 3));
+    let p = img.topics["t"].partitions[0].clone();
+    let (leader, out) = (p.leader, p.replicas[2]);
+    let (img, _) = ok(&img, &alter("t", leader, 0, 0, &[leader, p.replicas[1]]));
+    let epoch = img.brokers[&out].epoch;
+    let (img, _) = ok(
+        &img,
+        &ControllerCommand::FenceBroker {
+            node_id: out,
+            epoch,
+        },
+    );
+    let pe = img.topics["t"].partitions[0].partition_epoch;
+    let e = apply(
+        &img,
+        &alter("t", leader, 0, pe, &[leader, p.replicas[1], out]),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ControllerError::IneligibleReplica(_)), "{e:?}");
 }

@@ -10,5 +10,6 @@ pub mod model;
 pub mod net;
 pub mod order;
 pub mod protocol;
+pub mod replica;
 pub mod runtime;
 pub mod storage;

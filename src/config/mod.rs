@@ -138,6 +138,16 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("controller.quorum.fetch.timeout.ms", Kind::Int, "2000"),
     key("controller.quorum.request.timeout.ms", Kind::Int, "2000"),
     key("offsets.topic.replication.factor", Kind::Int, "3"),
+    // Replication (see replica/).
+    key("min.insync.replicas", Kind::Int, "1"),
+    key("replica.lag.time.max.ms", Kind::Int, "30000"),
+    key("replica.fetch.wait.max.ms", Kind::Int, "500"),
+    key("replica.fetch.min.bytes", Kind::Int, "1"),
+    key("replica.fetch.max.bytes", Kind::Int, "1048576"),
+    key("replica.fetch.response.max.bytes", Kind::Int, "10485760"),
+    key("replica.fetch.backoff.ms", Kind::Int, "1000"),
+    key("replica.socket.timeout.ms", Kind::Int, "30000"),
+    key("num.replica.fetchers", Kind::Int, "1"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -152,7 +162,6 @@ pub const IGNORED_KEYS: &[&str] = &[
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
     "log.cleaner.enable",
-    "min.insync.replicas",
 ];
 
 /// The broker's configuration: the effective properties, and typed fields read from them.

@@ -78,7 +78,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         Some("log.message.timestamp.type"),
         "CreateTime",
     ),
-    tk("min.insync.replicas", Kind::Int, None, "1"),
+    tk(
+        "min.insync.replicas",
+        Kind::Int,
+        Some("min.insync.replicas"),
+        "1",
+    ),
     tk(
         "retention.bytes",
         Kind::Long,

@@ -99,6 +99,7 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
         StorageError::RecordBatchTooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
         StorageError::Closed | StorageError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+        StorageError::ReplicationTimeout => code::REQUEST_TIMED_OUT,
         #[allow(unreachable_patterns)]
         _ => code::UNKNOWN_SERVER_ERROR,
     }

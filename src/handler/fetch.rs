@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 
@@ -76,6 +76,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: if v >= 12 { p.last_fetched_epoch } else { -1 },
                 last_high_watermark: -1,
                 last_log_start_offset: -1,
             };
@@ -117,19 +118,25 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         }
     };
 
-    // Consumers read from the leader only (followers' fetches are replication's, issue 11).
-    // Checked on every request, so a session's partitions follow leadership changes.
+    // Consumers and followers read from the leader only. Checked on every request, so a
+    // session's partitions follow leadership changes. A follower (replica id >= 0) must be a
+    // replica of each partition it fetches; it is served up to the written end, not the high
+    // watermark (see `local::fetch_one`).
     let replica_id = if v >= 15 {
         req.replica_state.replica_id.0
     } else {
         req.replica_id.0
     };
-    if replica_id < 0 {
-        let node = ctx.shard.node_id();
-        for w in wanted.iter_mut().filter(|w| w.error.is_none()) {
-            if !image.leads(node, &w.tp) {
-                w.error = Some(code::NOT_LEADER_OR_FOLLOWER);
-            }
+    let replica = (replica_id >= 0).then_some(replica_id);
+    let node = ctx.shard.node_id();
+    for w in wanted.iter_mut().filter(|w| w.error.is_none()) {
+        let is_replica = |r: i32| {
+            image
+                .partition(&w.tp)
+                .is_some_and(|p| p.replicas.contains(&r))
+        };
+        if !image.leads(node, &w.tp) || replica.is_some_and(|r| !is_replica(r)) {
+            w.error = Some(code::NOT_LEADER_OR_FOLLOWER);
         }
     }
     let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
@@ -137,7 +144,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut results = read_all(ctx, &wanted, max_bytes).await;
+    let mut results = read_all(ctx, &wanted, max_bytes, replica).await;
     loop {
         let total: usize = results.values().map(|r| r.records.len()).sum();
         // A partition with an error, or whose owner did not answer, is answered at once.
@@ -154,8 +161,8 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         // Sleep until a high watermark moves past the one just read (Kafka's
         // DelayedFetch), not merely past the fetch offset: that is already true
         // whenever some data exists, and re-reading it would spin.
-        wait_for_data(ctx, &wanted, &results, deadline - now).await;
-        results = read_all(ctx, &wanted, max_bytes).await;
+        wait_for_data(ctx, &wanted, &results, deadline - now, replica.is_some()).await;
+        results = read_all(ctx, &wanted, max_bytes, replica).await;
     }
     read_cold_ranges(ctx, &mut results).await;
     build_response(ctx, v, session_id, incremental, &wanted, results)
@@ -253,6 +260,7 @@ fn session_plan(
                 p.fetch_offset = w.part.fetch_offset;
                 p.max_bytes = w.part.max_bytes;
                 p.current_leader_epoch = w.part.current_leader_epoch;
+                p.last_fetched_epoch = w.part.last_fetched_epoch;
             }
             None => {
                 session.partitions.insert(tp, w.part);
@@ -279,6 +287,7 @@ async fn read_all(
     ctx: &RequestContext,
     wanted: &[Wanted],
     max_bytes: usize,
+    replica: Option<i32>,
 ) -> HashMap<TopicPartition, FetchResult> {
     let items: Vec<FetchItem> = wanted
         .iter()
@@ -289,6 +298,10 @@ async fn read_all(
             max_bytes: w.part.max_bytes.min(max_bytes),
             current_leader_epoch: w.part.current_leader_epoch,
             min_one_batch: true,
+            replica: replica.map(|replica_id| crate::runtime::messages::ReplicaFetch {
+                replica_id,
+                last_fetched_epoch: w.part.last_fetched_epoch,
+            }),
         })
         .collect();
     let results = scatter(
@@ -330,11 +343,18 @@ async fn wait_for_data(
     wanted: &[Wanted],
     seen: &HashMap<TopicPartition, FetchResult>,
     left: Duration,
+    replica: bool,
 ) {
     let wait_ms = left.as_millis() as u64;
     let mut by_shard: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
     for w in wanted.iter().filter(|w| w.error.is_none()) {
-        let hwm = seen.get(&w.tp).map_or(-1, |r| r.high_watermark);
+        // A follower waits for data past its fetch offset (it reads up to the written end);
+        // a consumer for the high watermark to pass the one it saw.
+        let hwm = if replica {
+            -1
+        } else {
+            seen.get(&w.tp).map_or(-1, |r| r.high_watermark)
+        };
         let above = Offset(hwm.max(w.part.fetch_offset));
         by_shard
             .entry(ctx.shard.shard_for(&w.tp).0)
@@ -353,7 +373,11 @@ async fn wait_for_data(
                 shard
                     .call(
                         crate::model::ShardId(s),
-                        ShardRequest::WaitForData { items, wait_ms },
+                        ShardRequest::WaitForData {
+                            items,
+                            wait_ms,
+                            replica,
+                        },
                     )
                     .await;
             })
@@ -431,6 +455,11 @@ fn build_response(
                     }));
                 if v >= 4 {
                     pd = pd.with_aborted_transactions(Some(Vec::new()));
+                }
+                if let (Some((epoch, end_offset)), true) = (r.diverging_epoch, v >= 12) {
+                    pd.diverging_epoch = EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset);
                 }
             }
             (None, None) => {

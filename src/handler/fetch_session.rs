@@ -17,6 +17,8 @@ pub struct SessionPartition {
     pub fetch_offset: i64,
     pub max_bytes: usize,
     pub current_leader_epoch: i32,
+    /// The epoch of the last batch a follower holds (v12+; -1 from consumers).
+    pub last_fetched_epoch: i32,
     /// What the client last heard, to decide whether to include the partition.
     pub last_high_watermark: i64,
     pub last_log_start_offset: i64,

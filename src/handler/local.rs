@@ -10,7 +10,7 @@ use super::errors::{self, code};
 use crate::model::{LeaderEpoch, Offset, TopicPartition};
 use crate::runtime::messages::{
     EpochEndItem, EpochEndResult, FetchItem, FetchRecords, FetchResult, ListOffsetsItem,
-    ListOffsetsResult, ProduceBatch, ProduceResult,
+    ListOffsetsResult, ProduceBatch, ProduceResult, ReplicaFetch,
 };
 use crate::runtime::Shard;
 use crate::storage::{slice, Acks, AppendOptions, StorageError};
@@ -58,6 +58,7 @@ pub fn produce(
     batch: ProduceBatch,
 ) -> impl std::future::Future<Output = Vec<ProduceResult>> {
     let raw_acks = batch.acks;
+    let timeout_ms = batch.timeout_ms;
     let acks_of = move || match raw_acks {
         0 => Acks::None,
         1 => Acks::Leader,
@@ -96,7 +97,42 @@ pub fn produce(
                     leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp)),
                     now_ms: now_ms(),
                 };
-                match log.append_reserved(place, item.records, opts).await {
+                // acks=all on a replicated partition: refused while the ISR is smaller than
+                // min.insync.replicas, and bounded by the request's timeout.
+                let replicated = opts.acks == Acks::All && log.is_replicated();
+                if replicated {
+                    if let Some((isr, min)) = isr_and_min_insync(&shard, &item.tp) {
+                        if isr < min {
+                            drop(place);
+                            result.error_code = code::NOT_ENOUGH_REPLICAS;
+                            result.error_message = Some(format!(
+                                "the ISR has {isr} replica(s); min.insync.replicas is {min}"
+                            ));
+                            return result;
+                        }
+                    }
+                }
+                let appended = if replicated {
+                    let limit = Duration::from_millis(timeout_ms.max(1) as u64);
+                    log.append_reserved_within(place, item.records, opts, limit)
+                        .await
+                } else {
+                    log.append_reserved(place, item.records, opts).await
+                };
+                let appended = match appended {
+                    // Replicated to the ISR, which shrank below min.insync.replicas meanwhile.
+                    Ok(_)
+                        if replicated
+                            && isr_and_min_insync(&shard, &item.tp).is_some_and(|(i, m)| i < m) =>
+                    {
+                        result.error_code = code::NOT_ENOUGH_REPLICAS_AFTER_APPEND;
+                        result.error_message =
+                            Some("the ISR shrank below min.insync.replicas".into());
+                        return result;
+                    }
+                    other => other,
+                };
+                match appended {
                     Ok(r) => {
                         result.base_offset = r.base_offset.get();
                         result.log_append_time_ms = r.log_append_time_ms;
@@ -118,6 +154,19 @@ pub fn produce(
         })
         .collect();
     futures::future::join_all(appends)
+}
+
+/// The partition's ISR size and its topic's `min.insync.replicas`, from the image.
+fn isr_and_min_insync(shard: &Shard, tp: &TopicPartition) -> Option<(usize, usize)> {
+    let image = shard.metadata();
+    let t = image.topic(&tp.topic)?;
+    let p = t.partition_image(tp.partition)?;
+    let eff = crate::config::topic::effective(&shard.config, &t.configs);
+    let min = eff
+        .get("min.insync.replicas")
+        .and_then(|(v, _)| v.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    Some((p.isr.len(), min))
 }
 
 fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {
@@ -160,11 +209,15 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
         last_stable_offset: -1,
         log_start_offset: -1,
         records: FetchRecords::Bytes(Bytes::new()),
+        diverging_epoch: None,
     };
     let Some(log) = shard.logs.get(&item.tp) else {
         result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
         return result;
     };
+    if let Some(replica) = item.replica {
+        return fetch_for_follower(shard, item, replica, log, result).await;
+    }
     result.high_watermark = log.high_watermark().get();
     result.last_stable_offset = result.high_watermark;
     result.log_start_offset = log.log_start_offset().get();
@@ -211,12 +264,129 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     result
 }
 
-/// Resolves when any listed partition's high watermark passes its offset, or after `wait_ms`.
-pub async fn wait_for_data(shard: &Rc<Shard>, items: Vec<(TopicPartition, Offset)>, wait_ms: u64) {
+/// A follower's fetch on the leader (Kafka's `Partition.fetchRecords` for a replica): the
+/// diverging-epoch check first (v12: the follower's last fetched epoch must end where the
+/// follower's log does, else it is told where it diverged), then the follower's progress is
+/// recorded (its fetch offset is what it holds durably: the high watermark may move), then its
+/// data is read up to the written end, by sendfile like any fetch.
+async fn fetch_for_follower(
+    shard: &Rc<Shard>,
+    item: FetchItem,
+    replica: ReplicaFetch,
+    log: Rc<crate::storage::PartitionLog>,
+    mut result: FetchResult,
+) -> FetchResult {
+    let fill = |r: &mut FetchResult| {
+        r.high_watermark = log.high_watermark().get();
+        r.last_stable_offset = r.high_watermark;
+        r.log_start_offset = log.log_start_offset().get();
+    };
+    fill(&mut result);
+    if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
+        result.error_code = e;
+        return result;
+    }
+    if replica.last_fetched_epoch >= 0 {
+        let end = end_offset_of_epoch(shard, &log, &item.tp, replica.last_fetched_epoch);
+        match end {
+            Some((epoch, end))
+                if epoch != replica.last_fetched_epoch || end < item.fetch_offset =>
+            {
+                result.diverging_epoch = Some((epoch, end));
+                return result;
+            }
+            // An epoch newer than this leader's: its epoch check answers the follower.
+            _ => {}
+        }
+    }
+    let written = log.written_offset().get();
+    if item.fetch_offset < log.log_start_offset().get() || item.fetch_offset > written {
+        result.error_code = code::OFFSET_OUT_OF_RANGE;
+        return result;
+    }
+    if let Err(e) = shard
+        .replicas
+        .on_follower_fetch(&log, replica.replica_id, item.fetch_offset)
+    {
+        result.error_code = e;
+        return result;
+    }
+    fill(&mut result);
+    if item.fetch_offset == written || item.max_bytes == 0 {
+        return result;
+    }
+    let slice = match log
+        .read_slice_for_replica(Offset(item.fetch_offset), item.max_bytes)
+        .await
+    {
+        Ok(slice) => slice,
+        Err(e) => {
+            log_storage_error(&item.tp, &e, "replica read");
+            result.error_code = errors::storage(&e);
+            return result;
+        }
+    };
+    let Some((_path, file)) = slice.file else {
+        return result;
+    };
+    let range = slice::FileSlice {
+        file,
+        position: slice.position,
+        len: slice.len,
+    };
+    result.records = if slice::is_resident(&range.file, range.position, range.len) {
+        FetchRecords::File(range)
+    } else {
+        FetchRecords::Cold(range)
+    };
+    result
+}
+
+/// Where `epoch` ends in this leader's log (Kafka's `endOffsetForEpoch` as the leader answers
+/// it): the current epoch at the log end, an older one from the leader epoch cache; `None` for
+/// an epoch newer than the current one or one below everything the cache holds.
+fn end_offset_of_epoch(
+    shard: &Shard,
+    log: &crate::storage::PartitionLog,
+    tp: &TopicPartition,
+    requested: i32,
+) -> Option<(i32, i64)> {
+    let current = leader_epoch(shard, tp);
+    if requested < 0 || requested > current {
+        None
+    } else if requested == current {
+        Some((current, log.log_end_offset().get()))
+    } else {
+        match log.end_offset_for_epoch(LeaderEpoch(requested)) {
+            Some((epoch, end)) => Some((epoch.0, end.get())),
+            None => {
+                let latest = log.leader_epoch_entries().last().map(|e| e.epoch.0);
+                Some((latest.unwrap_or(requested), log.log_end_offset().get()))
+            }
+        }
+    }
+}
+
+/// Resolves when any listed partition's high watermark (written end, for a follower's fetch)
+/// passes its offset, or after `wait_ms`.
+pub async fn wait_for_data(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, Offset)>,
+    wait_ms: u64,
+    replica: bool,
+) {
     let waits: Vec<_> = items
         .into_iter()
         .filter_map(|(tp, offset)| shard.logs.get(&tp).map(|log| (log, offset)))
-        .map(|(log, offset)| Box::pin(async move { log.wait_hwm_above(offset).await }))
+        .map(|(log, offset)| {
+            Box::pin(async move {
+                if replica {
+                    log.wait_written_above(offset).await
+                } else {
+                    log.wait_hwm_above(offset).await
+                }
+            })
+        })
         .collect();
     if waits.is_empty() {
         glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
@@ -313,22 +483,7 @@ pub fn epoch_end_offsets(shard: &Rc<Shard>, items: Vec<EpochEndItem>) -> Vec<Epo
                 continue;
             }
         };
-        let current = leader_epoch(shard, &item.tp);
-        let requested = item.leader_epoch;
-        let found = if requested < 0 || requested > current {
-            None
-        } else if requested == current {
-            Some((current, log.log_end_offset().get()))
-        } else {
-            match log.end_offset_for_epoch(LeaderEpoch(requested)) {
-                Some((epoch, end)) => Some((epoch.0, end.get())),
-                None => {
-                    let latest = log.leader_epoch_entries().last().map(|e| e.epoch.0);
-                    Some((latest.unwrap_or(requested), log.log_end_offset().get()))
-                }
-            }
-        };
-        if let Some((epoch, end)) = found {
+        if let Some((epoch, end)) = end_offset_of_epoch(shard, &log, &item.tp, item.leader_epoch) {
             r.leader_epoch = epoch;
             r.end_offset = end;
         }

@@ -64,6 +64,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let image = ctx.shard.metadata();
     let node = ctx.shard.node_id();
     let acks = req.acks;
+    let timeout_ms = req.timeout_ms;
     let mut answers: HashMap<TopicPartition, ProduceResult> = HashMap::new();
     let mut order: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
     let mut items = Vec::new();
@@ -165,7 +166,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         ctx.take_turn(),
         items,
         |i| &i.tp,
-        |items| ShardRequest::Produce(ProduceBatch { acks, items }),
+        |items| {
+            ShardRequest::Produce(ProduceBatch {
+                acks,
+                timeout_ms,
+                items,
+            })
+        },
         |r| match r {
             ShardResponse::Produce(v) => Some(v),
             _ => None,

@@ -37,10 +37,12 @@ pub enum ShardRequest {
         items: Vec<FetchItem>,
         max_bytes: usize,
     },
-    /// Resolve once any listed partition's high watermark is above the offset, or after `wait_ms`.
+    /// Resolve once any listed partition's high watermark (for a follower's fetch, `replica`:
+    /// its written end) is above the offset, or after `wait_ms`.
     WaitForData {
         items: Vec<(TopicPartition, Offset)>,
         wait_ms: u64,
+        replica: bool,
     },
     ListOffsets(Vec<ListOffsetsItem>),
     /// OffsetForLeaderEpoch: where each requested epoch ends, from the leader epoch cache.
@@ -82,6 +84,8 @@ pub enum ShardResponse {
 
 pub struct ProduceBatch {
     pub acks: i16,
+    /// The request's `timeout_ms`: how long acks=all waits for replication.
+    pub timeout_ms: i32,
     pub items: Vec<ProduceItem>,
 }
 
@@ -109,6 +113,15 @@ pub struct FetchItem {
     /// Kafka returns the first batch even when it exceeds the limits, so a consumer
     /// always makes progress; only the first partition of a response gets this.
     pub min_one_batch: bool,
+    /// Set for a follower's fetch.
+    pub replica: Option<ReplicaFetch>,
+}
+
+/// What a follower's fetch of one partition adds (Fetch's replica id, v12's last fetched epoch).
+#[derive(Copy, Clone, Debug)]
+pub struct ReplicaFetch {
+    pub replica_id: i32,
+    pub last_fetched_epoch: i32,
 }
 
 pub struct FetchResult {
@@ -118,6 +131,8 @@ pub struct FetchResult {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: FetchRecords,
+    /// For a follower whose log diverged: the leader's (epoch, end offset) to truncate to.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// Record data of a fetched partition: a page-cache-resident file range (sent

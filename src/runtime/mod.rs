@@ -346,6 +346,9 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
         *shard.cluster.borrow_mut() = Some(node);
     }
     logs.start_background();
+    if boot.config.quorum.is_some() {
+        crate::replica::start(&shard);
+    }
     shard.groups.start(shard.clone());
     let listener = glommio::net::TcpListener::bind(boot.addr)
         .map_err(|e| anyhow::anyhow!("shard {} binding {}: {e}", id.0, boot.addr))?;
@@ -454,8 +457,12 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
                 async move { ShardResponse::Fetch(local::fetch(&shard, items, max_bytes).await) },
             )
         }
-        ShardRequest::WaitForData { items, wait_ms } => Box::pin(async move {
-            local::wait_for_data(&shard, items, wait_ms).await;
+        ShardRequest::WaitForData {
+            items,
+            wait_ms,
+            replica,
+        } => Box::pin(async move {
+            local::wait_for_data(&shard, items, wait_ms, replica).await;
             ShardResponse::DataReady
         }),
         ShardRequest::ListOffsets(items) => {

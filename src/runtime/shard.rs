@@ -49,6 +49,8 @@ pub struct Shard {
     pub controller_id: Arc<std::sync::atomic::AtomicI32>,
     /// This node's part in the cluster: shard 0 of a node with a quorum configured only.
     pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
+    /// Replication of this shard's partitions (cluster mode; unused by a single node).
+    pub replicas: Rc<crate::replica::ReplicaManager>,
     pub stats: Stats,
 }
 
@@ -106,6 +108,10 @@ impl Shard {
             nr_shards,
             controller_id,
             cluster: RefCell::new(None),
+            replicas: Rc::new(crate::replica::ReplicaManager::new(
+                config.node_id,
+                crate::replica::Settings::from_config(&config),
+            )),
             config,
             logs,
             groups,
@@ -275,6 +281,9 @@ impl Shard {
                 }
             });
             futures::future::join_all(opens).await;
+        }
+        if self.config.quorum.is_some() {
+            self.replicas.on_image(&self.logs, &self.metadata());
         }
     }
 

@@ -53,6 +53,10 @@ pub enum StorageError {
     /// truncation removed it): Kafka's NOT_LEADER_OR_FOLLOWER, retriable.
     #[error("this replica is no longer the partition's leader")]
     NotLeader,
+    /// acks=all: the in-sync replicas did not make the append durable within the request's
+    /// timeout (Kafka's REQUEST_TIMED_OUT; the append stays in the log).
+    #[error("the in-sync replicas did not acknowledge the append in time")]
+    ReplicationTimeout,
     /// The log (or the shard's log manager) is closed.
     #[error("log closed")]
     Closed,

@@ -301,7 +301,21 @@ impl PartitionLog {
         records: Bytes,
         opts: AppendOptions,
     ) -> Result<AppendResult, StorageError> {
-        self.append_in_mode(place, records, AppendMode::Leader(opts))
+        self.append_in_mode(place, records, AppendMode::Leader(opts), None)
+            .await
+    }
+
+    /// [`append_reserved`](Self::append_reserved) whose wait for replication (acks=all on a
+    /// replicated log) is bounded by `limit`: past it the answer is `ReplicationTimeout`, and
+    /// the append stays in the log (Kafka's REQUEST_TIMED_OUT).
+    pub async fn append_reserved_within(
+        &self,
+        place: Ticket,
+        records: Bytes,
+        opts: AppendOptions,
+        limit: std::time::Duration,
+    ) -> Result<AppendResult, StorageError> {
+        self.append_in_mode(place, records, AppendMode::Leader(opts), Some(limit))
             .await
     }
 
@@ -310,6 +324,7 @@ impl PartitionLog {
         place: Ticket,
         records: Bytes,
         mode: AppendMode,
+        limit: Option<std::time::Duration>,
     ) -> Result<AppendResult, StorageError> {
         let (acks, now_ms) = match mode {
             AppendMode::Leader(opts) => (opts.acks, opts.now_ms),
@@ -372,7 +387,17 @@ impl PartitionLog {
             }
         }
         if let Some(rx) = rx {
-            match rx.await {
+            let answer = match limit {
+                None => rx.await,
+                Some(limit) => {
+                    let timeout = async {
+                        glommio::timer::sleep(limit).await;
+                        Ok(Err(StorageError::ReplicationTimeout))
+                    };
+                    futures_lite::future::or(rx, timeout).await
+                }
+            };
+            match answer {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => return Err(err),
                 Err(_) => return Err(StorageError::Closed),

@@ -237,7 +237,7 @@ impl PartitionLog {
         }
         let records = records.slice(..whole);
         let place = self.reserve_append();
-        self.append_in_mode(place, records, AppendMode::Follower { now_ms })
+        self.append_in_mode(place, records, AppendMode::Follower { now_ms }, None)
             .await
             .map(Some)
     }

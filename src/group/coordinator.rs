@@ -184,6 +184,25 @@ impl GroupCoordinator {
             .clone()
     }
 
+    /// Forgets what this shard holds of `partition`'s groups (its leadership here began or
+    /// ended): the next request replays the partition's log again.
+    pub fn unload(&self, partition: i32) {
+        if let Some(state) = self.partitions.borrow().get(&partition) {
+            state.loaded.set(false);
+        }
+        self.forget_groups_of(partition);
+    }
+
+    fn forget_groups_of(&self, partition: i32) {
+        let n = self
+            .metadata()
+            .map(|m| offsets_partition_count(&m, &self.config))
+            .unwrap_or(self.config.offsets_topic_partitions);
+        self.groups
+            .borrow_mut()
+            .retain(|g, _| offsets_partition_for(g, n) != partition);
+    }
+
     /// Replays the partition into memory once. Fails when the partition is not here.
     pub async fn ensure_loaded(&self, partition: i32) -> Result<(), GroupError> {
         let state = self.partition_state(partition);
@@ -194,6 +213,8 @@ impl GroupCoordinator {
         if state.loaded.get() {
             return Ok(());
         }
+        self.forget_groups_of(partition);
+        self.wait_replicated(partition).await?;
         let (count, bytes) = self.replay(partition).await?;
         state.bytes_since_snapshot.set(bytes);
         state.loaded.set(true);
@@ -204,6 +225,42 @@ impl GroupCoordinator {
             "group state loaded"
         );
         Ok(())
+    }
+
+    /// A replicated offsets partition is replayed only once its high watermark reached the log
+    /// end (a new leader's followers caught up): records above it may still be replaced.
+    async fn wait_replicated(&self, partition: i32) -> Result<(), GroupError> {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let log = self
+            .logs
+            .get(&tp)
+            .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
+        if !log.is_replicated() {
+            return Ok(());
+        }
+        let end = log.log_end_offset();
+        if log.high_watermark() >= end {
+            return Ok(());
+        }
+        let reached = futures_lite::future::or(
+            async {
+                log.wait_hwm_above(crate::model::Offset(end.get() - 1))
+                    .await;
+                true
+            },
+            async {
+                glommio::timer::sleep(std::time::Duration::from_secs(10)).await;
+                false
+            },
+        )
+        .await;
+        if reached && log.high_watermark() >= end {
+            Ok(())
+        } else {
+            Err(GroupError::Read(format!(
+                "{tp}: the high watermark did not reach the log end {end} yet"
+            )))
+        }
     }
 
     /// Rebuilds the partition's groups; returns (records applied, bytes read).

@@ -138,11 +138,13 @@ impl ReplicaManager {
     /// Brings every owned partition's role in line with `image` (synchronously, as the image is
     /// installed): a new leader starts tracking its followers, a deposed one fails its waiting
     /// acks=all appends, and every log gets its high watermark bound.
-    pub fn on_image(&self, logs: &LogManager, image: &MetadataImage) {
+    /// Returns the partitions whose leadership here began (a new epoch) or ended.
+    pub fn on_image(&self, logs: &LogManager, image: &MetadataImage) -> Vec<TopicPartition> {
         let now = now_ms();
         let me = self.node_id;
         let mut roles = self.roles.borrow_mut();
         let mut seen = HashSet::new();
+        let mut changed = Vec::new();
         for log in logs.partitions() {
             let tp = log.topic_partition().clone();
             let Some(p) = image.partition(&tp) else {
@@ -167,6 +169,7 @@ impl ReplicaManager {
                         }
                     }
                 } else {
+                    changed.push(tp.clone());
                     tracing::info!(partition = %tp, epoch = p.leader_epoch, isr = ?p.isr,
                         log_end = log.log_end_offset().get(), hwm = log.high_watermark().get(),
                         "leading the partition");
@@ -195,6 +198,7 @@ impl ReplicaManager {
             } else {
                 let was_leader = matches!(roles.get(&tp), Some(Role::Leader(_)));
                 if was_leader {
+                    changed.push(tp.clone());
                     tracing::info!(partition = %tp, leader = p.leader, epoch = p.leader_epoch,
                         "no longer leading the partition: waiting acks=all appends fail");
                     log.fail_replica_waiters();
@@ -216,6 +220,7 @@ impl ReplicaManager {
         drop(roles);
         self.version.set(self.version.get() + 1);
         self.changed.wake_all();
+        changed
     }
 
     /// A follower's fetch reached this leader: `fetch_offset` is what it holds durably. Updates

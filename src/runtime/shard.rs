@@ -283,7 +283,14 @@ impl Shard {
             futures::future::join_all(opens).await;
         }
         if self.config.quorum.is_some() {
-            self.replicas.on_image(&self.logs, &self.metadata());
+            // A group coordinator follows its offsets partition's leadership: whatever it
+            // held of a partition whose leadership began or ended here is rebuilt from the
+            // replicated log when next needed.
+            for tp in self.replicas.on_image(&self.logs, &self.metadata()) {
+                if tp.topic == crate::cluster::image::CONSUMER_OFFSETS_TOPIC {
+                    self.groups.unload(tp.partition);
+                }
+            }
         }
     }
 

@@ -16,6 +16,14 @@
 //! Exit status: 0 when no error-class violation, 1 when there is one (the report names it),
 //! 2 when the check itself could not run (no cluster, bad flags).
 
+/// Progress and client errors on stderr, stamped with seconds since the run began (defined
+/// before the submodules, so they see it too).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        eprintln!("verify {:>8.3}s: {}", $crate::verify::elapsed_seconds(), format_args!($($arg)*))
+    };
+}
+
 pub mod check;
 mod clients;
 pub mod record;
@@ -141,8 +149,16 @@ pub struct VerifyArgs {
     pub consumer_props: Vec<String>,
 }
 
+/// When the run began, for [`note`].
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+pub(crate) fn elapsed_seconds() -> f64 {
+    STARTED.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
 /// Runs the check; true when it found no error-class violation.
 pub fn run(args: &VerifyArgs) -> Result<bool> {
+    let _ = STARTED.set(Instant::now());
     check_limits(args)?;
     let topic_config = crate::props::parse_pairs(&args.config)?;
     let consumer = consumer_config(args)?;
@@ -168,8 +184,8 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         args.records_per_producer,
         args.record_size,
     );
-    eprintln!(
-        "verify: topic {} ({}, {} partitions), run id {:016x}, {} producers x {} records of {} B, {} phases, {} readers",
+    note!(
+        "topic {} ({}, {} partitions), run id {:016x}, {} producers x {} records of {} B, {} phases, {} readers",
         args.topic,
         if created { "created" } else { "existing" },
         partitions.len(),
@@ -358,6 +374,11 @@ impl Run<'_> {
             let result =
                 self.produce_and_fault(scope, &gate)
                     .and_then(|(producers, seconds, faults)| {
+                        note!(
+                            "producers done: {} acknowledged; settling {} ms",
+                            producers.iter().map(|p| p.acked.len()).sum::<usize>(),
+                            args.settle_ms
+                        );
                         std::thread::sleep(Duration::from_millis(args.settle_ms));
                         let bounds = clients::bounds_of(
                             self.consumer_config,
@@ -365,6 +386,7 @@ impl Run<'_> {
                             self.partitions,
                             2 * crate::admin::REQUEST_TIMEOUT,
                         )?;
+                        note!("end offsets taken: {bounds:?}");
                         let _ = end.set(bounds.clone());
                         Ok((producers, seconds, faults, bounds))
                     });
@@ -375,12 +397,12 @@ impl Run<'_> {
             for reader in readers {
                 match reader.join() {
                     Ok(Ok(log)) => reader_logs.push(log),
-                    Ok(Err(error)) => eprintln!("reader failed: {error:#}"),
-                    Err(_) => eprintln!("reader thread panicked"),
+                    Ok(Err(error)) => note!("reader failed: {error:#}"),
+                    Err(_) => note!("reader thread panicked"),
                 }
             }
             let (producers, produce_seconds, faults, final_bounds) = result?;
-            eprintln!("verify: final read of {} partitions", final_bounds.len());
+            note!("final read of {} partitions", final_bounds.len());
             let final_read = self.final_read(&final_bounds, &until)?;
             Ok(Observation {
                 observed: Observed {
@@ -429,7 +451,7 @@ impl Run<'_> {
         let mut faults = Vec::new();
         for phase in 1..args.phases {
             gate.wait_all_reached(phase);
-            eprintln!("verify: phase {} of {} sent", phase, args.phases);
+            note!("phase {} of {} sent", phase, args.phases);
             match &args.fault_cmd {
                 Some(command) => {
                     let mut fault = FaultCommand::start(command)?;
@@ -486,7 +508,7 @@ struct FaultCommand {
 
 impl FaultCommand {
     fn start(command: &str) -> Result<Self> {
-        eprintln!("verify: fault command: {command}");
+        note!("fault command: {command}");
         // Its stdout goes to our stderr, keeping our stdout for the report.
         let stdout = std::io::stderr()
             .as_fd()
@@ -517,15 +539,13 @@ impl FaultCommand {
                 }
                 Ok(None) => {
                     timed_out = true;
-                    eprintln!(
-                        "verify: fault command ran past {timeout:?}; killing its process group"
-                    );
+                    note!("fault command ran past {timeout:?}; killing its process group");
                     // SAFETY: kill(2) with the negated pid of the group this child leads.
                     unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
                     break self.child.wait().ok();
                 }
                 Err(error) => {
-                    eprintln!("verify: waiting for the fault command: {error}");
+                    note!("waiting for the fault command: {error}");
                     break None;
                 }
             }
@@ -537,9 +557,11 @@ impl FaultCommand {
             timed_out,
             seconds: self.started.elapsed().as_secs_f64(),
         };
-        eprintln!(
-            "verify: fault command after phase {after_phase}: exit {:?}, signal {:?}, {:.2} s",
-            run.exit_code, run.signal, run.seconds
+        note!(
+            "fault command after phase {after_phase}: exit {:?}, signal {:?}, {:.2} s",
+            run.exit_code,
+            run.signal,
+            run.seconds
         );
         run
     }

@@ -89,7 +89,7 @@ pub fn produce(
                     // Never handed to the client: a failed delivery, not an acknowledgement.
                     not_sent += 1;
                     if not_sent <= ERRORS_PRINTED_MAX {
-                        eprintln!("producer {}: send of seq {seq} failed: {error}", plan.index);
+                        note!("producer {}: send of seq {seq} failed: {error}", plan.index);
                     }
                     break;
                 }
@@ -101,7 +101,7 @@ pub fn produce(
         }
     }
     if let Err(error) = producer.flush(plan.flush_timeout) {
-        eprintln!(
+        note!(
             "producer {}: flush: {error}; purging what is left",
             plan.index
         );
@@ -147,7 +147,7 @@ impl ProducerContext for VerifyContext {
             }),
             Err((error, _)) => {
                 if self.failed.fetch_add(1, Ordering::Relaxed) < ERRORS_PRINTED_MAX {
-                    eprintln!("delivery of seq {seq} failed: {error}");
+                    note!("delivery of seq {seq} failed: {error}");
                 }
             }
         }
@@ -295,7 +295,7 @@ pub fn read(
                     .filter(|b| !done(b))
                     .map(|b| b.partition)
                     .collect();
-                eprintln!(
+                note!(
                     "{name}: nothing read for {:?}; partitions {waiting:?} not at their end offsets",
                     until.stall_timeout
                 );
@@ -306,7 +306,7 @@ pub fn read(
             break;
         }
         if kept > until.records_max {
-            eprintln!(
+            note!(
                 "{name}: more than {} records of this run; stopping",
                 until.records_max
             );
@@ -330,9 +330,7 @@ pub fn read(
                     Decoded::Foreign => log.foreign += 1,
                     Decoded::Corrupted => {
                         log.corrupted += 1;
-                        eprintln!(
-                            "{name}: corrupted record at {topic}-{partition} offset {offset}"
-                        );
+                        note!("{name}: corrupted record at {topic}-{partition} offset {offset}");
                     }
                 }
             }
@@ -346,7 +344,7 @@ pub fn read(
             Some(Err(error)) => {
                 errors += 1;
                 if errors <= ERRORS_PRINTED_MAX {
-                    eprintln!("{name}: consume error: {error}");
+                    note!("{name}: consume error: {error}");
                 }
             }
             None => {}
@@ -378,7 +376,7 @@ pub fn bounds_of(
                     break;
                 }
                 Err(error) if Instant::now() < deadline => {
-                    eprintln!("offsets of {topic}-{partition}: {error}; retrying");
+                    note!("offsets of {topic}-{partition}: {error}; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(error) => bail!("offsets of {topic}-{partition}: {error}"),

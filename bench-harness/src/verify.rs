@@ -66,7 +66,8 @@ keeps its restart verb from rebuilding):
   SLUICE_BIN=$PWD/target/release/sluice sluice-bench verify \\
     --bootstrap-server 127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094 \\
     --topic verify-rf3 --partitions 6 --replication-factor 3 --config min.insync.replicas=2 \\
-    --producers 4 --records-per-producer 100000 --throughput 2000 --readers 2 --phases 4 \\
+    --producers 4 --records-per-producer 100000 --throughput 2000 --spread-partitions \\
+    --readers 2 --phases 4 \\
     --fault-cmd 'n=$(( $(date +%s) % 3 + 1 )); scripts/cluster.sh kill $n; sleep 5; scripts/cluster.sh restart $n' \\
     --fault-timeout-s 60 --settle-ms 15000
 
@@ -104,6 +105,11 @@ pub struct VerifyArgs {
     pub producers: u32,
     #[arg(long, default_value_t = 10_000)]
     pub records_per_producer: u32,
+    /// Send each producer's records round-robin over every partition (record `seq` to the
+    /// partition `seq % partitions`) instead of to the partition its key (the producer index)
+    /// hashes to, which puts each producer on one partition and may leave some partitions empty.
+    #[arg(long)]
+    pub spread_partitions: bool,
     /// Bytes per record value (at least the 24-byte header).
     #[arg(long, default_value_t = 100)]
     pub record_size: usize,
@@ -444,6 +450,7 @@ impl Run<'_> {
                     phases: args.phases,
                     throughput: args.throughput,
                     flush_timeout: Duration::from_millis(args.delivery_timeout_ms) + FLUSH_MARGIN,
+                    spread: args.spread_partitions.then(|| self.partitions.to_vec()),
                 };
                 scope.spawn(move || clients::produce(&plan, config, &args.topic, self.codec, gate))
             })
@@ -686,6 +693,7 @@ fn print_json(
             "producers": args.producers,
             "records_per_producer": args.records_per_producer,
             "record_size": args.record_size,
+            "spread_partitions": args.spread_partitions,
             "throughput": args.throughput,
             "phases": args.phases,
             "fault_cmd": args.fault_cmd,

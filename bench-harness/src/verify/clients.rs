@@ -36,6 +36,8 @@ pub struct ProducerPlan {
     pub throughput: f64,
     /// Bound on the final flush (the delivery timeout plus a margin).
     pub flush_timeout: Duration,
+    /// Send record `seq` to `spread[seq % len]` rather than where its key hashes.
+    pub spread: Option<Vec<i32>>,
 }
 
 /// Sends `plan.records` records, waiting at each phase boundary until `gate` releases it, and
@@ -78,6 +80,9 @@ pub fn produce(
         let mut record = BaseRecord::with_opaque_to(topic, seq as usize)
             .key(key.as_str())
             .payload(value.as_slice());
+        if let Some(spread) = plan.spread.as_deref().filter(|s| !s.is_empty()) {
+            record = record.partition(spread[seq as usize % spread.len()]);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -11,7 +11,9 @@
 //!
 //! Memory: 16 bytes per acknowledged record, 16 per record in the final read, 16 per record
 //! each reader read, and 1 while counting copies: (33 + 16 × readers) bytes per record, so
-//! [`RECORDS_MAX`] records with one reader are about 2.5 GB. Larger runs are refused.
+//! [`RECORDS_MAX`] records with one reader are about 2.5 GB (the vanished check briefly holds a
+//! second copy of one partition's reader entries). Larger runs are refused before any client
+//! starts; a reader that keeps more than twice the run's records stops (incomplete).
 //!
 //! Exit status: 0 when no error-class violation, 1 when there is one (the report names it),
 //! 2 when the check itself could not run (no cluster, bad flags).

@@ -273,33 +273,26 @@ pub fn read(
     consumer
         .assign(&assignment)
         .context("assigning partitions")?;
-    let mut log = ReadLog::default();
-    // Per partition: the offset after the last record read, and whether it reported EOF
-    // after the end offsets were known.
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut eof_after_end: Vec<i32> = Vec::new();
-    let mut kept: u64 = 0;
-    let mut errors: u64 = 0;
+    let mut reading = Reading::default();
+    // Stalls count from the last record or from when the end offsets became known.
     let mut last_progress = Instant::now();
+    let mut end_known = false;
     loop {
         if let Some(end) = until.end.get() {
-            let done = |b: &PartitionBounds| {
-                b.high_watermark <= b.log_start
-                    || next
-                        .get(&b.partition)
-                        .is_some_and(|&n| n >= b.high_watermark)
-                    || eof_after_end.contains(&b.partition)
-            };
-            if end.iter().all(done) {
-                log.complete = true;
+            if !end_known {
+                end_known = true;
+                last_progress = Instant::now();
+            }
+            let waiting: Vec<i32> = end
+                .iter()
+                .filter(|bounds| !reading.reached(bounds))
+                .map(|bounds| bounds.partition)
+                .collect();
+            if waiting.is_empty() {
+                reading.log.complete = true;
                 break;
             }
             if last_progress.elapsed() >= until.stall_timeout {
-                let waiting: Vec<i32> = end
-                    .iter()
-                    .filter(|b| !done(b))
-                    .map(|b| b.partition)
-                    .collect();
                 note!(
                     "{name}: nothing read for {:?}; partitions {waiting:?} not at their end offsets",
                     until.stall_timeout
@@ -310,7 +303,7 @@ pub fn read(
         if until.abort.load(Ordering::Relaxed) {
             break;
         }
-        if kept > until.records_max {
+        if reading.kept > until.records_max {
             note!(
                 "{name}: more than {} records of this run; stopping",
                 until.records_max
@@ -320,42 +313,75 @@ pub fn read(
         match consumer.poll(POLL_TIMEOUT) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();
-                let partition = message.partition();
-                let offset = message.offset();
-                let after = next.entry(partition).or_insert(offset + 1);
-                *after = (*after).max(offset + 1);
-                match codec.decode(message.key(), message.payload()) {
-                    Decoded::Ours(id) => {
-                        kept += 1;
-                        log.partitions
-                            .entry(partition)
-                            .or_default()
-                            .push(Stored { offset, id });
-                    }
-                    Decoded::Foreign => log.foreign += 1,
-                    Decoded::Corrupted => {
-                        log.corrupted += 1;
-                        note!("{name}: corrupted record at {topic}-{partition} offset {offset}");
-                    }
-                }
+                reading.take(codec, &message, name);
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                // An EOF before the end offsets were known says nothing about reaching them.
-                let end_known = until.end.get().is_some();
-                if end_known && !eof_after_end.contains(&partition) {
-                    eof_after_end.push(partition);
-                }
-            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => reading.eof(partition, end_known),
             Some(Err(error)) => {
-                errors += 1;
-                if errors <= ERRORS_PRINTED_MAX {
+                reading.errors += 1;
+                if reading.errors <= ERRORS_PRINTED_MAX {
                     note!("{name}: consume error: {error}");
                 }
             }
             None => {}
         }
     }
-    Ok(log)
+    Ok(reading.log)
+}
+
+/// A reading loop's state.
+#[derive(Default)]
+struct Reading {
+    log: ReadLog,
+    /// Per partition: the offset after the highest record read.
+    next: BTreeMap<i32, i64>,
+    /// Partitions that reported EOF after the end offsets were known (an EOF is delivered after
+    /// every record before it, at the high watermark of that moment).
+    eof_after_end: Vec<i32>,
+    kept: u64,
+    errors: u64,
+}
+
+impl Reading {
+    fn reached(&self, bounds: &PartitionBounds) -> bool {
+        bounds.high_watermark <= bounds.log_start
+            || self
+                .next
+                .get(&bounds.partition)
+                .is_some_and(|&next| next >= bounds.high_watermark)
+            || self.eof_after_end.contains(&bounds.partition)
+    }
+
+    fn eof(&mut self, partition: i32, end_known: bool) {
+        // An EOF before the end offsets were known says nothing about reaching them.
+        if end_known && !self.eof_after_end.contains(&partition) {
+            self.eof_after_end.push(partition);
+        }
+    }
+
+    fn take<M: Message>(&mut self, codec: &Codec, message: &M, name: &str) {
+        let partition = message.partition();
+        let offset = message.offset();
+        let next = self.next.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        match codec.decode(message.key(), message.payload()) {
+            Decoded::Ours(id) => {
+                self.kept += 1;
+                self.log
+                    .partitions
+                    .entry(partition)
+                    .or_default()
+                    .push(Stored { offset, id });
+            }
+            Decoded::Foreign => self.log.foreign += 1,
+            Decoded::Corrupted => {
+                self.log.corrupted += 1;
+                note!(
+                    "{name}: corrupted record at {}-{partition} offset {offset}",
+                    message.topic()
+                );
+            }
+        }
+    }
 }
 
 /// Log start offset and high watermark of each partition, retried while a partition has no

@@ -118,8 +118,10 @@ pub struct VerifyArgs {
     /// Records per second per producer; -1 is unlimited.
     #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
     pub throughput: f64,
-    /// Each producer's records are split evenly into this many phases; the fault command runs
-    /// at each boundary, while the producers go on with the next phase.
+    /// Each producer's records are split evenly into this many phases. A boundary is reached
+    /// when every producer has handed its records of the phase to its client (acknowledged or
+    /// not); the fault command then starts and the producers go on with the next phase while it
+    /// runs. With --throughput the phases last long enough for a fault to land mid-stream.
     #[arg(long, default_value_t = 1)]
     pub phases: u32,
     /// Shell command run (sh -c) at each phase boundary, e.g. a kill -9 of a broker.

@@ -416,3 +416,64 @@ pub fn bounds_of(
     }
     Ok(bounds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn phases_split_records_evenly_and_cover_them_all() {
+        assert_eq!(
+            (0..=4)
+                .map(|k| phase_start_of(k, 10, 4))
+                .collect::<Vec<_>>(),
+            [0, 2, 5, 7, 10]
+        );
+        assert_eq!(phase_start_of(1, 1, 1), 1);
+        // More phases than records: several phases begin at the same record.
+        assert_eq!(
+            (0..=3).map(|k| phase_start_of(k, 1, 3)).collect::<Vec<_>>(),
+            [0, 0, 0, 1]
+        );
+    }
+
+    /// Two producer threads: neither passes a boundary before the coordinator releases it, and
+    /// the coordinator's wait ends only when both have arrived (or finished).
+    #[test]
+    fn gate_holds_producers_until_released() {
+        let gate = PhaseGate::new(2);
+        let (passed, passes) = mpsc::channel();
+        std::thread::scope(|scope| {
+            for producer in 0..2u32 {
+                let (gate, passed) = (&gate, passed.clone());
+                scope.spawn(move || {
+                    let _finished = gate.finish_on_drop(producer);
+                    gate.arrive_and_wait(producer, 1);
+                    let _ = passed.send((producer, 1));
+                    if producer == 0 {
+                        gate.arrive_and_wait(producer, 2);
+                        let _ = passed.send((producer, 2));
+                    }
+                    // Producer 1 finishes without reaching phase 2.
+                });
+            }
+            gate.wait_all_reached(1);
+            assert!(
+                passes.try_recv().is_err(),
+                "a producer passed an unreleased gate"
+            );
+            gate.release(1);
+            gate.wait_all_reached(2);
+            let mut seen: Vec<_> = (0..2).map(|_| passes.recv().expect("pass")).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [(0, 1), (1, 1)]);
+            assert!(
+                passes.try_recv().is_err(),
+                "producer 0 passed phase 2 unreleased"
+            );
+            gate.release(2);
+            assert_eq!(passes.recv().expect("pass"), (0, 2));
+        });
+    }
+}

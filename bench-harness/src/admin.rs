@@ -18,6 +18,18 @@ pub fn create_topic(
     partitions: i32,
     replication_factor: i32,
 ) -> Result<()> {
+    create_topic_with_config(bootstrap, topic, partitions, replication_factor, &[]).map(|_| ())
+}
+
+/// Creates `topic` with topic configs (`k=v`, as `kafka-topics --config`); an existing topic is
+/// left as it is. True when this call created it.
+pub fn create_topic_with_config(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    config: &[(String, String)],
+) -> Result<bool> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -25,11 +37,14 @@ pub fn create_topic(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let new_topic = NewTopic::new(
+    let mut new_topic = NewTopic::new(
         topic,
         partitions,
         TopicReplication::Fixed(replication_factor),
     );
+    for (key, value) in config {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new()
         .operation_timeout(Some(REQUEST_TIMEOUT))
         .request_timeout(Some(REQUEST_TIMEOUT));
@@ -43,16 +58,17 @@ pub fn create_topic(
             anyhow::anyhow!("CreateTopics for {topic} got no answer within {REQUEST_TIMEOUT:?}")
         })?
         .context("CreateTopics request")?;
+    let mut created = false;
     for result in results {
         match result {
-            Ok(_) => {}
+            Ok(_) => created = true,
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 eprintln!("topic {topic} already exists; keeping its partitions");
             }
             Err((name, code)) => bail!("creating topic {name}: {code}"),
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Partition ids of `topic` from a metadata request (retried while the topic is still unknown,

@@ -45,6 +45,10 @@ pub enum Command {
     GroupRebalance(crate::group_bench::GroupRebalanceArgs),
     /// Consumer group: synchronous OffsetCommits per second and their latency.
     GroupCommits(crate::group_bench::GroupCommitsArgs),
+    /// Check a cluster: acks=all producers (idempotent and not), readers and a fault command
+    /// between phases, then a full read; reports acknowledged records lost, duplicated,
+    /// reordered, and read records that vanished (exit 1 on an error-class violation).
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// Flags every subcommand shares: where the broker is, topic creation and the report.

@@ -16,6 +16,7 @@ mod props;
 mod report;
 mod summarize;
 mod throttle;
+mod verify;
 
 use anyhow::Result;
 use clap::Parser;
@@ -35,5 +36,18 @@ fn main() -> Result<()> {
         cli::Command::LogRecoveryWrite(args) => log_bench::recovery::write_tail(&args),
         cli::Command::GroupRebalance(args) => group_bench::rebalance::run(&args),
         cli::Command::GroupCommits(args) => group_bench::commits::run(&args),
+        cli::Command::Verify(args) => {
+            // 0: no error-class violation; 1: one (the report names it); 2: could not check.
+            let code = match verify::run(&args) {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(error) => {
+                    eprintln!("verify could not run: {error:#}");
+                    2
+                }
+            };
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(code);
+        }
     }
 }

@@ -67,8 +67,8 @@ fn franz_go_consumer_group_kip848_rebalance_takeover_resume() {
 
 #[test]
 fn franz_go_groups_against_a_three_node_cluster() {
-    // Replication factor 1 (partition data is not replicated yet): leaders and group
-    // coordinators spread over three nodes.
+    // Leaders and group coordinators spread over three nodes; `__consumer_offsets` is
+    // replicated on all three (only its leaders' coordinators serve groups).
     let mut cluster = common::cluster::Cluster::start(3, common::cluster::FAST_SESSIONS);
     cluster.wait_ready_for_groups();
     // The program takes one seed broker; franz-go learns the others from Metadata.

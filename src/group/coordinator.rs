@@ -109,7 +109,10 @@ impl GroupCoordinator {
                 let tp = TopicPartition::new(OFFSETS_TOPIC, p);
                 // Only partitions with a replica here are open; the others (led by other
                 // nodes, or not created yet) load on their first request if they come.
-                if shard.shard_for(&tp) == me.shard_id && me.logs.get(&tp).is_some() {
+                if shard.shard_for(&tp) == me.shard_id
+                    && me.logs.get(&tp).is_some()
+                    && shard.leads(&tp)
+                {
                     if let Err(e) = me.ensure_loaded(p).await {
                         tracing::error!(partition = p, error = %e, "loading group state failed");
                     }
@@ -164,8 +167,13 @@ impl GroupCoordinator {
             return vec![];
         };
         let n = offsets_partition_count(&shard.metadata(), &self.config);
+        // Only partitions this node leads: a follower's copy of a partition's groups is not
+        // this coordinator's (its leader's coordinator serves them).
         (0..n)
-            .filter(|p| shard.shard_for(&TopicPartition::new(OFFSETS_TOPIC, *p)) == self.shard_id)
+            .filter(|p| {
+                let tp = TopicPartition::new(OFFSETS_TOPIC, *p);
+                shard.shard_for(&tp) == self.shard_id && shard.leads(&tp)
+            })
             .collect()
     }
 
@@ -438,12 +446,27 @@ impl GroupCoordinator {
             .logs
             .get(&tp)
             .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
+        // Written only where this node leads the partition, at the image's leader epoch (a
+        // follower's copy is the leader's; its coordinator may hold a group an instant after
+        // losing the leadership).
+        let image = self.metadata();
+        let leader_epoch = match image.as_ref().and_then(|m| m.partition(&tp).cloned()) {
+            Some(p) if self.shard().is_some_and(|s| s.leads(&tp)) => {
+                crate::model::LeaderEpoch(p.leader_epoch)
+            }
+            Some(_) => {
+                return Err(GroupError::Append(
+                    "not the offsets partition's leader".into(),
+                ))
+            }
+            None => log.leader_epoch(),
+        };
         let now = now_ms();
         let batch = encode_batch(records, now)?;
         let len = batch.len() as u64;
         let opts = AppendOptions {
             acks: Acks::All,
-            leader_epoch: log.leader_epoch(),
+            leader_epoch,
             now_ms: now,
         };
         let result = log

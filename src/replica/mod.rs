@@ -151,6 +151,7 @@ impl ReplicaManager {
                 continue;
             };
             seen.insert(tp.clone());
+            log.start_replicated_from_log_start();
             if p.leader == me {
                 let keep =
                     matches!(roles.get(&tp), Some(Role::Leader(l)) if l.epoch == p.leader_epoch);
@@ -203,7 +204,7 @@ impl ReplicaManager {
                         "no longer leading the partition: waiting acks=all appends fail");
                     log.fail_replica_waiters();
                 }
-                if was_leader || !log.is_replicated() {
+                if was_leader {
                     // The high watermark stays where it is until the leader says more.
                     log.set_hw_bound(Some(log.high_watermark().get()));
                 }

@@ -57,6 +57,27 @@ impl PartitionLog {
         self.update_high_watermark();
     }
 
+    /// Makes this (freshly opened) log replicated with its high watermark at the log start:
+    /// a replica does not know after a restart how much of its log the ISR held (Kafka keeps
+    /// `replication-offset-checkpoint` for that; Sluice asks the replication again), so its
+    /// high watermark starts low and rises as the leader's (or, on a leader, the followers')
+    /// reports allow. Records above the true high watermark are thus never shown to consumers
+    /// because this replica happened to hold them.
+    pub fn start_replicated_from_log_start(&self) {
+        if self.hw_bound.get().is_some() {
+            return;
+        }
+        let mut offsets = self.offsets.get();
+        let first = self.segments.borrow().keys().next().copied();
+        offsets.high_watermark = offsets.log_start;
+        offsets.hwm_segment = first.unwrap_or(offsets.log_start);
+        offsets.hwm_position = 0;
+        self.offsets.set(offsets);
+        offsets.check();
+        self.hw_bound.set(Some(offsets.log_start));
+        self.hw_marks.borrow_mut().clear();
+    }
+
     /// The replication bound, if the log is replicated.
     pub fn hw_bound(&self) -> Option<i64> {
         self.hw_bound.get()

@@ -23,6 +23,8 @@ use crate::runtime::Shard;
 
 /// How often the active controller looks for expired broker sessions.
 const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Bound on one probe of a broker's port (see `fence_refusing_brokers`).
+const BROKER_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Pause between registration attempts while there is no quorum.
 const REGISTER_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Bound on the controlled shutdown's two proposals.
@@ -274,12 +276,64 @@ impl ClusterNode {
                 continue;
             }
             self.create_offsets_topic(&image).await;
+            self.fence_refusing_brokers(&image).await;
             let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
             for cmd in expired {
                 tracing::warn!(command = ?cmd, "broker session expired: fencing");
                 if let Err(e) = self.raft.propose(cmd).await {
                     tracing::warn!(error = %e, "fencing failed; will retry");
                 }
+            }
+        }
+    }
+
+    /// Fences every unfenced broker whose Kafka port refuses connections.
+    ///
+    /// Decision: a broker killed with kill -9 (or crashed) leaves nothing listening on its
+    /// port, and the kernel answers a connect with a reset at once; the active controller
+    /// probes each unfenced broker's port every `LIVENESS_CHECK_INTERVAL` and fences one that
+    /// refuses, instead of waiting out `broker.session.timeout.ms` (9 s by default, Kafka's
+    /// failover time). Only a refusal counts: a probe that times out (a slow or partitioned
+    /// broker) proves nothing and leaves it to the session timeout. A restarting broker that
+    /// is fenced this way registers again anyway. Why: the goal of a new leader within
+    /// 2 s of a kill -9 at default settings; measured in BENCHMARKS.md.
+    async fn fence_refusing_brokers(&self, image: &MetadataImage) {
+        let probes = image
+            .brokers
+            .values()
+            .filter(|b| b.node_id != self.node_id && !b.fenced && !b.in_controlled_shutdown)
+            .map(|b| async move {
+                let addr = match b.host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => std::net::SocketAddr::new(ip, b.port),
+                    Err(_) => return None,
+                };
+                let probe = glommio::net::TcpStream::connect_timeout(addr, BROKER_PROBE_TIMEOUT)
+                    .await
+                    .map_err(std::io::Error::from);
+                match probe {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        Some((b.node_id, b.epoch))
+                    }
+                    _ => None,
+                }
+            });
+        let refused: Vec<(i32, i64)> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for (node_id, epoch) in refused {
+            tracing::warn!(
+                node_id,
+                epoch,
+                "broker's port refuses connections (process gone): fencing"
+            );
+            if let Err(e) = self
+                .raft
+                .propose(ControllerCommand::FenceBroker { node_id, epoch })
+                .await
+            {
+                tracing::warn!(error = %e, "fencing failed; will retry");
             }
         }
     }

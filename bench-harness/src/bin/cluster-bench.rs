@@ -82,6 +82,9 @@ struct Cli {
     /// Failover rounds.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
+    /// Partition failover rounds (kill -9 of an RF 3 partition's leader).
+    #[arg(long, default_value_t = 10)]
+    partition_rounds: usize,
     /// Seconds of sequential CreateTopics through each of a follower and the leader.
     #[arg(long, default_value_t = 10)]
     commit_secs: u64,
@@ -569,6 +572,24 @@ struct Report {
     failover_summary: Option<Summary>,
     commit_rates: Vec<CommitRate>,
     wide: Option<Wide>,
+    partition_failover: Vec<PartitionFailover>,
+    partition_failover_summary: Option<Summary>,
+}
+
+/// One round of kill -9 of a replicated partition's leader.
+#[derive(Serialize)]
+struct PartitionFailover {
+    round: usize,
+    killed_leader: i32,
+    new_leader: i32,
+    /// kill -9 to the first acks=all Produce answered with error 0 by the new leader.
+    acked_ms: f64,
+    /// Produce attempts answered with an error (or a connection error) before that one.
+    refused: u32,
+    /// Records acknowledged before the kill that the new leader still holds (all of them).
+    kept: i64,
+    /// The new leader's log end offset right after the failover (before the new record).
+    new_log_end: i64,
 }
 
 #[derive(Serialize)]
@@ -865,6 +886,8 @@ fn main() -> Result<()> {
         failover_summary: None,
         commit_rates: Vec::new(),
         wide: None,
+        partition_failover: Vec::new(),
+        partition_failover_summary: None,
     };
     let result = run(&cli, &sluice, &scratch, &mut report);
     report.load_after = loadavg();
@@ -934,8 +957,168 @@ fn run(cli: &Cli, sluice: &Path, scratch: &Path, report: &mut Report) -> Result<
         .context("no follower")?;
     report.wide = Some(wide_topic(&c, follower, cli.partitions)?);
 
+    if cli.partition_rounds > 0 {
+        partition_failovers(&mut c, cli.partition_rounds, report)?;
+    }
+
     for n in &mut c.nodes {
         n.stop();
+    }
+    Ok(())
+}
+
+/// One record, acks=all, to `topic`-0 on the node at `addr`: the error code and base offset.
+fn produce_one(addr: &str, topic: &str, value: &str) -> Result<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let resp: ProduceResponse = call(addr, ApiKey::Produce, 9, &req)?;
+    let p = resp
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("Produce answered no partition")?;
+    Ok((p.error_code, p.base_offset))
+}
+
+/// Rounds of kill -9 of an RF 3 partition's leader with the default broker session: the time
+/// to the first acks=all Produce the new leader acknowledges (Metadata polled on the survivors
+/// every `POLL`; Produce sent to the leader they name), the killed node restarted and back in
+/// the ISR before the next round.
+fn partition_failovers(c: &mut Cluster, rounds: usize, report: &mut Report) -> Result<()> {
+    const TOPIC: &str = "failover-rf3";
+    let all = c.ids();
+    let addr0 = c.node(all[0])?.addr();
+    let (code, msg) = create_topic(&addr0, TOPIC, 1, 3)?;
+    if code != 0 {
+        bail!("CreateTopics {TOPIC}: error {code} {msg:?}");
+    }
+    let leader_seen_by = |c: &Cluster, ids: &[i32]| -> Option<i32> {
+        ids.iter().find_map(|id| {
+            let v = metadata(&c.node(*id).ok()?.addr()).ok()?;
+            let (e, l, _) = v.topics.get(TOPIC)?.get(&0)?.clone();
+            (e == 0 && l >= 0).then_some(l)
+        })
+    };
+    let mut acked_before = 0i64;
+    for round in 0..rounds {
+        // A leader, and a few records acknowledged by the full ISR first.
+        let mut leader = -1;
+        c.wait(
+            "the RF 3 partition to have a leader",
+            REJOIN_TIMEOUT,
+            || {
+                leader = leader_seen_by(c, &all).unwrap_or(-1);
+                leader >= 0
+            },
+        )?;
+        let laddr = c.node(leader)?.addr();
+        for i in 0..10 {
+            let deadline = Instant::now() + FAILOVER_TIMEOUT;
+            loop {
+                match produce_one(&laddr, TOPIC, &format!("r{round}-{i}")) {
+                    Ok((0, _)) => break,
+                    _ if Instant::now() < deadline => std::thread::sleep(RETRY_PAUSE),
+                    other => bail!(
+                        "produce before round {round}: {other:?}
+{}",
+                        c.tails()
+                    ),
+                }
+            }
+            acked_before += 1;
+        }
+        let survivors: Vec<i32> = all.iter().copied().filter(|id| *id != leader).collect();
+        let killed_at = Instant::now();
+        c.node_mut(leader)?.kill9();
+        let mut refused = 0u32;
+        let (new_leader, new_log_end) = loop {
+            if killed_at.elapsed() > FAILOVER_TIMEOUT {
+                bail!("no acks=all produce acknowledged within {FAILOVER_TIMEOUT:?} of killing {leader}
+{}", c.tails());
+            }
+            let Some(l) = leader_seen_by(c, &survivors).filter(|l| *l != leader) else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            match produce_one(&c.node(l)?.addr(), TOPIC, &format!("after-{round}")) {
+                Ok((0, base)) => break (l, base),
+                _ => {
+                    refused += 1;
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+        };
+        let acked = killed_at.elapsed();
+        eprintln!(
+            "partition failover {round}: leader {leader} killed, acks=all acknowledged by {new_leader} after {:.0} ms ({refused} refused)",
+            ms(acked)
+        );
+        report.partition_failover.push(PartitionFailover {
+            round,
+            killed_leader: leader,
+            new_leader,
+            acked_ms: ms(acked),
+            refused,
+            kept: acked_before,
+            new_log_end,
+        });
+        if new_log_end < acked_before {
+            bail!("the new leader's log ends at {new_log_end}, below the {acked_before} records acknowledged before the kill");
+        }
+        acked_before = new_log_end + 1;
+        let sluice = c.sluice.clone();
+        c.node_mut(leader)?.start(&sluice)?;
+        c.wait_agreement(&all, REJOIN_TIMEOUT)?;
+    }
+    let mut times: Vec<f64> = report
+        .partition_failover
+        .iter()
+        .map(|r| r.acked_ms)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (times.first(), times.last()) {
+        report.partition_failover_summary = Some(Summary {
+            min_ms: *min,
+            median_ms: median(&times),
+            max_ms: *max,
+        });
     }
     Ok(())
 }
@@ -1009,6 +1192,29 @@ fn render(r: &Report, error: Option<&anyhow::Error>) -> String {
                 s,
                 "  node {}: {} partition dirs with a segment at {:.0} ms",
                 n.node, n.partitions, n.opened_ms
+            );
+        }
+    }
+    if !r.partition_failover.is_empty() {
+        let _ = writeln!(
+            s,
+            "\npartition failover (kill -9 of an RF 3 partition's leader → first acks=all Produce acknowledged by the new leader):"
+        );
+        for f in &r.partition_failover {
+            let _ = writeln!(
+                s,
+                "  round {:>2}: killed {} → {:>6.0} ms by node {} ({} refused before), new leader's log end {} (>= {} acknowledged before)",
+                f.round, f.killed_leader, f.acked_ms, f.new_leader, f.refused, f.new_log_end, f.kept
+            );
+        }
+        if let Some(sum) = &r.partition_failover_summary {
+            let _ = writeln!(
+                s,
+                "  {} rounds: min {:.0} ms, median {:.0} ms, max {:.0} ms (goal: median under 2000 ms; Kafka waits ~9 s)",
+                r.partition_failover.len(),
+                sum.min_ms,
+                sum.median_ms,
+                sum.max_ms
             );
         }
     }

@@ -421,3 +421,118 @@ async fn min_insync_replicas_refuses_acks_all_but_not_acks_1_and_a_diverged_tail
         node.stop();
     }
 }
+
+/// One Fetch v11 of `topic`-0 from offset 0 with the consumer's `rack`, sent to `port`:
+/// (error code, preferred read replica, bytes of records).
+fn fetch_with_rack(port: u16, topic_name: &str, rack: &str) -> (i16, i32, usize) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_rack_id(StrBytes::from_string(rack.to_string()))
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic_name.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse =
+        common::wire::call(&format!("127.0.0.1:{port}"), ApiKey::Fetch, 11, &req).expect("fetch");
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.preferred_read_replica.0,
+        p.records.as_ref().map_or(0, |r| r.len()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_consumer_reads_from_the_follower_in_its_rack() {
+    let _serial = serial();
+    let mut extra = FAST.to_vec();
+    extra.push(("broker.rack", "rack-{node}"));
+    extra.push((
+        "replica.selector.class",
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector",
+    ));
+    let mut c = Cluster::start(3, &extra);
+    c.wait_ready_for_groups();
+    let topic = "racks";
+    create(&c, topic, 1, &[]).await;
+    let producer = producer(&c, true);
+    let batch: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    let acked: Vec<(i64, String)> = send_all(&c, &producer, topic, 0, &batch)
+        .await
+        .into_iter()
+        .zip(batch)
+        .collect();
+    let p = partition(&c, 1, topic, 0).expect("partition");
+    let follower = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != p.leader)
+        .expect("a follower");
+    let port = |id: i32| {
+        c.ports
+            .iter()
+            .find(|x| x.node_id == id)
+            .expect("node")
+            .kafka_port
+    };
+    // The leader names the follower in the consumer's rack and sends no records itself.
+    let (code, preferred, bytes) =
+        fetch_with_rack(port(p.leader), topic, &format!("rack-{follower}"));
+    assert_eq!(
+        (code, preferred, bytes),
+        (0, follower, 0),
+        "leader's answer"
+    );
+    // A consumer in the leader's own rack stays on the leader.
+    let (code, preferred, bytes) =
+        fetch_with_rack(port(p.leader), topic, &format!("rack-{}", p.leader));
+    assert_eq!(
+        (code, preferred),
+        (0, -1),
+        "leader's answer to its own rack"
+    );
+    assert!(bytes > 0);
+    // The follower serves the consumer, up to its high watermark.
+    c.wait("the follower to serve the records", || {
+        let (code, _, bytes) = fetch_with_rack(port(follower), topic, &format!("rack-{follower}"));
+        code == 0 && bytes > 0
+    });
+    // librdkafka with client.rack follows the preferred replica and reads everything.
+    let reader: BaseConsumer = client(&c)
+        .set("group.id", "rack-reader")
+        .set("client.rack", format!("rack-{follower}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    reader.assign(&tpl).expect("assign");
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    while got.len() < acked.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            got.insert(
+                m.offset(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+            );
+        }
+    }
+    let want: BTreeMap<i64, String> = acked.into_iter().collect();
+    assert_eq!(got, want, "records read with client.rack\n{}", c.tails());
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

@@ -148,6 +148,7 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("replica.fetch.backoff.ms", Kind::Int, "1000"),
     key("replica.socket.timeout.ms", Kind::Int, "30000"),
     key("num.replica.fetchers", Kind::Int, "1"),
+    key("replica.selector.class", Kind::String, ""),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.

@@ -25,6 +25,8 @@ struct Wanted {
     part: SessionPartition,
     /// Set when the topic could not be resolved.
     error: Option<i16>,
+    /// KIP-392: the replica this consumer should fetch the partition from instead.
+    redirect: Option<i32>,
 }
 
 /// What goes out in place of a record field's marker: a file range (by sendfile), or bytes
@@ -80,7 +82,15 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
                 last_high_watermark: -1,
                 last_log_start_offset: -1,
             };
-            listed.insert(tp.clone(), Wanted { tp, part, error });
+            listed.insert(
+                tp.clone(),
+                Wanted {
+                    tp,
+                    part,
+                    error,
+                    redirect: None,
+                },
+            );
         }
     }
     let forgotten: Vec<TopicPartition> = req
@@ -129,14 +139,27 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
     };
     let replica = (replica_id >= 0).then_some(replica_id);
     let node = ctx.shard.node_id();
+    // KIP-392: a consumer that sends its rack (v11+) may read from a follower, which serves it
+    // up to its own high watermark; the leader names a replica in the consumer's rack when
+    // `replica.selector.class` is the rack-aware selector.
+    let rack = (v >= 11 && replica.is_none())
+        .then(|| req.rack_id.to_string())
+        .filter(|r| !r.is_empty());
+    let rack_aware = rack.is_some() && rack_aware_selector(&ctx.shard.config);
     for w in wanted.iter_mut().filter(|w| w.error.is_none()) {
         let is_replica = |r: i32| {
             image
                 .partition(&w.tp)
                 .is_some_and(|p| p.replicas.contains(&r))
         };
-        if !image.leads(node, &w.tp) || replica.is_some_and(|r| !is_replica(r)) {
+        let leads = image.leads(node, &w.tp);
+        let from_follower = !leads && v >= 11 && replica.is_none() && is_replica(node);
+        if (!leads && !from_follower) || replica.is_some_and(|r| !is_replica(r)) {
             w.error = Some(code::NOT_LEADER_OR_FOLLOWER);
+        } else if leads && rack_aware {
+            w.redirect = rack
+                .as_deref()
+                .and_then(|rack| preferred_read_replica(&image, &w.tp, rack));
         }
     }
     let max_bytes = (req.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
@@ -151,6 +174,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         // So is one this node does not lead (Kafka answers at once; the client looks again).
         let errored = results.len() < wanted.iter().filter(|w| w.error.is_none()).count()
             || results.values().any(|r| r.error_code != code::NONE)
+            || wanted.iter().any(|w| w.redirect.is_some())
             || wanted
                 .iter()
                 .any(|w| w.error == Some(code::NOT_LEADER_OR_FOLLOWER));
@@ -274,6 +298,7 @@ fn session_plan(
             tp: tp.clone(),
             part: p.clone(),
             error: None,
+            redirect: None,
         })
         .collect();
     wanted.extend(errors);
@@ -413,7 +438,12 @@ fn build_response(
                     .with_high_watermark(-1)
                     .with_log_start_offset(-1)
             }
-            (None, Some(r)) => {
+            (None, Some(mut r)) => {
+                if let Some(to) = w.redirect {
+                    // Sent to the preferred replica instead: no records from here.
+                    r.records = FetchRecords::Bytes(bytes::Bytes::new());
+                    pd.preferred_read_replica = BrokerId(to);
+                }
                 // Remember what the client now knows; an incremental answer leaves out
                 // partitions with nothing new for it.
                 if let Some(p) = session.as_mut().and_then(|s| s.partitions.get_mut(&w.tp)) {
@@ -532,6 +562,35 @@ fn leader_hints(ctx: &RequestContext, v: i16, topics: &mut [FetchableTopicRespon
     leaders.sort_unstable();
     leaders.dedup();
     leaders
+}
+
+/// Whether `replica.selector.class` is Kafka's rack-aware selector (the default, Kafka's
+/// LeaderSelector, keeps every consumer on the leader).
+fn rack_aware_selector(config: &crate::config::BrokerConfig) -> bool {
+    let class = config.get("replica.selector.class");
+    class.trim().ends_with("RackAwareReplicaSelector")
+}
+
+/// Kafka's `RackAwareReplicaSelector`: the leader if it is in the consumer's rack, else the
+/// first in-sync, active replica there; `None` (stay on the leader) when there is none.
+fn preferred_read_replica(
+    image: &crate::cluster::MetadataImage,
+    tp: &TopicPartition,
+    rack: &str,
+) -> Option<i32> {
+    let p = image.partition(tp)?;
+    let in_rack = |id: i32| {
+        image
+            .broker(id)
+            .is_some_and(|b| b.is_active() && b.rack.as_deref() == Some(rack))
+    };
+    if in_rack(p.leader) {
+        return None;
+    }
+    p.isr
+        .iter()
+        .copied()
+        .find(|r| *r != p.leader && in_rack(*r))
 }
 
 /// The key a partition's topic is grouped under in the response.

@@ -228,6 +228,15 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     if item.fetch_offset == result.high_watermark || item.max_bytes == 0 && !item.min_one_batch {
         return result;
     }
+    // KIP-392 on a follower: an offset the leader has shown but this replica has not
+    // committed yet (between its high watermark and its log end) is answered empty, not out
+    // of range, so the consumer waits instead of resetting its position.
+    if item.fetch_offset > result.high_watermark
+        && item.fetch_offset <= log.log_end_offset().get()
+        && !shard.leads(&item.tp)
+    {
+        return result;
+    }
     let slice = match log
         .read_slice(
             Offset(item.fetch_offset),

@@ -88,7 +88,9 @@ impl Cluster {
             p.controller_port,
             p.kafka_port
         );
+        // `{node}` in a value stands for the node's id (e.g. `broker.rack=rack-{node}`).
         for (k, v) in &self.extra {
+            let v = v.replace("{node}", &p.node_id.to_string());
             text.push_str(&format!("{k}={v}\n"));
         }
         text

@@ -204,6 +204,22 @@ async fn apply_answer(log: Rc<PartitionLog>, fetch_offset: i64, pd: PartitionDat
         .await;
     }
     if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
+        // A follower that started over at the leader's log start (which DeleteRecords may put
+        // inside a batch) gets that whole batch: start the empty log at its base offset instead
+        // (Kafka does the same on UnexpectedAppendOffsetException).
+        let base = records
+            .get(..8)
+            .map(|b| i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        if let Some(base) = base.filter(|b| *b < fetch_offset && *b >= 0) {
+            if log.log_start_offset().get() == log.log_end_offset().get() {
+                tracing::info!(partition = %tp, base, fetch_offset,
+                    "the leader's first batch starts below this empty log: starting at its base");
+                if let Err(e) = log.truncate_fully_and_start_at(Offset(base)).await {
+                    tracing::error!(partition = %tp, error = %e, "truncation failed");
+                    return Step::Backoff;
+                }
+            }
+        }
         if let Err(e) = log
             .append_as_follower(records, crate::replica::now_ms())
             .await

@@ -149,6 +149,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("replica.socket.timeout.ms", Kind::Int, "30000"),
     key("num.replica.fetchers", Kind::Int, "1"),
     key("replica.selector.class", Kind::String, ""),
+    // Leader election (the active controller's; see cluster::controller::election).
+    key("unclean.leader.election.enable", Kind::Bool, "false"),
+    key("auto.leader.rebalance.enable", Kind::Bool, "true"),
+    key("leader.imbalance.check.interval.seconds", Kind::Long, "300"),
+    key("leader.imbalance.per.broker.percentage", Kind::Int, "10"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.

@@ -1,0 +1,412 @@
+//! Leader election in a real three-node cluster, over the wire: a topic with
+//! `unclean.leader.election.enable=true` keeps a leader when its preferred leader's broker is
+//! killed (-9), ElectLeaders (API 43) answers Kafka's per-partition errors (v0 and v2), a
+//! partition left without a leader gets one from ElectLeaders UNCLEAN, and — once follower
+//! replication lets a restarted replica rejoin the ISR — ElectLeaders PREFERRED and the
+//! automatic rebalance hand leadership back to the preferred replica.
+//!
+//! Each node: one core, Kafka's KRaft server.properties (tests/common/cluster.rs), short broker
+//! sessions so a killed node is fenced within seconds. Nothing here depends on whether a new
+//! partition starts with its leader alone in the ISR or with every replica: the leaders
+//! asserted are the same under both.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use common::cluster::{metadata, Cluster, PartitionView, View, FAST_SESSIONS, QUORUM_TIMEOUT};
+
+const PREFERRED: i8 = 0;
+const UNCLEAN: i8 = 1;
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+const ELECTION_NOT_NEEDED: i16 = 84;
+/// Retriable answers while the quorum elects (REQUEST_TIMED_OUT, NOT_CONTROLLER).
+const RETRIABLE_NO_QUORUM: &[i16] = &[7, 41];
+/// Bound on a restarted replica rejoining the ISR (follower replication catching up an
+/// almost empty partition).
+const ISR_REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One cluster at a time: three brokers each, on a machine shared with other builds.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn port(c: &Cluster, id: i32) -> u16 {
+    c.ports
+        .iter()
+        .find(|p| p.node_id == id)
+        .map(|p| p.kafka_port)
+        .unwrap_or_else(|| panic!("no node {id}"))
+}
+
+fn view(c: &Cluster, id: i32) -> Option<View> {
+    metadata(port(c, id)).ok()
+}
+
+fn partition(c: &Cluster, id: i32, topic: &str, index: usize) -> Option<PartitionView> {
+    view(c, id)?.topics.get(topic)?.get(index).cloned()
+}
+
+/// Creates `name` through node `via` with this manual assignment and topic configs, retried
+/// while the quorum elects; panics unless it succeeds.
+fn create(c: &Cluster, via: i32, name: &str, assignment: &[&[i32]], configs: &[(&str, &str)]) {
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(
+            (0..)
+                .zip(assignment)
+                .map(|(i, r)| {
+                    CreatableReplicaAssignment::default()
+                        .with_partition_index(i)
+                        .with_broker_ids(r.iter().map(|b| BrokerId(*b)).collect())
+                })
+                .collect(),
+        )
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        );
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![topic]);
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        let answer: std::io::Result<CreateTopicsResponse> = common::wire::call(
+            &format!("127.0.0.1:{}", port(c, via)),
+            ApiKey::CreateTopics,
+            7,
+            &req,
+        );
+        match answer.map(|r| {
+            r.topics
+                .first()
+                .map(|t| (t.error_code, t.error_message.clone()))
+        }) {
+            Ok(Some((0, _))) => return,
+            Ok(Some((code, msg))) if RETRIABLE_NO_QUORUM.contains(&code) => {
+                eprintln!("create {name}: {code} {msg:?}; retrying")
+            }
+            Err(e) if Instant::now() < deadline => eprintln!("create {name}: {e}; retrying"),
+            other => panic!("create {name} via node {via}: {other:?}\n{}", c.tails()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "create {name}: no quorum\n{}",
+            c.tails()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// ElectLeaders at `version` through node `via`; returns (top-level error, [(topic, partition,
+/// error)]) sorted by topic and partition.
+fn elect(
+    c: &Cluster,
+    via: i32,
+    version: i16,
+    election_type: i8,
+    partitions: Option<&[(&str, i32)]>,
+) -> (i16, Vec<(String, i32, i16)>) {
+    let topic_partitions = partitions.map(|list| {
+        let mut by_topic: Vec<TopicPartitions> = Vec::new();
+        for (t, p) in list {
+            match by_topic.iter_mut().find(|x| x.topic.0.as_str() == *t) {
+                Some(x) => x.partitions.push(*p),
+                None => by_topic.push(
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(vec![*p]),
+                ),
+            }
+        }
+        by_topic
+    });
+    let mut req = ElectLeadersRequest::default()
+        .with_topic_partitions(topic_partitions)
+        .with_timeout_ms(30_000);
+    if version >= 1 {
+        req = req.with_election_type(election_type);
+    }
+    let resp: ElectLeadersResponse = common::wire::call(
+        &format!("127.0.0.1:{}", port(c, via)),
+        ApiKey::ElectLeaders,
+        version,
+        &req,
+    )
+    .unwrap_or_else(|e| panic!("ElectLeaders v{version} via node {via}: {e}\n{}", c.tails()));
+    let mut rows: Vec<(String, i32, i16)> = resp
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    rows.sort();
+    (resp.error_code, rows)
+}
+
+/// ElectLeaders retried while the quorum answers only retriable top-level errors.
+fn elect_committed(
+    c: &Cluster,
+    via: i32,
+    election_type: i8,
+    partitions: &[(&str, i32)],
+) -> Vec<(String, i32, i16)> {
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        let (top, rows) = elect(c, via, 2, election_type, Some(partitions));
+        if top == NONE {
+            return rows;
+        }
+        assert!(
+            RETRIABLE_NO_QUORUM.contains(&top) && Instant::now() < deadline,
+            "ElectLeaders via node {via}: error {top}, {rows:?}\n{}",
+            c.tails()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn rows(list: &[(&str, i32, i16)]) -> Vec<(String, i32, i16)> {
+    let mut v: Vec<_> = list
+        .iter()
+        .map(|(t, p, e)| (t.to_string(), *p, *e))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until every node in `ids` lists exactly `brokers` and has a controller.
+fn wait_brokers(c: &Cluster, ids: &[i32], brokers: &[i32]) {
+    c.wait(
+        &format!("nodes {ids:?} to list brokers {brokers:?}"),
+        || {
+            ids.iter().all(|id| {
+                view(c, *id).is_some_and(|v| {
+                    v.controller >= 0 && v.brokers.keys().copied().collect::<Vec<_>>() == brokers
+                })
+            })
+        },
+    );
+}
+
+/// Waits until every node in `ids` shows `topic`'s partition `index` led by `leader`.
+fn wait_leader(c: &Cluster, ids: &[i32], topic: &str, index: usize, leader: i32) -> PartitionView {
+    c.wait(
+        &format!("nodes {ids:?} to show {topic}-{index} led by {leader}"),
+        || {
+            ids.iter().all(|id| {
+                partition(c, *id, topic, index)
+                    .is_some_and(|p| p.leader == leader && p.error == NONE)
+            })
+        },
+    );
+    partition(c, ids[0], topic, index).unwrap_or_else(|| panic!("{topic}-{index} vanished"))
+}
+
+fn cluster() -> Cluster {
+    let mut extra = FAST_SESSIONS.to_vec();
+    // The automatic rebalance stays out of the way of the elections these tests make.
+    extra.push(("auto.leader.rebalance.enable", "false"));
+    let c = Cluster::start(3, &extra);
+    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    c
+}
+
+#[test]
+fn a_killed_preferred_leader_is_replaced_and_elect_leaders_answers_kafkas_errors() {
+    let _serial = serial();
+    let mut c = cluster();
+    let t = "failover";
+    create(
+        &c,
+        2,
+        t,
+        &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    let before = wait_leader(&c, &[1, 2, 3], t, 0, 1);
+    wait_leader(&c, &[1, 2, 3], t, 1, 2);
+    wait_leader(&c, &[1, 2, 3], t, 2, 3);
+
+    // Every preferred replica leads: nothing to elect; an unknown partition or topic says so.
+    let answer = elect_committed(
+        &c,
+        3,
+        PREFERRED,
+        &[(t, 0), (t, 1), (t, 2), (t, 9), ("no-such-topic", 0)],
+    );
+    assert_eq!(
+        answer,
+        rows(&[
+            (t, 0, ELECTION_NOT_NEEDED),
+            (t, 1, ELECTION_NOT_NEEDED),
+            (t, 2, ELECTION_NOT_NEEDED),
+            (t, 9, UNKNOWN_TOPIC_OR_PARTITION),
+            ("no-such-topic", 0, UNKNOWN_TOPIC_OR_PARTITION),
+        ])
+    );
+    // An active leader needs no unclean election either.
+    assert_eq!(
+        elect_committed(&c, 1, UNCLEAN, &[(t, 0)]),
+        rows(&[(t, 0, ELECTION_NOT_NEEDED)])
+    );
+    // v0 has no election type (preferred) and no top-level error code.
+    let (_, v0) = elect(&c, 2, 0, PREFERRED, Some(&[(t, 1)]));
+    assert_eq!(v0, rows(&[(t, 1, ELECTION_NOT_NEEDED)]));
+    // All partitions (null): those needing nothing are left out, so nothing is listed.
+    let (top, all) = elect(&c, 2, 2, PREFERRED, None);
+    assert_eq!((top, all.iter().filter(|r| r.0 == t).count()), (NONE, 0));
+
+    // kill -9 the preferred leader of partition 0: once it is fenced, replica 2 leads (the
+    // first active ISR member, or with the ISR gone the first active replica, as the topic
+    // allows), with a new leader epoch, and Metadata on the others shows it.
+    c.node(1).kill9();
+    wait_brokers(&c, &[2, 3], &[2, 3]);
+    let moved = wait_leader(&c, &[2, 3], t, 0, 2);
+    assert!(
+        moved.leader_epoch > before.leader_epoch,
+        "{moved:?} vs {before:?}"
+    );
+    assert_eq!(moved.offline, vec![1], "{moved:?}");
+    assert!(
+        moved.isr.contains(&2) && !moved.isr.contains(&1),
+        "{moved:?}"
+    );
+    wait_leader(&c, &[2, 3], t, 2, 3);
+
+    // The preferred replica is down: it cannot be elected, and nothing changes.
+    assert_eq!(
+        elect_committed(&c, 3, PREFERRED, &[(t, 0)]),
+        rows(&[(t, 0, PREFERRED_LEADER_NOT_AVAILABLE)])
+    );
+    assert_eq!(partition(&c, 2, t, 0).map(|p| p.leader), Some(2));
+
+    // Back: listed again, but partition 0 keeps its leader until an election moves it.
+    c.node(1).start_again();
+    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    let after = wait_leader(&c, &[1, 2, 3], t, 0, 2);
+    assert_eq!(after.leader_epoch, moved.leader_epoch, "{after:?}");
+}
+
+#[test]
+fn elect_leaders_unclean_gives_an_offline_partition_a_leader() {
+    let _serial = serial();
+    let mut c = cluster();
+    let t = "offline";
+    // Created while replica 1 is down: the ISR is the leader, 3, alone, whichever rule new
+    // partitions follow (every replica, or every active one, is in sync at creation).
+    c.node(1).kill9();
+    wait_brokers(&c, &[2, 3], &[2, 3]);
+    create(&c, 2, t, &[&[3, 1]], &[]);
+    let led = wait_leader(&c, &[2, 3], t, 0, 3);
+    assert_eq!(led.isr, vec![3], "{led:?}");
+    c.node(1).start_again();
+    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    let led = wait_leader(&c, &[1, 2, 3], t, 0, 3);
+    if led.isr.contains(&1) {
+        // Follower replication brought 1 into the ISR: a kill of 3 would elect it cleanly
+        // (the other test covers that). The unclean case needs it outside.
+        eprintln!("replica 1 joined the ISR ({led:?}); nothing unclean to elect");
+        return;
+    }
+    // Kill the leader: its ISR has no other member, unclean election is off: offline.
+    c.node(3).kill9();
+    wait_brokers(&c, &[1, 2], &[1, 2]);
+    c.wait("the partition to go offline", || {
+        partition(&c, 1, t, 0).is_some_and(|p| p.leader < 0)
+    });
+    let offline = partition(&c, 1, t, 0).unwrap_or_else(|| panic!("{t}-0 vanished"));
+    assert_eq!(offline.isr, vec![3], "{offline:?}");
+    // The operator chooses availability: 1 leads, alone in the ISR, at a new epoch.
+    assert_eq!(
+        elect_committed(&c, 2, UNCLEAN, &[(t, 0)]),
+        rows(&[(t, 0, NONE)])
+    );
+    let elected = wait_leader(&c, &[1, 2], t, 0, 1);
+    assert_eq!(elected.isr, vec![1], "{elected:?}");
+    assert!(
+        elected.leader_epoch > led.leader_epoch,
+        "{elected:?} vs {led:?}"
+    );
+    // Now it has an active leader: no further election is needed.
+    assert_eq!(
+        elect_committed(&c, 1, UNCLEAN, &[(t, 0)]),
+        rows(&[(t, 0, ELECTION_NOT_NEEDED)])
+    );
+    // A partition with no active replica at all stays offline.
+    let solo = "solo";
+    create(&c, 1, solo, &[&[2]], &[]);
+    wait_leader(&c, &[1, 2], solo, 0, 2);
+    c.node(3).start_again();
+    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    c.node(2).kill9();
+    wait_brokers(&c, &[1, 3], &[1, 3]);
+    assert_eq!(
+        elect_committed(&c, 1, UNCLEAN, &[(solo, 0)]),
+        rows(&[(solo, 0, ELIGIBLE_LEADERS_NOT_AVAILABLE)])
+    );
+}
+
+/// The full return of a preferred leader: killed, replaced, restarted, caught up (back in the
+/// ISR), then elected again by ElectLeaders PREFERRED, and Metadata shows it.
+#[test]
+#[ignore = "needs follower replication: a restarted replica rejoins the ISR only through the \
+            leader's AlterPartition (issue 11), which is not merged yet"]
+fn preferred_election_hands_leadership_back_once_the_replica_is_in_sync() {
+    let _serial = serial();
+    let mut c = cluster();
+    let t = "preferred";
+    create(&c, 2, t, &[&[1, 2, 3]], &[]);
+    let first = wait_leader(&c, &[1, 2, 3], t, 0, 1);
+    c.wait("every replica in the ISR", || {
+        partition(&c, 2, t, 0).is_some_and(|p| p.isr.len() == 3)
+    });
+    c.node(1).kill9();
+    wait_brokers(&c, &[2, 3], &[2, 3]);
+    let moved = wait_leader(&c, &[2, 3], t, 0, 2);
+    c.node(1).start_again();
+    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    let deadline = Instant::now() + ISR_REJOIN_TIMEOUT;
+    while !partition(&c, 2, t, 0).is_some_and(|p| p.isr.contains(&1)) {
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 did not rejoin the ISR\n{}",
+            c.tails()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        elect_committed(&c, 3, PREFERRED, &[(t, 0)]),
+        rows(&[(t, 0, NONE)])
+    );
+    let back = wait_leader(&c, &[1, 2, 3], t, 0, 1);
+    assert!(back.leader_epoch > moved.leader_epoch && moved.leader_epoch > first.leader_epoch);
+}

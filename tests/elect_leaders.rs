@@ -410,3 +410,121 @@ fn preferred_election_hands_leadership_back_once_the_replica_is_in_sync() {
     let back = wait_leader(&c, &[1, 2, 3], t, 0, 1);
     assert!(back.leader_epoch > moved.leader_epoch && moved.leader_epoch > first.leader_epoch);
 }
+
+/// Bound on one run of Kafka's tool (a JVM start plus a few requests).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on fetching Kafka's jars when scripts/test.sh has not (a first fetch downloads them).
+const JARS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `kafka-leader-election.sh` (`org.apache.kafka.tools.LeaderElectionCommand`, Kafka 4.1.2's
+/// jars from scripts/kafka-jars.sh): (exit status, stdout and stderr).
+fn leader_election_tool(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (status, output) = common::run_bounded(
+        "scripts/kafka-jars.sh",
+        std::process::Command::new("bash")
+            .arg(root.join("scripts/kafka-jars.sh"))
+            .current_dir(root),
+        JARS_TIMEOUT,
+    );
+    let libs = output
+        .lines()
+        .find(|l| l.ends_with("/libs"))
+        .unwrap_or_else(|| panic!("scripts/kafka-jars.sh gave no jar directory: {output}"));
+    assert!(
+        status.success(),
+        "scripts/kafka-jars.sh: {status}\n{output}"
+    );
+    let what = format!("LeaderElectionCommand {}", args.join(" "));
+    common::run_bounded(
+        &what,
+        std::process::Command::new("java")
+            .arg("-Xmx512M")
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg(format!("{libs}/*"))
+            .arg("org.apache.kafka.tools.LeaderElectionCommand")
+            .args(args),
+        TOOL_TIMEOUT,
+    )
+}
+
+#[test]
+fn kafkas_leader_election_tool_talks_to_the_cluster() {
+    let _serial = serial();
+    let mut c = cluster();
+    let t = "tool";
+    create(
+        &c,
+        1,
+        t,
+        &[&[1, 2, 3]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    wait_leader(&c, &[1, 2, 3], t, 0, 1);
+    let bootstrap = c.bootstrap();
+    let base = ["--bootstrap-server", bootstrap.as_str()];
+    let one = ["--topic", t, "--partition", "0"];
+    let (status, out) =
+        leader_election_tool(&[&base[..], &["--election-type", "preferred"], &one[..]].concat());
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Valid replica already elected for partitions {t}-0"
+        )),
+        "{out}"
+    );
+    let (status, out) = leader_election_tool(
+        &[
+            &base[..],
+            &["--election-type", "preferred", "--all-topic-partitions"],
+        ]
+        .concat(),
+    );
+    assert!(status.success(), "{out}");
+
+    // The preferred leader killed: 2 took over, and the tool reports Kafka's error for 1.
+    c.node(1).kill9();
+    wait_brokers(&c, &[2, 3], &[2, 3]);
+    wait_leader(&c, &[2, 3], t, 0, 2);
+    let live: String = c
+        .ports
+        .iter()
+        .filter(|p| p.node_id != 1)
+        .map(|p| format!("127.0.0.1:{}", p.kafka_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (status, out) = leader_election_tool(&[
+        "--bootstrap-server",
+        &live,
+        "--election-type",
+        "preferred",
+        "--topic",
+        t,
+        "--partition",
+        "0",
+    ]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("Error completing leader election (PREFERRED)")
+            && out.contains("The preferred leader was not available."),
+        "{out}"
+    );
+    let (status, out) = leader_election_tool(&[
+        "--bootstrap-server",
+        &live,
+        "--election-type",
+        "unclean",
+        "--topic",
+        t,
+        "--partition",
+        "0",
+    ]);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Valid replica already elected for partitions {t}-0"
+        )),
+        "{out}"
+    );
+}

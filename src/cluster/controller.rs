@@ -8,10 +8,10 @@
 //! broadcasts it to every shard before answering.
 
 mod brokers;
-mod isr;
 pub mod election;
 #[cfg(test)]
 mod election_tests;
+mod isr;
 pub mod rebalance;
 #[cfg(test)]
 mod tests;

@@ -51,7 +51,9 @@ fn cluster(ids: &[i32]) -> MetadataImage {
     img
 }
 
-/// A topic with this manual assignment, `unclean.leader.election.enable` set when given.
+/// A topic with this manual assignment, `unclean.leader.election.enable` set when given, and
+/// every ISR shrunk to the leader alone (as AlterPartition leaves it when the followers fall
+/// behind), so that a departure of the leader leaves no other in-sync replica.
 fn topic(
     img: &MetadataImage,
     name: &str,
@@ -74,7 +76,11 @@ fn topic(
         internal: false,
         assignment: Some(assignment),
     };
-    ok(img, &cmd).0
+    let mut next = ok(img, &cmd).0;
+    for p in &mut next.topics.get_mut(name).unwrap().partitions {
+        p.isr = vec![p.leader];
+    }
+    next
 }
 
 fn part<'a>(img: &'a MetadataImage, name: &str, index: usize) -> &'a PartitionImage {

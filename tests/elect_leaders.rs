@@ -33,6 +33,9 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 const ELECTION_NOT_NEEDED: i16 = 84;
+const INVALID_REQUEST: i16 = 42;
+/// `sluice::limits::ELECT_LEADERS_PARTITIONS_MAX`.
+const ELECT_LEADERS_PARTITIONS_MAX: i32 = sluice::limits::ELECT_LEADERS_PARTITIONS_MAX as i32;
 /// Retriable answers while the quorum elects (REQUEST_TIMED_OUT, NOT_CONTROLLER).
 const RETRIABLE_NO_QUORUM: &[i16] = &[7, 41];
 /// Bound on a restarted replica rejoining the ISR (follower replication catching up an
@@ -323,6 +326,18 @@ fn a_killed_preferred_leader_is_replaced_and_elect_leaders_answers_kafkas_errors
     // v0 has no election type (preferred) and no top-level error code.
     let (_, v0) = elect(&c, 2, 0, PREFERRED, Some(&[(t, 1)]));
     assert_eq!(v0, rows(&[(t, 1, ELECTION_NOT_NEEDED)]));
+    // An unknown election type, and more partitions than one election may name, are refused
+    // for every partition named (and at the top from v1).
+    let (top, bad) = elect(&c, 2, 1, 7, Some(&[(t, 0)]));
+    assert_eq!(
+        (top, bad),
+        (INVALID_REQUEST, rows(&[(t, 0, INVALID_REQUEST)]))
+    );
+    let many: Vec<(&str, i32)> = (0..=ELECT_LEADERS_PARTITIONS_MAX).map(|p| (t, p)).collect();
+    let (top, bad) = elect(&c, 3, 2, PREFERRED, Some(&many));
+    assert_eq!(top, INVALID_REQUEST);
+    assert_eq!(bad.len(), many.len());
+    assert!(bad.iter().all(|r| r.2 == INVALID_REQUEST));
     // All partitions (null): those needing nothing are left out, so nothing is listed.
     let (top, all) = elect(&c, 2, 2, PREFERRED, None);
     assert_eq!((top, all.iter().filter(|r| r.0 == t).count()), (NONE, 0));

@@ -33,6 +33,17 @@ pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLead
             AdminError::new(code::INVALID_REQUEST, message),
         );
     };
+    // Refused here too, so that an oversized election never reaches the metadata log.
+    let max = crate::limits::ELECT_LEADERS_PARTITIONS_MAX;
+    if requested.as_ref().is_some_and(|r| r.len() > max) {
+        tracing::warn!(max, "ElectLeaders names too many partitions");
+        let message = format!("an election may name at most {max} partitions");
+        return failed(
+            ctx,
+            requested.as_deref(),
+            AdminError::new(code::INVALID_REQUEST, message),
+        );
+    }
     let cmd = ControllerCommand::ElectLeaders {
         election_type,
         partitions: requested.clone(),

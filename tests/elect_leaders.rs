@@ -1,14 +1,16 @@
-//! Leader election in a real three-node cluster, over the wire: a topic with
-//! `unclean.leader.election.enable=true` keeps a leader when its preferred leader's broker is
-//! killed (-9), ElectLeaders (API 43) answers Kafka's per-partition errors (v0 and v2), a
-//! partition left without a leader gets one from ElectLeaders UNCLEAN, and — once follower
-//! replication lets a restarted replica rejoin the ISR — ElectLeaders PREFERRED and the
-//! automatic rebalance hand leadership back to the preferred replica.
+//! Leader election in real clusters, over the wire:
+//! - three nodes: the preferred leader's broker killed (-9), another in-sync replica leads at a
+//!   new epoch; ElectLeaders (API 43, v0 and v2) answers Kafka's per-partition errors; once the
+//!   restarted replica has caught up (back in the ISR), ElectLeaders PREFERRED, or the automatic
+//!   rebalance (`auto.leader.rebalance.enable`), hands leadership back and Metadata shows it;
+//!   Kafka 4.1.2's `kafka-leader-election` tool works against the cluster;
+//! - five nodes (two may be down with the quorum intact): a partition whose only in-sync
+//!   replica died stays offline by default, gets a leader outside the ISR from ElectLeaders
+//!   UNCLEAN, or by itself with the broker default `unclean.leader.election.enable=true` (a
+//!   topic override of false keeps it offline).
 //!
 //! Each node: one core, Kafka's KRaft server.properties (tests/common/cluster.rs), short broker
-//! sessions so a killed node is fenced within seconds. Nothing here depends on whether a new
-//! partition starts with its leader alone in the ISR or with every replica: the leaders
-//! asserted are the same under both.
+//! sessions so a killed node is fenced within seconds.
 
 mod common;
 
@@ -235,11 +237,11 @@ fn wait_leader(c: &Cluster, ids: &[i32], topic: &str, index: usize, leader: i32)
 }
 
 fn cluster() -> Cluster {
-    cluster_with(&[])
+    cluster_with(3, &[])
 }
 
-/// Three nodes with `more` in every node's server.properties.
-fn cluster_with(more: &[(&str, &str)]) -> Cluster {
+/// `n` nodes with `more` in every node's server.properties.
+fn cluster_with(n: usize, more: &[(&str, &str)]) -> Cluster {
     let mut extra = FAST_SESSIONS.to_vec();
     // The automatic rebalance stays out of the way of the elections these tests make, unless
     // a test is about it.
@@ -250,39 +252,43 @@ fn cluster_with(more: &[(&str, &str)]) -> Cluster {
         extra.push(("auto.leader.rebalance.enable", "false"));
     }
     extra.extend_from_slice(more);
-    let c = Cluster::start(3, &extra);
-    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
+    let c = Cluster::start(n, &extra);
+    let all: Vec<i32> = (1..=n as i32).collect();
+    wait_brokers(&c, &all, &all);
     c
 }
 
-/// A topic to create with [`leader_alone_in_isr`]: its name and topic configs.
+/// A topic to create with [`offline_with_a_replica_outside_the_isr`]: name and topic configs.
 type TopicSpec<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 
-/// Creates each topic with replicas [3, 1] while node 1 is down, so that the ISR is the
-/// leader, 3, alone (every *active* replica is in sync at creation), then brings 1 back: a
-/// live replica outside the ISR. Returns each topic's partition 0; `None` when follower
-/// replication brought 1 into an ISR meanwhile (the unclean cases need it outside; a kill of 3
-/// would then elect it cleanly, which `a_killed_preferred_leader_is_replaced...` covers).
-fn leader_alone_in_isr(c: &mut Cluster, topics: &[TopicSpec]) -> Option<Vec<PartitionView>> {
-    c.node(1).kill9();
-    wait_brokers(c, &[2, 3], &[2, 3]);
+/// Five nodes, so that two may be down with the quorum intact. Each topic gets replicas
+/// [3, 1]; node 1 is killed (3 alone is left in the ISR), then 3, the only in-sync replica
+/// (offline, unless unclean election gives it 1: 1 is down too). Then 1 comes back: a live
+/// replica outside the ISR that cannot catch up (its leader is gone), which is what an
+/// unclean election is for. Returns each topic's partition 0 as it was before 3 died.
+fn offline_with_a_replica_outside_the_isr(
+    more: &[(&str, &str)],
+    topics: &[TopicSpec],
+) -> (Cluster, Vec<PartitionView>) {
+    let mut c = cluster_with(5, more);
     for (t, configs) in topics {
-        create(c, 2, t, &[&[3, 1]], configs);
-        let led = wait_leader(c, &[2, 3], t, 0, 3);
-        assert_eq!(led.isr, vec![3], "{led:?}");
+        create(&c, 2, t, &[&[3, 1]], configs);
+        wait_leader(&c, &[2, 4, 5], t, 0, 3);
     }
-    c.node(1).start_again();
-    wait_brokers(c, &[1, 2, 3], &[1, 2, 3]);
-    let mut out = Vec::new();
+    c.node(1).kill9();
+    wait_brokers(&c, &[2, 4, 5], &[2, 3, 4, 5]);
+    let mut led = Vec::new();
     for (t, _) in topics {
-        let led = wait_leader(c, &[1, 2, 3], t, 0, 3);
-        if led.isr.contains(&1) {
-            eprintln!("replica 1 joined the ISR of {t} ({led:?}); nothing unclean to elect");
-            return None;
-        }
-        out.push(led);
+        c.wait(&format!("{t}-0's ISR to shrink to its leader"), || {
+            partition(&c, 2, t, 0).is_some_and(|p| p.leader == 3 && p.isr == vec![3])
+        });
+        led.extend(partition(&c, 2, t, 0));
     }
-    Some(out)
+    c.node(3).kill9();
+    wait_brokers(&c, &[2, 4, 5], &[2, 4, 5]);
+    c.node(1).start_again();
+    wait_brokers(&c, &[1, 2, 4, 5], &[1, 2, 4, 5]);
+    (c, led)
 }
 
 #[test]
@@ -376,43 +382,36 @@ fn a_killed_preferred_leader_is_replaced_and_elect_leaders_answers_kafkas_errors
 #[test]
 fn elect_leaders_unclean_gives_an_offline_partition_a_leader() {
     let _serial = serial();
-    let mut c = cluster();
-    let t = "offline";
-    let Some(led) = leader_alone_in_isr(&mut c, &[(t, &[])]).map(|v| v[0].clone()) else {
-        return;
-    };
-    // Kill the leader: its ISR has no other member, unclean election is off: offline.
-    c.node(3).kill9();
-    wait_brokers(&c, &[1, 2], &[1, 2]);
-    c.wait("the partition to go offline", || {
-        partition(&c, 1, t, 0).is_some_and(|p| p.leader < 0)
-    });
+    let (t, solo) = ("offline", "solo");
+    let (mut c, led) = offline_with_a_replica_outside_the_isr(&[], &[(t, &[])]);
+    // Unclean election is off: 1 is back but not in the ISR, so the partition stays offline.
     let offline = partition(&c, 1, t, 0).unwrap_or_else(|| panic!("{t}-0 vanished"));
-    assert_eq!(offline.isr, vec![3], "{offline:?}");
+    assert_eq!(
+        (offline.leader, offline.isr.clone()),
+        (-1, vec![3]),
+        "{offline:?}"
+    );
     // The operator chooses availability: 1 leads, alone in the ISR, at a new epoch.
     assert_eq!(
         elect_committed(&c, 2, UNCLEAN, &[(t, 0)]),
         rows(&[(t, 0, NONE)])
     );
-    let elected = wait_leader(&c, &[1, 2], t, 0, 1);
+    let elected = wait_leader(&c, &[1, 2, 4, 5], t, 0, 1);
     assert_eq!(elected.isr, vec![1], "{elected:?}");
     assert!(
-        elected.leader_epoch > led.leader_epoch,
+        elected.leader_epoch > led[0].leader_epoch,
         "{elected:?} vs {led:?}"
     );
     // Now it has an active leader: no further election is needed.
     assert_eq!(
-        elect_committed(&c, 1, UNCLEAN, &[(t, 0)]),
+        elect_committed(&c, 4, UNCLEAN, &[(t, 0)]),
         rows(&[(t, 0, ELECTION_NOT_NEEDED)])
     );
     // A partition with no active replica at all stays offline.
-    let solo = "solo";
-    create(&c, 1, solo, &[&[2]], &[]);
-    wait_leader(&c, &[1, 2], solo, 0, 2);
-    c.node(3).start_again();
-    wait_brokers(&c, &[1, 2, 3], &[1, 2, 3]);
-    c.node(2).kill9();
-    wait_brokers(&c, &[1, 3], &[1, 3]);
+    create(&c, 5, solo, &[&[4]], &[]);
+    wait_leader(&c, &[1, 2, 4, 5], solo, 0, 4);
+    c.node(4).kill9();
+    wait_brokers(&c, &[1, 2, 5], &[1, 2, 5]);
     assert_eq!(
         elect_committed(&c, 1, UNCLEAN, &[(solo, 0)]),
         rows(&[(solo, 0, ELIGIBLE_LEADERS_NOT_AVAILABLE)])
@@ -422,36 +421,33 @@ fn elect_leaders_unclean_gives_an_offline_partition_a_leader() {
 #[test]
 fn the_broker_default_lets_a_replica_outside_the_isr_take_over() {
     let _serial = serial();
-    // Set on every node, so whichever is the active controller records it in the image.
-    let mut c = cluster_with(&[("unclean.leader.election.enable", "true")]);
     let (t, kept) = ("inherits", "kept");
     // "kept" overrides the default with false.
     let off: &[(&str, &str)] = &[("unclean.leader.election.enable", "false")];
-    let Some(led) = leader_alone_in_isr(&mut c, &[(t, &[]), (kept, off)]).map(|v| v[0].clone())
-    else {
-        return;
-    };
-    // kill -9 the only in-sync replica: the topic without an override elects 1 (alone in the
-    // ISR, a new epoch) once 3 is fenced; the one with `false` goes offline.
-    c.node(3).kill9();
-    wait_brokers(&c, &[1, 2], &[1, 2]);
-    let elected = wait_leader(&c, &[1, 2], t, 0, 1);
+    // Set on every node, so whichever is the active controller records it in the image.
+    let (c, led) = offline_with_a_replica_outside_the_isr(
+        &[("unclean.leader.election.enable", "true")],
+        &[(t, &[]), (kept, off)],
+    );
+    // When 3 was fenced no other replica was active; 1's return elects it, alone in the ISR
+    // at a new epoch, for the topic that takes the broker default; the other stays offline.
+    let elected = wait_leader(&c, &[1, 2, 4, 5], t, 0, 1);
     assert_eq!(elected.isr, vec![1], "{elected:?}");
     assert!(
-        elected.leader_epoch > led.leader_epoch,
+        elected.leader_epoch > led[0].leader_epoch,
         "{elected:?} vs {led:?}"
     );
-    c.wait(
-        "the partition with unclean election off to go offline",
-        || partition(&c, 1, kept, 0).is_some_and(|p| p.leader < 0 && p.isr == vec![3]),
+    let offline = partition(&c, 1, kept, 0).unwrap_or_else(|| panic!("{kept}-0 vanished"));
+    assert_eq!(
+        (offline.leader, offline.isr.clone()),
+        (-1, vec![3]),
+        "{offline:?}"
     );
 }
 
 /// The full return of a preferred leader: killed, replaced, restarted, caught up (back in the
 /// ISR), then elected again by ElectLeaders PREFERRED, and Metadata shows it.
 #[test]
-#[ignore = "needs follower replication: a restarted replica rejoins the ISR only through the \
-            leader's AlterPartition (issue 11), which is not merged yet"]
 fn preferred_election_hands_leadership_back_once_the_replica_is_in_sync() {
     let _serial = serial();
     let mut c = cluster();
@@ -604,14 +600,15 @@ fn kafkas_leader_election_tool_talks_to_the_cluster() {
 /// `auto.leader.rebalance.enable`: the preferred leader, back in the ISR, leads again without
 /// any request (checked every second here; Kafka's default is 300 s).
 #[test]
-#[ignore = "needs follower replication: a restarted replica rejoins the ISR only through the \
-            leader's AlterPartition (issue 11), which is not merged yet"]
 fn the_automatic_rebalance_hands_leadership_back_to_the_preferred_replica() {
     let _serial = serial();
-    let mut c = cluster_with(&[
-        ("auto.leader.rebalance.enable", "true"),
-        ("leader.imbalance.check.interval.seconds", "1"),
-    ]);
+    let mut c = cluster_with(
+        3,
+        &[
+            ("auto.leader.rebalance.enable", "true"),
+            ("leader.imbalance.check.interval.seconds", "1"),
+        ],
+    );
     let t = "rebalanced";
     create(&c, 2, t, &[&[1, 2, 3]], &[]);
     wait_leader(&c, &[1, 2, 3], t, 0, 1);

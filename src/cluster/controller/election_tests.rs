@@ -443,3 +443,31 @@ fn rebalance_picks_partitions_of_brokers_above_the_imbalance_ratio() {
     assert_eq!(part(&balanced, "t", 11).leader, 3);
     assert!(imbalanced_partitions(&balanced, 10, 100).is_empty());
 }
+
+#[test]
+fn broker_defaults_are_only_what_the_configuration_sets() {
+    use crate::config::BrokerConfig;
+    let plain = BrokerConfig::build(Some("node.id=1\n"), &[], &[], Some(1)).unwrap();
+    assert!(election::broker_defaults(&plain).is_empty());
+    let set = BrokerConfig::build(
+        Some("node.id=1\nunclean.leader.election.enable = true\n"),
+        &[],
+        &[],
+        Some(1),
+    )
+    .unwrap();
+    let defaults = election::broker_defaults(&set);
+    assert_eq!(
+        defaults.get(election::UNCLEAN_LEADER_ELECTION_ENABLE),
+        Some(&"true".to_string())
+    );
+    // What the controller records from them is accepted by apply.
+    let (img, _) = ok(
+        &cluster(&[1]),
+        &ControllerCommand::SetBrokerDefaults { configs: defaults },
+    );
+    assert!(election::unclean_enabled(
+        &img,
+        "any-topic-without-override"
+    ));
+}

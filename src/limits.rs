@@ -62,6 +62,9 @@ pub const FETCH_WAIT_MS_MAX: i64 = 30_000;
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 /// Partitions a topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Partitions one ElectLeaders request (or one automatic rebalance) may name: Kafka's bound
+/// on the records of one controller operation (`MAX_RECORDS_PER_USER_OP`).
+pub const ELECT_LEADERS_PARTITIONS_MAX: usize = 10_000;
 /// Longest topic name Kafka allows.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// io_uring memory per executor; the machines have an 8 MiB locked-memory limit shared by all shards.

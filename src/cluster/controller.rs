@@ -8,7 +8,11 @@
 //! broadcasts it to every shard before answering.
 
 mod brokers;
+pub mod election;
+#[cfg(test)]
+mod election_tests;
 mod isr;
+pub mod rebalance;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +25,7 @@ use super::placement;
 use crate::config::topic;
 use crate::limits;
 use crate::model::TopicId;
+pub use election::{ElectionError, ElectionResult, ElectionType};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AlterMode {
@@ -95,6 +100,17 @@ pub enum ControllerCommand {
         partition_epoch: i32,
         new_isr: Vec<i32>,
     },
+    /// ElectLeaders (API 43), or the active controller's automatic preferred election.
+    ElectLeaders {
+        election_type: ElectionType,
+        /// `None`: every partition.
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    /// Replaces the broker-level defaults the controller decides with (see
+    /// `MetadataImage::broker_defaults`); proposed by the active controller from its config.
+    SetBrokerDefaults {
+        configs: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -161,6 +177,8 @@ pub enum Outcome {
         isr: Vec<i32>,
         partition_epoch: i32,
     },
+    /// ElectLeaders: one result per partition.
+    Elected(Vec<ElectionResult>),
     Done,
 }
 
@@ -282,7 +300,27 @@ pub fn apply(
                 topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
             }
             t.configs = configs;
+            election::elect_unclean_where_leaderless(&mut next);
+            let t = next.topics.get(name).ok_or(ControllerError::UnknownTopic)?;
             Outcome::Topic(t.clone())
+        }
+        ControllerCommand::ElectLeaders {
+            election_type,
+            partitions,
+        } => {
+            if partitions
+                .as_ref()
+                .is_some_and(|p| p.len() > limits::ELECT_LEADERS_PARTITIONS_MAX)
+            {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "an election may name at most {} partitions",
+                    limits::ELECT_LEADERS_PARTITIONS_MAX
+                )));
+            }
+            election::elect_leaders(&mut next, *election_type, partitions.as_deref())
+        }
+        ControllerCommand::SetBrokerDefaults { configs } => {
+            election::set_broker_defaults(&mut next, configs)?
         }
         ControllerCommand::AllocateProducerIds => {
             let first = next.next_producer_id;

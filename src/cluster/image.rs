@@ -111,6 +111,12 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     /// Next producer id block the controller hands out (InitProducerId).
     pub next_producer_id: i64,
+    /// Broker-level defaults the controller decides with (Kafka's cluster-wide default broker
+    /// configs), by Kafka name: recorded from the active controller's own configuration
+    /// (`SetBrokerDefaults`) so that every node applying the log elects alike. Today only
+    /// `unclean.leader.election.enable`; a topic's override wins over it.
+    #[serde(default)]
+    pub broker_defaults: BTreeMap<String, String>,
 }
 
 impl MetadataImage {
@@ -122,6 +128,7 @@ impl MetadataImage {
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            broker_defaults: Default::default(),
         }
     }
 
@@ -283,6 +290,7 @@ mod legacy {
                 brokers: BTreeMap::new(),
                 topics,
                 next_producer_id: self.next_producer_id,
+                broker_defaults: Default::default(),
             }
         }
     }

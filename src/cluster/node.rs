@@ -1,7 +1,8 @@
 //! A cluster node's life, on shard 0: it starts the metadata quorum, hands every applied
 //! image to every shard, registers this broker and keeps its session with heartbeats, and —
 //! while it is the active controller — fences brokers whose session expired, unfences caught-up
-//! ones, and gives a new cluster its id. On SIGTERM it hands its leaderships off first
+//! ones, gives a new cluster its id, records its broker-level election defaults and moves
+//! leadership back to preferred replicas (`auto.leader.rebalance.enable`). On SIGTERM it hands its leaderships off first
 //! (controlled shutdown).
 //!
 //! Lives on shard 0 (`Rc`, `!Send`); the other shards see only the images and the controller
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::liveness::{Heartbeat, HeartbeatReply, Liveness};
 use super::raft::{ControlRequest, MetadataRaft, ProposeError, RaftSettings};
 use super::{ControllerCommand, MetadataImage};
-use crate::cluster::controller::Outcome;
+use crate::cluster::controller::{election, rebalance, ElectionType, Outcome};
 use crate::config::kraft::QuorumConfig;
 use crate::runtime::messages::ShardRequest;
 use crate::runtime::Shard;
@@ -51,6 +52,8 @@ pub struct ClusterNode {
     epoch: Cell<Option<i64>>,
     liveness: RefCell<Liveness>,
     was_leader: Cell<bool>,
+    /// When this controller last looked for leader imbalance (`None`: not since it took over).
+    rebalance_checked: Cell<Option<Instant>>,
     /// The cluster id this node must belong to (stored in meta.properties, or configured).
     expected_cluster_id: Option<String>,
     /// Published to every shard (Metadata's controller id).
@@ -116,6 +119,7 @@ impl ClusterNode {
             epoch: Cell::new(None),
             liveness: RefCell::new(Liveness::new(quorum.broker_session_timeout)),
             was_leader: Cell::new(false),
+            rebalance_checked: Cell::new(None),
             expected_cluster_id,
             quorum,
             controller_id,
@@ -253,6 +257,7 @@ impl ClusterNode {
             }
             if !self.raft.is_leader() {
                 self.was_leader.set(false);
+                self.rebalance_checked.set(None);
                 continue;
             }
             if !self.was_leader.replace(true) {
@@ -277,6 +282,7 @@ impl ClusterNode {
             }
             self.create_offsets_topic(&image).await;
             self.fence_refusing_brokers(&image).await;
+            self.record_broker_defaults(&image).await;
             let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
             for cmd in expired {
                 tracing::warn!(command = ?cmd, "broker session expired: fencing");
@@ -284,6 +290,72 @@ impl ClusterNode {
                     tracing::warn!(error = %e, "fencing failed; will retry");
                 }
             }
+            self.rebalance_leaders(&image).await;
+        }
+    }
+
+    /// The broker-level defaults elections use are this (active) controller's own: recorded in
+    /// the image when they differ from what it holds, so every node applies the same.
+    async fn record_broker_defaults(&self, image: &MetadataImage) {
+        let configs = election::broker_defaults(&self.config);
+        if image.broker_defaults == configs {
+            return;
+        }
+        if let Err(e) = self
+            .raft
+            .propose(ControllerCommand::SetBrokerDefaults { configs })
+            .await
+        {
+            tracing::warn!(error = %e, "recording the broker defaults failed; will retry");
+        }
+    }
+
+    /// `auto.leader.rebalance.enable`: every `leader.imbalance.check.interval.seconds` (the
+    /// first check one interval after taking over, as Kafka schedules it), a preferred
+    /// election for the partitions Kafka's per-broker imbalance rule picks.
+    async fn rebalance_leaders(&self, image: &MetadataImage) {
+        if !self.config.flag("auto.leader.rebalance.enable") {
+            return;
+        }
+        let seconds = self
+            .config
+            .int("leader.imbalance.check.interval.seconds", 300);
+        let interval = Duration::from_secs(u64::try_from(seconds).unwrap_or(1).max(1));
+        let now = Instant::now();
+        match self.rebalance_checked.get() {
+            None => {
+                self.rebalance_checked.set(Some(now));
+                return;
+            }
+            Some(at) if now.duration_since(at) < interval => return,
+            Some(_) => self.rebalance_checked.set(Some(now)),
+        }
+        let percentage = self
+            .config
+            .int("leader.imbalance.per.broker.percentage", 10);
+        let partitions = rebalance::imbalanced_partitions(
+            image,
+            percentage,
+            crate::limits::ELECT_LEADERS_PARTITIONS_MAX,
+        );
+        if partitions.is_empty() {
+            return;
+        }
+        let cmd = ControllerCommand::ElectLeaders {
+            election_type: ElectionType::Preferred,
+            partitions: Some(partitions),
+        };
+        match self.raft.propose(cmd).await {
+            Ok(Outcome::Elected(results)) => {
+                let elected = results.iter().filter(|r| r.error.is_none()).count();
+                tracing::info!(
+                    elected,
+                    tried = results.len(),
+                    "automatic preferred leader election"
+                );
+            }
+            Ok(other) => tracing::warn!(outcome = ?other, "preferred election answered oddly"),
+            Err(e) => tracing::warn!(error = %e, "automatic preferred leader election failed"),
         }
     }
 

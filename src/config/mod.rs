@@ -149,6 +149,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("replica.socket.timeout.ms", Kind::Int, "30000"),
     key("num.replica.fetchers", Kind::Int, "1"),
     key("replica.selector.class", Kind::String, ""),
+    // Leader election (the active controller's; see cluster::controller::election).
+    key("unclean.leader.election.enable", Kind::Bool, "false"),
+    key("auto.leader.rebalance.enable", Kind::Bool, "true"),
+    key("leader.imbalance.check.interval.seconds", Kind::Long, "300"),
+    key("leader.imbalance.per.broker.percentage", Kind::Int, "10"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -349,6 +354,13 @@ impl BrokerConfig {
             ));
         }
         self.connections_per_ip_overrides()?;
+        if self.get_i64("leader.imbalance.check.interval.seconds")? < 1 {
+            return Err(invalid(
+                "leader.imbalance.check.interval.seconds",
+                self.get("leader.imbalance.check.interval.seconds"),
+                "must be >= 1",
+            ));
+        }
         if self.get_i64("num.partitions")? < 1 {
             return Err(invalid(
                 "num.partitions",
@@ -555,6 +567,24 @@ mod tests {
         assert_eq!(c.int("num.partitions", 0), 4);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/b"));
         assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn leader_imbalance_check_interval_is_at_least_a_second() {
+        let ok = BrokerConfig::build(
+            Some("leader.imbalance.check.interval.seconds=1\n"),
+            &[],
+            &[],
+            Some(1),
+        );
+        assert!(ok.is_ok());
+        for bad in ["0", "-5", "soon"] {
+            let text = format!("leader.imbalance.check.interval.seconds={bad}\n");
+            assert!(
+                BrokerConfig::build(Some(&text), &[], &[], Some(1)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -111,7 +111,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
     ),
     tk("segment.ms", Kind::Long, None, "604800000"),
     tk("segment.jitter.ms", Kind::Long, None, "0"),
-    tk("unclean.leader.election.enable", Kind::Bool, None, "false"),
+    tk(
+        "unclean.leader.election.enable",
+        Kind::Bool,
+        Some("unclean.leader.election.enable"),
+        "false",
+    ),
     tk(
         "message.timestamp.before.max.ms",
         Kind::Long,

@@ -150,6 +150,7 @@ mod tests {
                 ),
             ]),
             next_producer_id: 0,
+            broker_defaults: Default::default(),
         }
     }
 

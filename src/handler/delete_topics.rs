@@ -235,6 +235,7 @@ mod tests {
             brokers: BTreeMap::new(),
             topics,
             next_producer_id: 0,
+            broker_defaults: Default::default(),
         }
     }
 

@@ -107,6 +107,7 @@ mod tests {
             brokers: BTreeMap::from([(2, broker(2, Some("r1"), false))]),
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            broker_defaults: Default::default(),
         }
     }
 

@@ -240,6 +240,7 @@ mod tests {
             brokers: BTreeMap::from([(9, broker)]),
             topics,
             next_producer_id: 0,
+            broker_defaults: Default::default(),
         }
     }
 

@@ -59,6 +59,9 @@ pub mod code {
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
     pub const INELIGIBLE_REPLICA: i16 = 107;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
 }
 
 /// KIP-320: a client's `current_leader_epoch` against ours; -1 means "not given".

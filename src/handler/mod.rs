@@ -20,6 +20,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod errors;
 pub mod fetch;
 pub mod fetch_session;
@@ -146,6 +147,7 @@ fn ordering(key: ApiKey) -> Ordering {
         | AlterConfigs
         | IncrementalAlterConfigs
         | DeleteRecords
+        | ElectLeaders
         | InitProducerId => Ordering::Serial,
         _ => Ordering::Unordered,
     }
@@ -219,6 +221,9 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&ctx, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(&ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)

@@ -63,6 +63,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     r(ApiKey::ConsumerGroupDescribe, 0, 1),
     r(ApiKey::DescribeTopicPartitions, 0, 0),
+    r(ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiRange> {

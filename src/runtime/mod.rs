@@ -275,6 +275,13 @@ fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Resu
         epoch,
     };
     run(&mut image, unfence)?;
+    let defaults = crate::cluster::controller::election::broker_defaults(config);
+    if image.broker_defaults != defaults {
+        run(
+            &mut image,
+            ControllerCommand::SetBrokerDefaults { configs: defaults },
+        )?;
+    }
     if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
         run(&mut image, offsets_topic_command(config, 1))?;
     }
@@ -568,6 +575,10 @@ fn short(cmd: &ControllerCommand) -> String {
             new_isr,
             ..
         } => format!("isr of {topic}-{partition} -> {new_isr:?}"),
+        ControllerCommand::ElectLeaders { election_type, .. } => {
+            format!("{election_type:?} leader election")
+        }
+        ControllerCommand::SetBrokerDefaults { .. } => "broker defaults".into(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use super::election::{active_brokers, elect_unclean, unclean_enabled};
 use super::{ControllerError, Outcome};
 use crate::cluster::image::{BrokerRegistration, MetadataImage, PartitionImage, NO_LEADER};
 
@@ -17,6 +18,8 @@ use crate::cluster::image::{BrokerRegistration, MetadataImage, PartitionImage, N
 /// (Sluice acknowledges only durable writes, so it still holds what it led), and a single node
 /// thus keeps its leader epochs across restarts (there is no leader epoch cache yet to answer
 /// OffsetForLeaderEpoch for older epochs). Kafka would set no leader and elect it again.
+/// With unclean leader election enabled for the topic, such a partition goes instead to its
+/// first active replica, which alone forms the ISR (as Kafka's unclean-shutdown handling does).
 pub fn register(
     next: &mut MetadataImage,
     node_id: i32,
@@ -53,7 +56,8 @@ pub fn register(
 }
 
 /// Unfences the broker; partitions whose ISR holds it and that have no active leader (none, or
-/// a fenced one) get it as leader.
+/// a fenced one) get it as leader. Where no ISR member is active and the topic allows unclean
+/// leader election, a replica outside the ISR is elected too, alone in its new ISR.
 pub fn unfence(
     next: &mut MetadataImage,
     node_id: i32,
@@ -65,18 +69,25 @@ pub fn unfence(
         return Ok(Outcome::Done);
     }
     let active = active_brokers(next);
-    for p in partitions_mut(next) {
-        if !active.contains(&p.leader) && p.isr.contains(&node_id) {
+    let unclean = unclean_topics(next);
+    for (topic, p) in partitions_mut(next) {
+        if active.contains(&p.leader) || !p.replicas.contains(&node_id) {
+            continue;
+        }
+        if p.isr.contains(&node_id) {
             p.leader = node_id;
             p.leader_epoch += 1;
             p.partition_epoch += 1;
+        } else if unclean.contains(topic) && !p.isr.iter().any(|r| active.contains(r)) {
+            elect_unclean(p, &active, NO_LEADER);
         }
     }
     Ok(Outcome::Done)
 }
 
 /// Fences the broker: it leaves every ISR where it is not the last member, and its
-/// partitions move to the first live ISR member (no leader when there is none).
+/// partitions move to the first live ISR member; when there is none, to the first active
+/// replica if the topic allows unclean leader election, else to no leader.
 pub fn fence(
     next: &mut MetadataImage,
     node_id: i32,
@@ -128,29 +139,39 @@ enum Departure {
     Restart,
 }
 
-fn active_brokers(image: &MetadataImage) -> BTreeSet<i32> {
+/// Topics whose partitions may elect a leader outside the ISR.
+fn unclean_topics(image: &MetadataImage) -> BTreeSet<String> {
     image
-        .brokers
-        .values()
-        .filter(|b| b.is_active())
-        .map(|b| b.node_id)
+        .topics
+        .keys()
+        .filter(|t| unclean_enabled(image, t))
+        .cloned()
         .collect()
 }
 
 /// `node_id` (already marked inactive in `next`) leaves every ISR where it is not the last
-/// member; partitions it led get the first active ISR member as leader, or (`Fence`) none.
+/// member; partitions it led get the first active ISR member as leader, else (unclean leader
+/// election enabled for the topic) the first active replica, else (`Fence`) none.
 fn leave_partitions(next: &mut MetadataImage, node_id: i32, why: Departure) {
     let active = active_brokers(next);
     assert!(
         !active.contains(&node_id),
         "a broker leaves its partitions only when inactive"
     );
-    for p in partitions_mut(next) {
+    let unclean = unclean_topics(next);
+    for (topic, p) in partitions_mut(next) {
         let successor = p
             .isr
             .iter()
             .copied()
             .find(|r| *r != node_id && active.contains(r));
+        if p.leader == node_id
+            && successor.is_none()
+            && unclean.contains(topic)
+            && elect_unclean(p, &active, node_id)
+        {
+            continue;
+        }
         if why == Departure::Restart && p.leader == node_id && successor.is_none() {
             continue;
         }
@@ -171,8 +192,11 @@ fn leave_partitions(next: &mut MetadataImage, node_id: i32, why: Departure) {
     }
 }
 
-fn partitions_mut(next: &mut MetadataImage) -> impl Iterator<Item = &mut PartitionImage> {
+/// Every partition, with its topic's name.
+fn partitions_mut(
+    next: &mut MetadataImage,
+) -> impl Iterator<Item = (&String, &mut PartitionImage)> {
     next.topics
-        .values_mut()
-        .flat_map(|t| t.partitions.iter_mut())
+        .iter_mut()
+        .flat_map(|(name, t)| t.partitions.iter_mut().map(move |p| (name, p)))
 }

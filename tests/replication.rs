@@ -536,3 +536,123 @@ async fn a_consumer_reads_from_the_follower_in_its_rack() {
         node.stop();
     }
 }
+
+/// The coordinator of `group`, as the node on `port` names it (FindCoordinator v3).
+fn coordinator(port: u16, group: &str) -> Option<i32> {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let resp: FindCoordinatorResponse = common::wire::call(
+        &format!("127.0.0.1:{port}"),
+        ApiKey::FindCoordinator,
+        3,
+        &req,
+    )
+    .ok()?;
+    (resp.error_code == 0 && resp.node_id.0 >= 0).then_some(resp.node_id.0)
+}
+
+/// Polls `consumer` until `n` records came or the timeout; returns (offset, value) in order.
+fn consume_n(c: &Cluster, consumer: &BaseConsumer, n: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {n}\n{}",
+            out.len(),
+            c.tails()
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push((
+                m.offset(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+            )),
+            Some(Err(e)) => eprintln!("consume: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn the_group_coordinator_fails_over_and_committed_offsets_survive() {
+    let _serial = serial();
+    let mut c = Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "grouped";
+    create(&c, topic, 1, &[("min.insync.replicas", "2")]).await;
+    let producer = producer(&c, true);
+    let batch: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
+    send_all(&c, &producer, topic, 0, &batch).await;
+    let group = "failover-group";
+    let consumer: BaseConsumer = client(&c)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let first = consume_n(&c, &consumer, 20);
+    assert_eq!(first[0], (0, "g0".to_string()));
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("commit: {e}\n{}", c.tails()));
+    // kill -9 of the group's coordinator (the leader of its __consumer_offsets partition).
+    let port0 = c.ports[0].kafka_port;
+    let old = coordinator(port0, group).expect("a coordinator");
+    c.node(old).kill9();
+    let survivor = (1..=3).find(|id| *id != old).unwrap_or(1);
+    let survivor_port = c
+        .ports
+        .iter()
+        .find(|p| p.node_id == survivor)
+        .expect("node")
+        .kafka_port;
+    c.wait("a new coordinator", || {
+        coordinator(survivor_port, group).is_some_and(|n| n != old)
+    });
+    // The running member goes on: it reads on and commits through the new coordinator.
+    let second = consume_n(&c, &consumer, 20);
+    assert!(
+        second.iter().all(|(o, _)| *o >= 20),
+        "no record before the commit again: {second:?}"
+    );
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("commit after the failover: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("commit after the failover: {e}\n{}", c.tails()),
+        }
+    }
+    let committed_at = second.last().map(|(o, _)| o + 1).expect("records");
+    drop(consumer);
+    c.node(old).start_again();
+    // A new member of the group resumes exactly at the committed offset.
+    let resumed: BaseConsumer = client(&c)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    resumed.subscribe(&[topic]).expect("subscribe");
+    let third = consume_n(&c, &resumed, 1);
+    assert_eq!(
+        third[0].0,
+        committed_at,
+        "the group resumed at {} instead of its committed offset {committed_at}\n{}",
+        third[0].0,
+        c.tails()
+    );
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

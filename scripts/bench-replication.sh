@@ -90,7 +90,7 @@ done
 scripts/cluster.sh stop >&2
 for id in 1 2 3; do
     grep 'shard stopped' "$CLUSTER_DIR/node-$id/stderr.log" | tail -"$(grep -c 'shard stopped' "$CLUSTER_DIR/node-$id/stderr.log")" |
-        sed -E 's/.*shard=([0-9]+).*produced_bytes=([0-9]+).*fetched_bytes=([0-9]+).*sendfile_bytes=([0-9]+).*copied_bytes=([0-9]+).*/node '"$id"' shard \1: produced \2 fetched \3 sendfile \4 copied \5/' |
+        sed -E 's/.*shard=([0-9]+).*produced_bytes=([0-9]+).*fetched_bytes=([0-9]+).*sendfile_bytes=([0-9]+).*copied_bytes=([0-9]+).*replica_file_bytes=([0-9]+).*replica_copied_bytes=([0-9]+).*/node '"$id"' shard \1: produced \2 fetched \3 sendfile \4 copied \5; to followers: file ranges \6 copied \7/' |
         tee -a "$summary" >&2
 done
 cat "$summary"

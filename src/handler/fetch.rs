@@ -188,6 +188,21 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         wait_for_data(ctx, &wanted, &results, deadline - now, replica.is_some()).await;
         results = read_all(ctx, &wanted, max_bytes, replica).await;
     }
+    if replica.is_some() {
+        // What replication costs the leader: file ranges (sendfile) against copied ranges.
+        let (files, cold) = results.values().fold((0, 0), |(f, c), r| match &r.records {
+            FetchRecords::File(x) => (f + x.len as u64, c),
+            FetchRecords::Cold(x) => (f, c + x.len as u64),
+            FetchRecords::Bytes(_) => (f, c),
+        });
+        let stats = &ctx.shard.stats;
+        stats
+            .replica_file_bytes
+            .set(stats.replica_file_bytes.get() + files);
+        stats
+            .replica_copied_bytes
+            .set(stats.replica_copied_bytes.get() + cold);
+    }
     read_cold_ranges(ctx, &mut results).await;
     build_response(ctx, v, session_id, incremental, &wanted, results)
 }

@@ -384,6 +384,8 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
         fetched_bytes = s.fetched_bytes.get(),
         sendfile_bytes = s.sendfile_bytes.get(),
         copied_bytes = s.copied_bytes.get(),
+        replica_file_bytes = s.replica_file_bytes.get(),
+        replica_copied_bytes = s.replica_copied_bytes.get(),
         "shard stopped"
     );
     Ok(())

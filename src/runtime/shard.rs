@@ -87,6 +87,10 @@ pub struct Stats {
     pub sendfile_bytes: Cell<u64>,
     /// Record bytes read into user space for a fetch (ranges not in the page cache).
     pub copied_bytes: Cell<u64>,
+    /// Of those, followers' fetches: record bytes answered as file ranges (sent by sendfile)
+    /// and read into memory first (ranges not in the page cache).
+    pub replica_file_bytes: Cell<u64>,
+    pub replica_copied_bytes: Cell<u64>,
 }
 
 impl Shard {

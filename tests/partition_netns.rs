@@ -7,6 +7,8 @@
 //! - the isolated leader, which still believes it leads, must not acknowledge acks=all writes
 //!   (they time out or fail), while acks=1 writes to it may succeed;
 //! - the majority side fences it, elects a new leader from the ISR and takes acks=all writes;
+//!   the partition tested is the one the active controller leads (leaders go round-robin), so
+//!   the majority must first elect a new controller;
 //! - after the routes are removed, the old leader learns the new epoch, truncates its divergent
 //!   tail and rejoins the ISR: its log file equals the new leader's byte for byte, and every
 //!   acknowledged acks=all record is present at its offset.
@@ -45,6 +47,8 @@ use common::{BROKER_START_TIMEOUT, STDERR_TAIL_BYTES};
 
 const TOPIC: &str = "split";
 const NODES: u8 = 3;
+/// Leaders go round-robin, so one partition is led by the active controller: the one tested.
+const PARTITIONS: i32 = 3;
 const KAFKA_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 /// Bound for elections, fencing, ISR changes and truncation to be seen.
@@ -338,6 +342,8 @@ impl Drop for Node {
 struct Cluster {
     nodes: Vec<Node>,
     net: Net,
+    /// The partition of `TOPIC` under test: the one the active controller leads.
+    part: i32,
 }
 
 impl Cluster {
@@ -355,7 +361,7 @@ impl Cluster {
                  advertised.listeners=PLAINTEXT://{addr}:{KAFKA_PORT}\n\
                  controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
                  listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-                 group.initial.rebalance.delay.ms=0\n"
+                 group.initial.rebalance.delay.ms=0\noffsets.topic.num.partitions=1\n"
             );
             for (k, v) in FAST {
                 properties.push_str(&format!("{k}={v}\n"));
@@ -374,7 +380,11 @@ impl Cluster {
             node.spawn();
             nodes.push(node);
         }
-        Cluster { nodes, net }
+        Cluster {
+            nodes,
+            net,
+            part: 0,
+        }
     }
 
     fn kafka_addr(&self, id: u8) -> String {
@@ -443,15 +453,20 @@ impl Cluster {
         }
     }
 
-    /// Partition 0 of the topic as node `id` describes it.
+    /// The partition under test as node `id` describes it.
     fn partition(&self, id: u8) -> Option<Partition> {
+        self.partition_at(id, self.part)
+    }
+
+    fn partition_at(&self, id: u8, part: i32) -> Option<Partition> {
         let resp = self.metadata(id)?;
         let t = resp
             .topics
             .iter()
             .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?;
-        let p = t.partitions.iter().find(|p| p.partition_index == 0)?;
+        let p = t.partitions.iter().find(|p| p.partition_index == part)?;
         Some(Partition {
+            controller: resp.controller_id.0,
             leader: p.leader_id.0,
             leader_epoch: p.leader_epoch,
             isr: p.isr_nodes.iter().map(|b| b.0).collect(),
@@ -461,6 +476,7 @@ impl Cluster {
 
 #[derive(Debug)]
 struct Partition {
+    controller: i32,
     leader: i32,
     leader_epoch: i32,
     isr: Vec<i32>,
@@ -505,10 +521,11 @@ fn records_batch(values: &[String]) -> Bytes {
     buf.freeze()
 }
 
-/// Produce v9 of `values` (one batch) to partition 0 on the node at `addr`: (error code, base
+/// Produce v9 of `values` (one batch) to partition `part` on the node at `addr`: (error code, base
 /// offset), or the I/O error of the exchange.
 fn produce_raw(
     addr: &str,
+    part: i32,
     acks: i16,
     timeout_ms: i32,
     values: &[String],
@@ -519,7 +536,7 @@ fn produce_raw(
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
+                .with_index(part)
                 .with_records(Some(records_batch(values)))])]);
     let resp: ProduceResponse = common::wire::call(addr, ApiKey::Produce, 9, &req)?;
     let p = resp
@@ -530,7 +547,7 @@ fn produce_raw(
     Ok((p.error_code, p.base_offset))
 }
 
-/// Every record of partition 0, from the beginning to its high watermark: offset -> value.
+/// Every record of the partition under test, from the beginning to its high watermark: offset -> value.
 fn read_all(c: &Cluster) -> BTreeMap<i64, String> {
     let reader: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap(&[1, 2, 3]))
@@ -540,10 +557,10 @@ fn read_all(c: &Cluster) -> BTreeMap<i64, String> {
         .create()
         .expect("reader");
     let (_, end) = reader
-        .fetch_watermarks(TOPIC, 0, Duration::from_secs(30))
+        .fetch_watermarks(TOPIC, c.part, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("watermarks: {e}\n{}", c.tails()));
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, rdkafka::Offset::Beginning)
+    tpl.add_partition_offset(TOPIC, c.part, rdkafka::Offset::Beginning)
         .expect("tpl");
     reader.assign(&tpl).expect("assign");
     let mut out = BTreeMap::new();
@@ -568,7 +585,8 @@ async fn create_topic(c: &Cluster) {
         .set("bootstrap.servers", c.bootstrap(&[1, 2, 3]))
         .create()
         .expect("admin");
-    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let deadline = Instant::now() + CHANGE_TIMEOUT;
     loop {
@@ -591,8 +609,10 @@ async fn create_topic(c: &Cluster) {
     }
     for id in 1..=NODES {
         c.wait(&format!("{TOPIC} on node {id} with a full ISR"), || {
-            c.partition(id)
-                .is_some_and(|p| p.leader > 0 && p.isr.len() == NODES as usize)
+            (0..PARTITIONS).all(|part| {
+                c.partition_at(id, part)
+                    .is_some_and(|p| p.leader > 0 && p.isr.len() == NODES as usize)
+            })
         });
     }
 }
@@ -603,7 +623,10 @@ async fn send_all(c: &Cluster, producer: &FutureProducer, values: &[String]) -> 
     for v in values {
         let d = producer
             .send(
-                FutureRecord::to(TOPIC).key("k").payload(v).partition(0),
+                FutureRecord::to(TOPIC)
+                    .key("k")
+                    .payload(v)
+                    .partition(c.part),
                 Duration::from_secs(60),
             )
             .await
@@ -620,9 +643,20 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
         return;
     }
     let started = Instant::now();
-    let c = Cluster::start(Net::create());
+    let mut c = Cluster::start(Net::create());
     c.wait_ready();
     create_topic(&c).await;
+    // The hardest cut: the node that leads the partition also leads the metadata quorum, so
+    // the majority must elect a controller before it can fence the old leader.
+    let mut led = None;
+    c.wait("a partition led by the active controller", || {
+        led = (0..PARTITIONS).find(|part| {
+            c.partition_at(1, *part)
+                .is_some_and(|x| x.leader > 0 && x.leader == x.controller)
+        });
+        led.is_some()
+    });
+    c.part = led.unwrap_or_default();
     let all = c.bootstrap(&[1, 2, 3]);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &all)
@@ -638,7 +672,11 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
     let old = c.partition(1).expect("partition").leader as u8;
     let majority: Vec<u8> = (1..=NODES).filter(|n| *n != old).collect();
     let old_epoch = c.partition(old).expect("partition").leader_epoch;
-    eprintln!("cutting leader {old} (epoch {old_epoch}) off from {majority:?}");
+    eprintln!(
+        "cutting node {old}, leader of {TOPIC}-{} (epoch {old_epoch}) and controller, off from \
+         {majority:?}",
+        c.part
+    );
     c.net.isolate(old, true);
 
     // The isolated leader still believes it leads; acks=all must not be acknowledged there.
@@ -647,7 +685,13 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
         let values: Vec<String> = (0..3)
             .map(|i| format!("isolated-all-{round}-{i}"))
             .collect();
-        let answer = produce_raw(&c.kafka_addr(old), -1, ISOLATED_PRODUCE_TIMEOUT_MS, &values);
+        let answer = produce_raw(
+            &c.kafka_addr(old),
+            c.part,
+            -1,
+            ISOLATED_PRODUCE_TIMEOUT_MS,
+            &values,
+        );
         eprintln!("acks=all to the isolated leader ({round}): {answer:?}");
         assert!(
             !matches!(answer, Ok((0, _))),
@@ -658,7 +702,7 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
     };
     refused("at-cut", &mut divergent);
     let values: Vec<String> = (0..5).map(|i| format!("isolated-one-{i}")).collect();
-    let one = produce_raw(&c.kafka_addr(old), 1, 10_000, &values);
+    let one = produce_raw(&c.kafka_addr(old), c.part, 1, 10_000, &values);
     eprintln!("acks=1 to the isolated leader: {one:?}");
     divergent.extend(values);
 
@@ -690,7 +734,7 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
     // The majority side takes acks=all writes (to the new leader directly, and through
     // librdkafka bootstrapped at the majority only).
     let values: Vec<String> = (0..5).map(|i| format!("majority-raw-{i}")).collect();
-    let answer = produce_raw(&c.kafka_addr(new_leader), -1, 30_000, &values)
+    let answer = produce_raw(&c.kafka_addr(new_leader), c.part, -1, 30_000, &values)
         .unwrap_or_else(|e| panic!("acks=all to the new leader: {e}\n{}", c.tails()));
     assert_eq!(
         answer.0,
@@ -716,20 +760,34 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
 
     // Heal: the old leader learns the new epoch, truncates and rejoins the ISR.
     c.net.isolate(old, false);
+    // Every node agrees on one leader (not necessarily the one the majority elected: leadership
+    // may move again once the cluster is whole) with the old leader back in the ISR.
+    let mut leader = -1;
     let took = c.wait("the old leader back in the ISR", || {
-        (1..=NODES).all(|n| {
-            c.partition(n)
-                .is_some_and(|p| p.leader as u8 == new_leader && p.isr.len() == NODES as usize)
-        })
+        let views: Vec<Option<Partition>> = (1..=NODES).map(|n| c.partition(n)).collect();
+        leader = views[0].as_ref().map_or(-1, |p| p.leader);
+        leader > 0
+            && views.iter().all(|v| {
+                v.as_ref()
+                    .is_some_and(|p| p.leader == leader && p.isr.len() == NODES as usize)
+            })
     });
-    eprintln!("old leader {old} rejoined the ISR {took:?} after healing");
+    let healed = c.partition(1).expect("partition");
+    eprintln!("old leader {old} rejoined the ISR {took:?} after healing: {healed:?}");
+    if leader as u8 != new_leader {
+        eprintln!(
+            "note: leadership moved from {new_leader} (epoch {}) to {leader} after healing",
+            new.leader_epoch
+        );
+    }
+    let new_leader = leader as u8;
     let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
     acked.extend(send_all(&c, &producer, &after).await);
     c.wait(
         "the old leader's log equal to the new leader's, byte for byte",
         || {
-            let want = c.node(new_leader).log_bytes(0);
-            !want.is_empty() && (1..=NODES).all(|n| c.node(n).log_bytes(0) == want)
+            let want = c.node(new_leader).log_bytes(c.part);
+            !want.is_empty() && (1..=NODES).all(|n| c.node(n).log_bytes(c.part) == want)
         },
     );
 

@@ -276,9 +276,17 @@ impl ClusterNode {
             self.create_offsets_topic(&image).await;
             let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
             for cmd in expired {
-                tracing::warn!(command = ?cmd, "broker session expired: fencing");
-                if let Err(e) = self.raft.propose(cmd).await {
-                    tracing::warn!(error = %e, "fencing failed; will retry");
+                // Not forwarded: a controller cut off from the quorum sees every session expire;
+                // once deposed, those fences must not reach the new controller.
+                match self.raft.propose_as_leader(cmd.clone()).await {
+                    Ok(_) => tracing::warn!(command = ?cmd, "broker session expired: fenced"),
+                    Err(ProposeError::NotLeader { .. }) => {
+                        tracing::debug!(command = ?cmd, "not the leader: no fencing from here");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, command = ?cmd, "fencing failed; will retry")
+                    }
                 }
             }
         }

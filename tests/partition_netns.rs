@@ -11,7 +11,8 @@
 //!   the majority must first elect a new controller;
 //! - after the routes are removed, the old leader learns the new epoch, truncates its divergent
 //!   tail and rejoins the ISR: its log file equals the new leader's byte for byte, and every
-//!   acknowledged acks=all record is present at its offset.
+//!   acknowledged acks=all record is present at its offset; no partition changed leader or
+//!   leader epoch with the heal (the deposed controller's own fences are not applied).
 //!
 //! Needs root and `ip netns` (iproute2); without them the test says so and returns early. The
 //! namespaces, veths and bridge are removed by a Drop guard, also when the test fails; ones left
@@ -617,6 +618,16 @@ async fn create_topic(c: &Cluster) {
     }
 }
 
+/// (leader, leader epoch) of every partition of the topic, as node `id` says.
+fn leaderships(c: &Cluster, id: u8) -> Vec<(i32, i32)> {
+    (0..PARTITIONS)
+        .map(|part| {
+            c.partition_at(id, part)
+                .map_or((-1, -1), |p| (p.leader, p.leader_epoch))
+        })
+        .collect()
+}
+
 /// acks=all through librdkafka, one record at a time: (offset, value) of each.
 async fn send_all(c: &Cluster, producer: &FutureProducer, values: &[String]) -> Vec<(i64, String)> {
     let mut out = Vec::new();
@@ -759,9 +770,9 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
     acked.extend(send_all(&c, &majority_producer, &during).await);
 
     // Heal: the old leader learns the new epoch, truncates and rejoins the ISR.
+    let before_heal = leaderships(&c, majority[0]);
     c.net.isolate(old, false);
-    // Every node agrees on one leader (not necessarily the one the majority elected: leadership
-    // may move again once the cluster is whole) with the old leader back in the ISR.
+    // Every node agrees on one leader with the old leader back in the ISR.
     let mut leader = -1;
     let took = c.wait("the old leader back in the ISR", || {
         let views: Vec<Option<Partition>> = (1..=NODES).map(|n| c.partition(n)).collect();
@@ -774,13 +785,15 @@ async fn an_isolated_leader_acknowledges_no_acks_all_write_and_its_divergent_tai
     });
     let healed = c.partition(1).expect("partition");
     eprintln!("old leader {old} rejoined the ISR {took:?} after healing: {healed:?}");
-    if leader as u8 != new_leader {
-        eprintln!(
-            "note: leadership moved from {new_leader} (epoch {}) to {leader} after healing",
-            new.leader_epoch
-        );
-    }
-    let new_leader = leader as u8;
+    // Healing moves no leadership: the returning node only follows, and what the deposed
+    // controller decided alone (every other broker's session expired) must not be applied.
+    assert_eq!(
+        leaderships(&c, majority[0]),
+        before_heal,
+        "(leader, leader epoch) of every partition changed by the heal\n{}",
+        c.tails()
+    );
+    assert_eq!(leader as u8, new_leader);
     let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
     acked.extend(send_all(&c, &producer, &after).await);
     c.wait(

@@ -19,6 +19,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v make >/dev/null || need_apt+=(make)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v g++ >/dev/null || need_apt+=(g++)
+# iproute2: tests/partition_netns.rs makes network namespaces, veths and a bridge with `ip`.
+command -v ip >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
     log "apt-get install ${need_apt[*]}"
     if [ "$(id -u)" -ne 0 ]; then

@@ -285,9 +285,17 @@ impl ClusterNode {
             self.record_broker_defaults(&image).await;
             let expired = self.liveness.borrow_mut().expired(&image, Instant::now());
             for cmd in expired {
-                tracing::warn!(command = ?cmd, "broker session expired: fencing");
-                if let Err(e) = self.raft.propose(cmd).await {
-                    tracing::warn!(error = %e, "fencing failed; will retry");
+                // Not forwarded: a controller cut off from the quorum sees every session expire;
+                // once deposed, those fences must not reach the new controller.
+                match self.raft.propose_as_leader(cmd.clone()).await {
+                    Ok(_) => tracing::warn!(command = ?cmd, "broker session expired: fenced"),
+                    Err(ProposeError::NotLeader { .. }) => {
+                        tracing::debug!(command = ?cmd, "not the leader: no fencing from here");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, command = ?cmd, "fencing failed; will retry")
+                    }
                 }
             }
             self.rebalance_leaders(&image).await;
@@ -395,17 +403,16 @@ impl ClusterNode {
             .flatten()
             .collect();
         for (node_id, epoch) in refused {
-            tracing::warn!(
-                node_id,
-                epoch,
-                "broker's port refuses connections (process gone): fencing"
-            );
-            if let Err(e) = self
-                .raft
-                .propose(ControllerCommand::FenceBroker { node_id, epoch })
-                .await
-            {
-                tracing::warn!(error = %e, "fencing failed; will retry");
+            // Under this node's leadership only, like session expiry (never forwarded).
+            let cmd = ControllerCommand::FenceBroker { node_id, epoch };
+            match self.raft.propose_as_leader(cmd).await {
+                Ok(_) => tracing::warn!(
+                    node_id,
+                    epoch,
+                    "broker's port refuses connections (process gone): fenced"
+                ),
+                Err(ProposeError::NotLeader { .. }) => break,
+                Err(e) => tracing::warn!(error = %e, node_id, "fencing failed; will retry"),
             }
         }
     }

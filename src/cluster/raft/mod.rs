@@ -243,6 +243,19 @@ impl MetadataRaft {
         self.inner.propose(cmd).await
     }
 
+    /// Proposes `cmd` only under this node's own leadership, never forwarding it: for decisions
+    /// the active controller made from its own view (a broker's session expired), which a
+    /// deposed controller must not hand to its successor. NotLeader once it is not the leader.
+    pub async fn propose_as_leader(&self, cmd: ControllerCommand) -> Result<Outcome, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let within = Duration::from_millis(limits::METADATA_PROPOSE_TIMEOUT_MS);
+        self.inner.propose_local(cmd, within).await
+    }
+
     /// The cluster id of a peer that answered from another cluster, if one did: this node's
     /// data or configuration belongs elsewhere and it cannot join.
     pub fn refused_by(&self) -> Option<String> {

@@ -65,6 +65,9 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Partitions one ElectLeaders request (or one automatic rebalance) may name: Kafka's bound
 /// on the records of one controller operation (`MAX_RECORDS_PER_USER_OP`).
 pub const ELECT_LEADERS_PARTITIONS_MAX: usize = 10_000;
+/// Partitions one AlterPartitionReassignments request may name (Kafka's `MAX_RECORDS_PER_USER_OP`):
+/// the whole request is one metadata command.
+pub const REASSIGNMENT_PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
 /// Longest topic name Kafka allows.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// io_uring memory per executor; the machines have an 8 MiB locked-memory limit shared by all shards.

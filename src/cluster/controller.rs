@@ -12,6 +12,7 @@ pub mod election;
 #[cfg(test)]
 mod election_tests;
 mod isr;
+pub mod reassign;
 pub mod rebalance;
 #[cfg(test)]
 mod tests;
@@ -111,6 +112,14 @@ pub enum ControllerCommand {
     SetBrokerDefaults {
         configs: BTreeMap<String, String>,
     },
+    /// AlterPartitionReassignments (KIP-455): each partition's target replicas, or `None` to
+    /// cancel its reassignment. Answered per partition (`Outcome::Reassignments`).
+    AlterPartitionReassignments {
+        reassignments: Vec<reassign::Reassignment>,
+        /// KIP-860: when false, a target with another replica count than the partition's
+        /// (original) replicas is refused (INVALID_REPLICATION_FACTOR).
+        allow_replication_factor_change: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -157,6 +166,8 @@ pub enum ControllerError {
     InvalidUpdateVersion(String),
     #[error("{0}")]
     IneligibleReplica(String),
+    #[error("No partition reassignment is in progress.")]
+    NoReassignmentInProgress,
 }
 
 /// What a command produced besides the new image.
@@ -179,6 +190,8 @@ pub enum Outcome {
     },
     /// ElectLeaders: one result per partition.
     Elected(Vec<ElectionResult>),
+    /// AlterPartitionReassignments: one result per requested partition, in request order.
+    Reassignments(Vec<Result<(), ControllerError>>),
     Done,
 }
 
@@ -223,6 +236,10 @@ pub fn apply(
             *partition_epoch,
             new_isr,
         )?,
+        ControllerCommand::AlterPartitionReassignments {
+            reassignments,
+            allow_replication_factor_change,
+        } => reassign::alter(&mut next, reassignments, *allow_replication_factor_change),
         ControllerCommand::SetClusterId { cluster_id } => {
             if cluster_id.is_empty() {
                 return Err(ControllerError::InvalidRequest(
@@ -520,6 +537,8 @@ fn new_partitions(
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             })
         })
         .collect()

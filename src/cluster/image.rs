@@ -34,12 +34,42 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Bumped on every change of this partition (leader, ISR or replicas).
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds (KIP-455; in `replicas` already, sorted). Absent
+    /// from images written before reassignments, and from any without one in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas an ongoing reassignment removes once it completes (still in `replicas`, sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
 }
 
 impl PartitionImage {
     pub fn has_leader(&self) -> bool {
         self.leader != NO_LEADER
     }
+
+    /// Whether a reassignment is in progress (Kafka's `isReassignmentInProgress`).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes, in order.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        without(&self.replicas, &self.removing_replicas)
+    }
+
+    /// The replicas the partition had before its reassignment began.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        without(&self.replicas, &self.adding_replicas)
+    }
+}
+
+/// `list` less the members of `removed`, in order.
+pub fn without(list: &[i32], removed: &[i32]) -> Vec<i32> {
+    list.iter()
+        .copied()
+        .filter(|r| !removed.contains(r))
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -272,6 +302,8 @@ mod legacy {
                         leader: node_id,
                         leader_epoch: t.leader_epoch,
                         partition_epoch: 0,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     };
                     let count = usize::try_from(t.partitions).unwrap_or(0);
                     let topic = TopicImage {
@@ -341,6 +373,8 @@ mod tests {
             leader: 0,
             leader_epoch: 2,
             partition_epoch: 3,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         img.topics.insert(
             "t".into(),
@@ -410,6 +444,8 @@ mod tests {
                     leader: 1,
                     leader_epoch: 4,
                     partition_epoch: 0,
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
                 }
             );
         }

@@ -130,6 +130,8 @@ mod tests {
             leader: 5,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         let topic = |name: &str, internal| TopicImage {
             name: name.into(),

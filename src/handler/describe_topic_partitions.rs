@@ -210,6 +210,8 @@ mod tests {
             leader: 9,
             leader_epoch: 3,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         let topics = topics
             .iter()
@@ -254,6 +256,8 @@ mod tests {
             leader: NO_LEADER,
             leader_epoch: 5,
             partition_epoch: 6,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         let r = describe(&img, &request(&["t"], 10, None));
         let p = &r.topics[0].partitions[1];

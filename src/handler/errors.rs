@@ -62,6 +62,7 @@ pub mod code {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 }
 
 /// KIP-320: a client's `current_leader_epoch` against ours; -1 means "not given".
@@ -138,6 +139,7 @@ pub fn controller(e: &ControllerError) -> i16 {
         ControllerError::FencedLeaderEpoch(_) => code::FENCED_LEADER_EPOCH,
         ControllerError::InvalidUpdateVersion(_) => code::INVALID_UPDATE_VERSION,
         ControllerError::IneligibleReplica(_) => code::INELIGIBLE_REPLICA,
+        ControllerError::NoReassignmentInProgress => code::NO_REASSIGNMENT_IN_PROGRESS,
     }
 }
 
@@ -169,6 +171,8 @@ mod tests {
             leader,
             leader_epoch: 4,
             partition_epoch: 5,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         image.topics.insert(
             "t".into(),

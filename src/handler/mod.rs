@@ -7,6 +7,7 @@
 pub mod api_versions;
 // Group coordinator APIs (owned by the group work; dispatched from crate::group::dispatch).
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod create_partitions;
@@ -31,6 +32,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod local;
 pub mod metadata;
 pub mod offset_commit;
@@ -148,7 +150,8 @@ fn ordering(key: ApiKey) -> Ordering {
         | IncrementalAlterConfigs
         | DeleteRecords
         | ElectLeaders
-        | InitProducerId => Ordering::Serial,
+        | InitProducerId
+        | AlterPartitionReassignments => Ordering::Serial,
         _ => Ordering::Unordered,
     }
 }
@@ -224,6 +227,12 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(&ctx, r).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            alter_partition_reassignments::handle(&ctx, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(&ctx, r))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)

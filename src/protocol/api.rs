@@ -64,6 +64,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::ConsumerGroupDescribe, 0, 1),
     r(ApiKey::DescribeTopicPartitions, 0, 0),
     r(ApiKey::ElectLeaders, 0, 2),
+    r(ApiKey::AlterPartitionReassignments, 0, 1),
+    r(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiRange> {

@@ -581,6 +581,9 @@ fn short(cmd: &ControllerCommand) -> String {
             format!("{election_type:?} leader election")
         }
         ControllerCommand::SetBrokerDefaults { .. } => "broker defaults".into(),
+        ControllerCommand::AlterPartitionReassignments { reassignments, .. } => {
+            format!("reassign {} partition(s)", reassignments.len())
+        }
     }
 }
 

@@ -402,6 +402,8 @@ mod tests {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         let mut image = MetadataImage::empty();
         image.topics.insert(

@@ -12,7 +12,8 @@ use crate::cluster::image::MetadataImage;
 /// change came first: INVALID_UPDATE_VERSION), when the new ISR does not hold the leader or
 /// names a non-replica (INVALID_REQUEST), or when it adds a broker that is fenced or shutting
 /// down (INELIGIBLE_REPLICA). A change that leaves the ISR as it is succeeds without bumping
-/// the partition epoch.
+/// the partition epoch. A reassignment in progress completes in the change that puts every
+/// target replica in the ISR (`reassign::complete_if_ready`).
 pub fn alter_partition(
     next: &mut MetadataImage,
     topic: &str,
@@ -71,8 +72,16 @@ pub fn alter_partition(
     }
     // Kept in replica order, so every node shows the same list.
     isr.sort_by_key(|r| p.replicas.iter().position(|x| x == r));
+    let mut changed = false;
     if isr != p.isr {
         p.isr = isr;
+        changed = true;
+    }
+    // The ISR change that brings the last target replica in sync completes a reassignment.
+    if super::reassign::complete_if_ready(p, &active) {
+        changed = true;
+    }
+    if changed {
         p.partition_epoch += 1;
     }
     Ok(Outcome::PartitionAltered {

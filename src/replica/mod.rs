@@ -89,6 +89,11 @@ pub struct LeaderState {
     followers: HashMap<i32, Progress>,
     /// When an AlterPartition of this leader went out and its image has not come back.
     pending_since_ms: Option<i64>,
+    /// The ISR that AlterPartition proposed (empty when none is pending). The high watermark
+    /// counts its members too (Kafka's maximal ISR): a follower joining the ISR holds every
+    /// record below the high watermark the moment the controller commits it, which a
+    /// reassignment that hands it the leadership in that same change relies on.
+    pending_isr: Vec<i32>,
     /// The log end when this replica took the leadership: a follower joins the ISR only at or
     /// past it (it then holds everything of earlier epochs this leader kept).
     start_offset: i64,
@@ -159,6 +164,7 @@ impl ReplicaManager {
                     if let Some(Role::Leader(l)) = roles.get_mut(&tp) {
                         if l.partition_epoch != p.partition_epoch {
                             l.pending_since_ms = None;
+                            l.pending_isr.clear();
                         }
                         l.isr = p.isr.clone();
                         l.partition_epoch = p.partition_epoch;
@@ -189,6 +195,7 @@ impl ReplicaManager {
                             replicas: p.replicas.clone(),
                             followers,
                             pending_since_ms: None,
+                            pending_isr: Vec::new(),
                             start_offset: log.log_end_offset().get(),
                         }),
                     );
@@ -342,6 +349,11 @@ impl ReplicaManager {
             current.sort_by_key(|r| l.replicas.iter().position(|x| x == r));
             if isr != current {
                 l.pending_since_ms = Some(now);
+                l.pending_isr = isr.clone();
+                if let Some(log) = logs.get(tp) {
+                    // At once: the bound set before may lie above a joining follower's offset.
+                    log.set_hw_bound(Some(bound(me, l, &log)));
+                }
                 out.push((tp.clone(), l.epoch, l.partition_epoch, isr));
             }
         }
@@ -358,11 +370,13 @@ fn fresh(now: i64) -> Progress {
     }
 }
 
-/// The high watermark bound of a leader: the smallest durable offset the ISR's other members
-/// reported (the current high watermark for one that has not fetched yet in this epoch).
+/// The high watermark bound of a leader: the smallest durable offset the other members of the
+/// ISR and of a pending ISR change reported (the current high watermark for one that has not
+/// fetched yet in this epoch).
 fn bound(me: i32, l: &LeaderState, log: &PartitionLog) -> i64 {
     l.isr
         .iter()
+        .chain(&l.pending_isr)
         .filter(|r| **r != me)
         .map(|r| {
             l.followers
@@ -464,6 +478,7 @@ impl ReplicaManager {
     fn clear_pending(&self, tp: &TopicPartition) {
         if let Some(Role::Leader(l)) = self.roles.borrow_mut().get_mut(tp) {
             l.pending_since_ms = None;
+            l.pending_isr.clear();
         }
     }
 }

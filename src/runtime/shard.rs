@@ -34,6 +34,8 @@ pub struct Shard {
     next_call_id: Cell<u64>,
     /// Serialises controller commands (used on shard 0 only).
     pub controller_lock: glommio::sync::Semaphore,
+    /// Serialises `apply_image`'s partition work (FIFO), each pass against the newest image.
+    image_lock: glommio::sync::Semaphore,
     pub fetch_sessions: RefCell<crate::handler::fetch_session::FetchSessions>,
     /// Producer ids this shard may hand out: [next, end).
     pub producer_ids: Cell<(i64, i64)>,
@@ -128,6 +130,7 @@ impl Shard {
             pending_calls: RefCell::new(std::collections::HashMap::new()),
             next_call_id: Cell::new(0),
             controller_lock: glommio::sync::Semaphore::new(1),
+            image_lock: glommio::sync::Semaphore::new(1),
             fetch_sessions: RefCell::new(crate::handler::fetch_session::FetchSessions::new(slots)),
             producer_ids: Cell::new((0, 0)),
             connections: Cell::new(0),
@@ -240,6 +243,11 @@ impl Shard {
             return;
         }
         *self.image.borrow_mut() = image.clone();
+        // One pass at a time, against the newest image: a pass still at work for an older one
+        // would otherwise reopen a partition a newer one removed (a reassignment's removed
+        // replica) once the newer pass took it out of the log manager.
+        let _turn = self.image_lock.acquire_permit(1).await;
+        let image = self.metadata();
         let wanted = partitions_of_shard(&image, self.node_id(), self.id, self.nr_shards);
         for log in self.logs.partitions() {
             let tp = log.topic_partition().clone();

@@ -4,7 +4,8 @@
 //! reassignment completes: the leadership moves off the removed leader, every acknowledged record
 //! stays readable, the new replica's log is the leader's byte for byte, and the removed node
 //! deletes its copy. Refusals (unknown partition, duplicate or unknown brokers, a cancel of no
-//! reassignment) come back per partition over the wire.
+//! reassignment) come back per partition over the wire. Kafka's own `kafka-reassign-partitions`
+//! (the 4.1 jars, as tests/kafka_tools.rs runs them) executes and verifies a reassignment too.
 
 mod common;
 
@@ -27,6 +28,19 @@ const FAST: &[(&str, &str)] = &[
     ("replica.lag.time.max.ms", "3000"),
     ("replica.fetch.backoff.ms", "200"),
 ];
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Bound on fetching Kafka's jars (scripts/kafka-jars.sh; offline when cached).
+const JARS_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on one run of a Kafka tool (a JVM start and a few requests).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Records one background writer sends at most (the load loop's bound).
 const SENDS_PER_WRITER_MAX: usize = 100_000;
@@ -289,7 +303,9 @@ fn log_bytes(c: &Cluster, id: i32, topic: &str, p: i32) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn replacing_replicas_under_acks_all_load_loses_nothing_and_moves_the_log_byte_for_byte() {
+    let _serial = serial();
     let mut c = Cluster::start(4, FAST);
     c.wait_ready_for_groups();
     let topic = "moving";
@@ -448,6 +464,153 @@ async fn replacing_replicas_under_acks_all_load_loses_nothing_and_moves_the_log_
             !dir.exists()
         });
     }
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}
+
+/// The directory of Kafka's jars (scripts/kafka-jars.sh), for a `java -cp "<dir>/*"` run.
+fn kafka_libs() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (status, output) = common::run_bounded(
+        "scripts/kafka-jars.sh",
+        std::process::Command::new("bash")
+            .arg(root.join("scripts/kafka-jars.sh"))
+            .current_dir(root),
+        JARS_TIMEOUT,
+    );
+    let libs = output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('/') && std::path::Path::new(l).join(".complete").exists())
+        .map(std::path::PathBuf::from);
+    match libs {
+        Some(libs) if status.success() => libs,
+        _ => panic!("scripts/kafka-jars.sh exited with {status}\n{output}"),
+    }
+}
+
+/// `kafka-reassign-partitions.sh` (Kafka's ReassignPartitionsCommand) with `args`: (exit ok,
+/// output).
+fn reassign_tool(libs: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let class = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+    let (status, output) = common::run_bounded(
+        &format!("{class} {}", args.join(" ")),
+        std::process::Command::new("java")
+            .arg("-Xmx512M")
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg(format!("{}/*", libs.display()))
+            .arg(class)
+            .args(args),
+        TOOL_TIMEOUT,
+    );
+    (status.success(), output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn kafka_reassign_partitions_executes_and_verifies_a_reassignment() {
+    let _serial = serial();
+    let libs = kafka_libs();
+    let mut c = Cluster::start(4, FAST);
+    c.wait_ready_for_groups();
+    let topic = "tool-moved";
+    create_assigned(&c, topic, &[vec![1, 2, 3]]);
+    c.wait("the topic with a full ISR", || {
+        partition(&c, 4, topic, 0).is_some_and(|p| p.leader >= 0 && p.isr.len() == 3)
+    });
+    let producer: FutureProducer = client(&c)
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let value = format!("r{i}");
+        let d = producer
+            .send(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload(&value)
+                    .partition(0),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {value}: {e}\n{}", c.tails()));
+        acked.push((d.offset, value));
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("reassignment.json");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"replicas":[2,3,4],"log_dirs":["any","any","any"]}}]}}"#
+        ),
+    )
+    .expect("write the plan");
+    let plan = plan.display().to_string();
+    let bootstrap = c.bootstrap();
+    let (ok, out) = reassign_tool(
+        &libs,
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--reassignment-json-file",
+            &plan,
+            "--execute",
+        ],
+    );
+    assert!(
+        ok && out.contains("Successfully started partition reassignment"),
+        "{out}"
+    );
+    eprintln!("{out}");
+    let deadline = Instant::now() + QUORUM_TIMEOUT;
+    loop {
+        let (ok, out) = reassign_tool(
+            &libs,
+            &[
+                "--bootstrap-server",
+                &bootstrap,
+                "--reassignment-json-file",
+                &plan,
+                "--verify",
+                "--preserve-throttles",
+            ],
+        );
+        if ok && out.contains(&format!("Reassignment of partition {topic}-0 is completed")) {
+            eprintln!("{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tool never saw the reassignment complete\n{out}\n{}",
+            c.tails()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.wait("the new replicas on every node", || {
+        (1..=4).all(|id| {
+            partition(&c, id, topic, 0).is_some_and(|p| {
+                let mut isr = p.isr.clone();
+                isr.sort_unstable();
+                p.replicas == vec![2, 3, 4] && isr == vec![2, 3, 4]
+            })
+        })
+    });
+    let leader = partition(&c, 2, topic, 0).expect("partition").leader;
+    c.wait("node 4's log identical to the leader's", || {
+        let want = log_bytes(&c, leader, topic, 0);
+        !want.is_empty() && log_bytes(&c, 4, topic, 0) == want
+    });
+    let got = read_all(&c, topic, 0);
+    for (offset, value) in &acked {
+        assert_eq!(got.get(offset), Some(value), "record at {offset}");
+    }
+    let gone = c.node(1).data_dir().join(format!("{topic}-0"));
+    c.wait("node 1's copy removed", || !gone.exists());
     for node in &mut c.nodes {
         node.stop();
     }

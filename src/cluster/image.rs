@@ -100,11 +100,12 @@ impl TopicImage {
             .and_then(|i| self.partitions.get(i))
     }
 
-    /// The replication factor: the replica count of partition 0 (every partition has the same).
+    /// The replication factor: the replica count of partition 0 (every partition has the same),
+    /// not counting the replicas a reassignment in progress adds (as Kafka's TopicCommand).
     pub fn replication_factor(&self) -> i16 {
-        self.partitions
-            .first()
-            .map_or(0, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX))
+        self.partitions.first().map_or(0, |p| {
+            i16::try_from(p.original_replicas().len()).unwrap_or(i16::MAX)
+        })
     }
 }
 

@@ -433,6 +433,41 @@ mod tests {
     }
 
     #[test]
+    fn the_command_and_its_outcome_round_trip_as_json() {
+        let cmd = ControllerCommand::AlterPartitionReassignments {
+            reassignments: vec![
+                Reassignment {
+                    topic: "t".into(),
+                    partition: 0,
+                    target: Some(vec![3, 1]),
+                },
+                Reassignment {
+                    topic: "t".into(),
+                    partition: 1,
+                    target: None,
+                },
+            ],
+            allow_replication_factor_change: false,
+        };
+        let json = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ControllerCommand>(&json).unwrap(),
+            cmd
+        );
+        let outcome =
+            Outcome::Reassignments(vec![Ok(()), Err(ControllerError::NoReassignmentInProgress)]);
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+
+    #[test]
+    fn the_replication_factor_does_not_count_replicas_being_added() {
+        let img = cluster(&[1, 2, 3, 4], vec![vec![1, 2, 3]]);
+        let (img, _) = reassign(&img, &[("t", 0, Some(vec![4, 2, 3]))], true);
+        assert_eq!(img.topic("t").unwrap().replication_factor(), 3);
+    }
+
+    #[test]
     fn old_images_without_reassignment_fields_load() {
         let json =
             r#"{"replicas":[1,2],"isr":[1],"leader":1,"leader_epoch":3,"partition_epoch":4}"#;

@@ -615,3 +615,60 @@ async fn kafka_reassign_partitions_executes_and_verifies_a_reassignment() {
         node.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_reassignment_to_a_stopped_broker_stays_in_progress_until_cancelled() {
+    let _serial = serial();
+    let mut c = Cluster::start(4, FAST);
+    c.wait_ready_for_groups();
+    let topic = "cancelled";
+    create_assigned(&c, topic, &[vec![1, 2, 3]]);
+    c.wait("the topic with a full ISR", || {
+        partition(&c, 1, topic, 0).is_some_and(|p| p.leader >= 0 && p.isr.len() == 3)
+    });
+    // Node 4 stays registered (fenced once its session ends) but never catches up.
+    c.node(4).kill9();
+    let (top, codes) = reassign(&c, 2, &[(topic, 0, Some(vec![1, 2, 4]))]);
+    assert_eq!((top, codes[0].2), (0, 0), "{codes:?}");
+    let want = (vec![1, 2, 4, 3], vec![4], vec![3]);
+    for id in 1..=3 {
+        c.wait(&format!("the reassignment listed on node {id}"), || {
+            ongoing(&c, id).get(&(topic.to_string(), 0)) == Some(&want)
+        });
+    }
+    let p = partition(&c, 1, topic, 0).expect("partition");
+    assert_eq!(
+        p.replicas,
+        vec![1, 2, 4, 3],
+        "Metadata shows target + removed"
+    );
+    assert!(!p.isr.contains(&4), "{p:?}");
+    // It does not complete while node 4 is away: still listed once node 4 is fenced.
+    c.wait("node 4 fenced", || {
+        metadata(port(&c, 1)).is_ok_and(|v| !v.brokers.contains_key(&4))
+    });
+    assert_eq!(ongoing(&c, 1).get(&(topic.to_string(), 0)), Some(&want));
+
+    let (top, codes) = reassign(&c, 3, &[(topic, 0, None)]);
+    assert_eq!((top, codes[0].2), (0, 0), "{codes:?}");
+    for id in 1..=3 {
+        c.wait(&format!("the original replicas back on node {id}"), || {
+            ongoing(&c, id).is_empty()
+                && partition(&c, id, topic, 0).is_some_and(|p| {
+                    let mut isr = p.isr.clone();
+                    isr.sort_unstable();
+                    p.replicas == vec![1, 2, 3] && isr == vec![1, 2, 3] && p.leader == 1
+                })
+        });
+    }
+    let (_, codes) = reassign(&c, 1, &[(topic, 0, None)]);
+    assert_eq!(codes[0].2, NO_REASSIGNMENT_IN_PROGRESS);
+    // The replica the cancelled reassignment would have removed keeps its copy.
+    let kept = c.node(3).data_dir().join(format!("{topic}-0"));
+    assert!(kept.exists(), "{}", kept.display());
+    c.node(4).start_again();
+    for node in &mut c.nodes {
+        node.stop();
+    }
+}

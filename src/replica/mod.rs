@@ -201,7 +201,7 @@ impl ReplicaManager {
                     );
                 }
                 if let Some(Role::Leader(l)) = roles.get(&tp) {
-                    log.set_hw_bound(Some(bound(me, l, &log)));
+                    log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
                 }
             } else {
                 let was_leader = matches!(roles.get(&tp), Some(Role::Leader(_)));
@@ -259,7 +259,7 @@ impl ReplicaManager {
         p.last_fetch_leader_end = leader_end;
         p.last_fetch_ms = now;
         p.offset = Some(fetch_offset);
-        log.set_hw_bound(Some(bound(me, l, log)));
+        log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
         if !l.isr.contains(&replica)
             && fetch_offset >= log.high_watermark().get()
             && fetch_offset >= l.start_offset
@@ -352,7 +352,7 @@ impl ReplicaManager {
                 l.pending_isr = isr.clone();
                 if let Some(log) = logs.get(tp) {
                     // At once: the bound set before may lie above a joining follower's offset.
-                    log.set_hw_bound(Some(bound(me, l, &log)));
+                    log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
                 }
                 out.push((tp.clone(), l.epoch, l.partition_epoch, isr));
             }
@@ -373,7 +373,7 @@ fn fresh(now: i64) -> Progress {
 /// The high watermark bound of a leader: the smallest durable offset the other members of the
 /// ISR and of a pending ISR change reported (the current high watermark for one that has not
 /// fetched yet in this epoch).
-fn bound(me: i32, l: &LeaderState, log: &PartitionLog) -> i64 {
+fn bound(me: i32, l: &LeaderState, high_watermark: i64) -> i64 {
     l.isr
         .iter()
         .chain(&l.pending_isr)
@@ -382,7 +382,7 @@ fn bound(me: i32, l: &LeaderState, log: &PartitionLog) -> i64 {
             l.followers
                 .get(r)
                 .and_then(|p| p.offset)
-                .unwrap_or_else(|| log.high_watermark().get())
+                .unwrap_or(high_watermark)
         })
         .min()
         .unwrap_or(i64::MAX)
@@ -480,5 +480,49 @@ impl ReplicaManager {
             l.pending_since_ms = None;
             l.pending_isr.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(isr: Vec<i32>, pending_isr: Vec<i32>, offsets: &[(i32, Option<i64>)]) -> LeaderState {
+        LeaderState {
+            epoch: 0,
+            partition_epoch: 0,
+            isr,
+            replicas: vec![1, 2, 3, 4],
+            followers: offsets
+                .iter()
+                .map(|(r, offset)| {
+                    let mut p = fresh(0);
+                    p.offset = *offset;
+                    (*r, p)
+                })
+                .collect(),
+            pending_since_ms: None,
+            pending_isr,
+            start_offset: 0,
+        }
+    }
+
+    #[test]
+    fn the_bound_is_the_smallest_offset_of_the_isr_and_a_pending_expansion() {
+        let offsets = [(2, Some(100)), (3, Some(90)), (4, Some(60))];
+        // Node 4 is no ISR member: it does not hold the bound back.
+        assert_eq!(bound(1, &leader(vec![1, 2, 3], vec![], &offsets), 50), 90);
+        // Proposed to join (Kafka's maximal ISR): it does, until the controller answers.
+        let pending = leader(vec![1, 2, 3], vec![1, 2, 3, 4], &offsets);
+        assert_eq!(bound(1, &pending, 50), 60);
+        // A pending shrink changes nothing before it is committed.
+        assert_eq!(
+            bound(1, &leader(vec![1, 2, 3], vec![1, 2], &offsets), 50),
+            90
+        );
+        // A member that has not fetched in this epoch counts at the high watermark.
+        let unknown = [(2, None), (3, Some(90))];
+        assert_eq!(bound(1, &leader(vec![1, 2, 3], vec![], &unknown), 50), 50);
+        assert_eq!(bound(1, &leader(vec![1], vec![], &[]), 50), i64::MAX);
     }
 }

@@ -111,10 +111,8 @@ fn schedule(rng: &mut StdRng, rounds: u64) -> Vec<Fault> {
 }
 
 fn client(c: &Cluster) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = c.client_config();
     config
-        .set("bootstrap.servers", c.bootstrap())
-        .set("broker.address.family", "v4")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "1000");
     config
@@ -317,24 +315,6 @@ fn read_partition(c: &Cluster, p: i32) -> BTreeMap<i64, String> {
     out
 }
 
-/// The bytes of partition `p`'s segment files on node `id`, oldest segment first.
-fn log_bytes(c: &Cluster, id: i32, p: i32) -> Vec<u8> {
-    let i = c.ports.iter().position(|x| x.node_id == id).expect("node");
-    let dir = c.nodes[i].data_dir().join(format!("{TOPIC}-{p}"));
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
-}
-
 fn signal(c: &mut Cluster, id: i32, sig: &str) {
     let pid = c.node(id).pid();
     let status = std::process::Command::new("kill")
@@ -513,7 +493,7 @@ async fn acknowledged_records_survive_a_seeded_nemesis() {
         c.wait(
             &format!("identical logs of {TOPIC}-{p} on every node"),
             || {
-                let logs: Vec<Vec<u8>> = (1..=NODES).map(|id| log_bytes(&c, id, p)).collect();
+                let logs: Vec<Vec<u8>> = (1..=NODES).map(|id| c.log_bytes(id, TOPIC, p)).collect();
                 !logs[0].is_empty() && logs.iter().all(|l| *l == logs[0])
             },
         );

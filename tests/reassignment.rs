@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 /// Short sessions and lag bound, so ISR changes are seen within seconds (tests/replication.rs).
 const FAST: &[(&str, &str)] = &[
@@ -201,14 +201,6 @@ fn ongoing(c: &Cluster, via: i32) -> BTreeMap<(String, i32), Ongoing> {
         .collect()
 }
 
-fn client(c: &Cluster) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", c.bootstrap())
-        .set("broker.address.family", "v4");
-    config
-}
-
 type Acked = Arc<Mutex<Vec<(i64, String)>>>;
 
 /// A background acks=all writer to `topic`-`p`: sends until `stop` (or its bound), keeping each
@@ -261,7 +253,8 @@ fn acked_count(acked: &[Acked]) -> usize {
 
 /// Every record of `topic`-`p` from the beginning up to its high watermark.
 fn read_all(c: &Cluster, topic: &str, p: i32) -> BTreeMap<i64, String> {
-    let reader: BaseConsumer = client(c)
+    let reader: BaseConsumer = c
+        .client_config()
         .set("group.id", "reassignment-reader")
         .set("enable.auto.commit", "false")
         .create()
@@ -282,24 +275,6 @@ fn read_all(c: &Cluster, topic: &str, p: i32) -> BTreeMap<i64, String> {
         }
     }
     out
-}
-
-/// The bytes of `topic`-`p`'s segment files on node `id`, oldest segment first.
-fn log_bytes(c: &Cluster, id: i32, topic: &str, p: i32) -> Vec<u8> {
-    let i = c.ports.iter().position(|x| x.node_id == id).expect("node");
-    let dir = c.nodes[i].data_dir().join(format!("{topic}-{p}"));
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +322,8 @@ async fn replacing_replicas_under_acks_all_load_loses_nothing_and_moves_the_log_
     assert!(ongoing(&c, 2).is_empty());
 
     // acks=all load on both partitions.
-    let producer: FutureProducer = client(&c)
+    let producer: FutureProducer = c
+        .client_config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "60000")
@@ -439,11 +415,11 @@ async fn replacing_replicas_under_acks_all_load_loses_nothing_and_moves_the_log_
             .leader;
         // Every target replica ends with the leader's log, byte for byte.
         c.wait(&format!("identical logs of {topic}-{p}"), || {
-            let want = log_bytes(&c, leader, topic, p);
+            let want = c.log_bytes(leader, topic, p);
             !want.is_empty()
                 && targets[p as usize]
                     .iter()
-                    .all(|id| log_bytes(&c, *id, topic, p) == want)
+                    .all(|id| c.log_bytes(*id, topic, p) == want)
         });
         let got = read_all(&c, topic, p);
         let mine = acked[p as usize].lock().unwrap_or_else(|e| e.into_inner());
@@ -520,7 +496,8 @@ async fn kafka_reassign_partitions_executes_and_verifies_a_reassignment() {
     c.wait("the topic with a full ISR", || {
         partition(&c, 4, topic, 0).is_some_and(|p| p.leader >= 0 && p.isr.len() == 3)
     });
-    let producer: FutureProducer = client(&c)
+    let producer: FutureProducer = c
+        .client_config()
         .set("acks", "all")
         .set("message.timeout.ms", "60000")
         .create()
@@ -602,8 +579,8 @@ async fn kafka_reassign_partitions_executes_and_verifies_a_reassignment() {
     });
     let leader = partition(&c, 2, topic, 0).expect("partition").leader;
     c.wait("node 4's log identical to the leader's", || {
-        let want = log_bytes(&c, leader, topic, 0);
-        !want.is_empty() && log_bytes(&c, 4, topic, 0) == want
+        let want = c.log_bytes(leader, topic, 0);
+        !want.is_empty() && c.log_bytes(4, topic, 0) == want
     });
     let got = read_all(&c, topic, 0);
     for (offset, value) in &acked {

@@ -12,7 +12,7 @@ use common::cluster::{metadata, Cluster, PartitionView, View, QUORUM_TIMEOUT};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -39,16 +39,8 @@ fn partition(c: &Cluster, via: i32, topic: &str, p: usize) -> Option<PartitionVi
     view(c, via)?.topics.get(topic)?.get(p).cloned()
 }
 
-fn client(c: &Cluster) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", c.bootstrap())
-        .set("broker.address.family", "v4");
-    config
-}
-
 async fn create(c: &Cluster, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: rdkafka::admin::AdminClient<_> = client(c).create().expect("admin");
+    let admin: rdkafka::admin::AdminClient<_> = c.client_config().create().expect("admin");
     let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(3));
     for (k, v) in configs {
         t = t.set(k, v);
@@ -83,7 +75,7 @@ async fn create(c: &Cluster, topic: &str, partitions: i32, configs: &[(&str, &st
 }
 
 fn producer(c: &Cluster, idempotent: bool) -> FutureProducer {
-    client(c)
+    c.client_config()
         .set("acks", "all")
         .set(
             "enable.idempotence",
@@ -119,7 +111,8 @@ async fn send_all(
 
 /// Every record of partition `p` from the beginning, up to `expect` records (or the timeout).
 fn read_all(c: &Cluster, topic: &str, p: i32, expect: usize) -> BTreeMap<i64, String> {
-    let reader: BaseConsumer = client(c)
+    let reader: BaseConsumer = c
+        .client_config()
         .set("group.id", "replication-reader")
         .set("enable.auto.commit", "false")
         .create()
@@ -210,31 +203,13 @@ async fn acknowledged_records_survive_kill_9_of_leaders_and_returning_brokers_re
     }
 }
 
-/// The bytes of partition `topic`-`p`'s segment files on node `id`, oldest segment first.
-fn log_bytes(c: &Cluster, id: i32, topic: &str, p: i32) -> Vec<u8> {
-    let i = c.ports.iter().position(|x| x.node_id == id).expect("node");
-    let dir = c.nodes[i].data_dir().join(format!("{topic}-{p}"));
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap_or_default())
-        .collect()
-}
-
 /// Waits until every replica's log of the partition is byte for byte the same (followers
 /// store the leader's batches as they are).
 fn wait_identical_logs(c: &Cluster, topic: &str, p: i32) {
     c.wait(
         &format!("identical logs of {topic}-{p} on every node"),
         || {
-            let logs: Vec<Vec<u8>> = (1..=3).map(|id| log_bytes(c, id, topic, p)).collect();
+            let logs: Vec<Vec<u8>> = (1..=3).map(|id| c.log_bytes(id, topic, p)).collect();
             !logs[0].is_empty() && logs.iter().all(|l| *l == logs[0])
         },
     );
@@ -321,7 +296,8 @@ async fn min_insync_replicas_refuses_acks_all_but_not_acks_1_and_a_diverged_tail
         partition(&c, leader, topic, 0).is_some_and(|p| p.isr.len() == 2)
     });
     // acks=all: the ISR (2) is below min.insync.replicas (3): NOT_ENOUGH_REPLICAS, no retry.
-    let strict: FutureProducer = client(&c)
+    let strict: FutureProducer = c
+        .client_config()
         .set("acks", "all")
         .set("retries", "0")
         .set("message.timeout.ms", "20000")
@@ -348,7 +324,8 @@ async fn min_insync_replicas_refuses_acks_all_but_not_acks_1_and_a_diverged_tail
         ),
     }
     // acks=1 is not bound by min.insync.replicas.
-    let relaxed: FutureProducer = client(&c)
+    let relaxed: FutureProducer = c
+        .client_config()
         .set("acks", "1")
         .set("message.timeout.ms", "20000")
         .create()
@@ -398,7 +375,7 @@ async fn min_insync_replicas_refuses_acks_all_but_not_acks_1_and_a_diverged_tail
     send_all(&c, &relaxed, topic, 0, &batch).await;
     c.node(leader).start_again();
     wait_identical_logs(&c, topic, 0);
-    let reader: BaseConsumer = client(&c).create().expect("reader");
+    let reader: BaseConsumer = c.client_config().create().expect("reader");
     let (_, end) = reader
         .fetch_watermarks(topic, 0, Duration::from_secs(30))
         .expect("watermarks");
@@ -510,7 +487,8 @@ async fn a_consumer_reads_from_the_follower_in_its_rack() {
         code == 0 && bytes > 0
     });
     // librdkafka with client.rack follows the preferred replica and reads everything.
-    let reader: BaseConsumer = client(&c)
+    let reader: BaseConsumer = c
+        .client_config()
         .set("group.id", "rack-reader")
         .set("client.rack", format!("rack-{follower}"))
         .set("enable.auto.commit", "false")
@@ -589,7 +567,8 @@ async fn the_group_coordinator_fails_over_and_committed_offsets_survive() {
     let batch: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
     send_all(&c, &producer, topic, 0, &batch).await;
     let group = "failover-group";
-    let consumer: BaseConsumer = client(&c)
+    let consumer: BaseConsumer = c
+        .client_config()
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -637,7 +616,8 @@ async fn the_group_coordinator_fails_over_and_committed_offsets_survive() {
     drop(consumer);
     c.node(old).start_again();
     // A new member of the group resumes exactly at the committed offset.
-    let resumed: BaseConsumer = client(&c)
+    let resumed: BaseConsumer = c
+        .client_config()
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

@@ -161,10 +161,8 @@ fn isr_and_min_insync(shard: &Shard, tp: &TopicPartition) -> Option<(usize, usiz
     let image = shard.metadata();
     let t = image.topic(&tp.topic)?;
     let p = t.partition_image(tp.partition)?;
-    let eff = crate::config::topic::effective(&shard.config, &t.configs);
-    let min = eff
-        .get("min.insync.replicas")
-        .and_then(|(v, _)| v.trim().parse::<usize>().ok())
+    let min = crate::config::topic::value(&shard.config, &t.configs, "min.insync.replicas")
+        .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1);
     Some((p.isr.len(), min))
 }
@@ -255,22 +253,29 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     result.high_watermark = slice.high_watermark.get();
     result.last_stable_offset = result.high_watermark;
     result.log_start_offset = slice.log_start_offset.get();
-    let Some((_path, file)) = slice.file else {
-        return result;
-    };
-    // Resident ranges go out by sendfile from the connection's shard; the others are
-    // read there through io_uring, once the response's byte limit has been applied.
+    if let Some(records) = file_records(slice) {
+        result.records = records;
+    }
+    result
+}
+
+/// The records of a slice read: resident ranges go out by sendfile from the connection's
+/// shard; the others are read there through io_uring, once the response's byte limit has
+/// been applied. `None` when there is nothing to send.
+fn file_records(slice: slice::SliceRead) -> Option<FetchRecords> {
+    let (_path, file) = slice.file?;
     let range = slice::FileSlice {
         file,
         position: slice.position,
         len: slice.len,
     };
-    result.records = if slice::is_resident(&range.file, range.position, range.len) {
-        FetchRecords::File(range)
-    } else {
-        FetchRecords::Cold(range)
-    };
-    result
+    Some(
+        if slice::is_resident(&range.file, range.position, range.len) {
+            FetchRecords::File(range)
+        } else {
+            FetchRecords::Cold(range)
+        },
+    )
 }
 
 /// A follower's fetch on the leader (Kafka's `Partition.fetchRecords` for a replica): the
@@ -335,19 +340,9 @@ async fn fetch_for_follower(
             return result;
         }
     };
-    let Some((_path, file)) = slice.file else {
-        return result;
-    };
-    let range = slice::FileSlice {
-        file,
-        position: slice.position,
-        len: slice.len,
-    };
-    result.records = if slice::is_resident(&range.file, range.position, range.len) {
-        FetchRecords::File(range)
-    } else {
-        FetchRecords::Cold(range)
-    };
+    if let Some(records) = file_records(slice) {
+        result.records = records;
+    }
     result
 }
 

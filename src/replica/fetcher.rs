@@ -8,6 +8,7 @@
 //! durability (the follower append returns once fdatasync'ed) before the next fetch: the
 //! offset it reports is always durable here, which is what the leader's high watermark counts.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -81,7 +82,8 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
         }
         // One partition entry per followed partition whose log is usable here.
         let mut topics: Vec<FetchTopic> = Vec::new();
-        let mut asked: Vec<(TopicPartition, Rc<PartitionLog>, i64)> = Vec::new();
+        let mut asked: HashMap<TopicPartition, (Rc<PartitionLog>, i64)> = HashMap::new();
+        let mut topic_at: HashMap<uuid::Uuid, usize> = HashMap::new();
         for (tp, epoch) in parts {
             let (Some(log), Some(topic)) = (shard.logs.get(&tp), image.topic(&tp.topic)) else {
                 continue;
@@ -98,15 +100,18 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 .with_last_fetched_epoch(last_fetched_epoch)
                 .with_log_start_offset(log.log_start_offset().get())
                 .with_partition_max_bytes(settings.fetch_max_bytes);
-            match topics.iter_mut().find(|t| t.topic_id == topic.id) {
-                Some(t) => t.partitions.push(partition),
-                None => topics.push(
-                    FetchTopic::default()
-                        .with_topic_id(topic.id)
-                        .with_partitions(vec![partition]),
-                ),
+            match topic_at.get(&topic.id) {
+                Some(i) => topics[*i].partitions.push(partition),
+                None => {
+                    topic_at.insert(topic.id, topics.len());
+                    topics.push(
+                        FetchTopic::default()
+                            .with_topic_id(topic.id)
+                            .with_partitions(vec![partition]),
+                    );
+                }
             }
-            asked.push((tp, log, fetch_offset));
+            asked.insert(tp, (log, fetch_offset));
         }
         if asked.is_empty() {
             glommio::timer::sleep(backoff).await;
@@ -165,7 +170,7 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
             };
             for pd in t.partitions {
                 let tp = TopicPartition::new(topic.name.clone(), pd.partition_index);
-                let Some((_, log, fetch_offset)) = asked.iter().find(|(a, _, _)| *a == tp) else {
+                let Some((log, fetch_offset)) = asked.get(&tp) else {
                     continue;
                 };
                 work.push(apply_answer(log.clone(), *fetch_offset, pd));
@@ -228,7 +233,7 @@ async fn apply_answer(log: Rc<PartitionLog>, fetch_offset: i64, pd: PartitionDat
             return Step::Backoff;
         }
     }
-    log.set_hw_bound(Some(pd.high_watermark.max(0)));
+    log.set_hw_bound(pd.high_watermark.max(0));
     let leader_start = pd.log_start_offset;
     if leader_start > log.log_start_offset().get() && leader_start <= log.high_watermark().get() {
         if let Err(e) = log.delete_records_before(Offset(leader_start)).await {

@@ -201,7 +201,7 @@ impl ReplicaManager {
                     );
                 }
                 if let Some(Role::Leader(l)) = roles.get(&tp) {
-                    log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
+                    log.set_hw_bound(bound(me, l, log.high_watermark().get()));
                 }
             } else {
                 let was_leader = matches!(roles.get(&tp), Some(Role::Leader(_)));
@@ -213,7 +213,7 @@ impl ReplicaManager {
                 }
                 if was_leader {
                     // The high watermark stays where it is until the leader says more.
-                    log.set_hw_bound(Some(log.high_watermark().get()));
+                    log.set_hw_bound(log.high_watermark().get());
                 }
                 roles.insert(
                     tp,
@@ -259,7 +259,7 @@ impl ReplicaManager {
         p.last_fetch_leader_end = leader_end;
         p.last_fetch_ms = now;
         p.offset = Some(fetch_offset);
-        log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
+        log.set_hw_bound(bound(me, l, log.high_watermark().get()));
         if !l.isr.contains(&replica)
             && fetch_offset >= log.high_watermark().get()
             && fetch_offset >= l.start_offset
@@ -352,7 +352,7 @@ impl ReplicaManager {
                 l.pending_isr = isr.clone();
                 if let Some(log) = logs.get(tp) {
                     // At once: the bound set before may lie above a joining follower's offset.
-                    log.set_hw_bound(Some(bound(me, l, log.high_watermark().get())));
+                    log.set_hw_bound(bound(me, l, log.high_watermark().get()));
                 }
                 out.push((tp.clone(), l.epoch, l.partition_epoch, isr));
             }

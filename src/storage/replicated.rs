@@ -41,17 +41,11 @@ pub(super) struct ReplicaWaiter {
 }
 
 impl PartitionLog {
-    /// Makes the log replicated with `bound` (see the module docs), or local again (`None`).
-    /// The high watermark never moves back; it moves forward at once where the new bound
-    /// allows.
-    pub fn set_hw_bound(&self, bound: Option<i64>) {
-        let was = self.hw_bound.replace(bound);
-        if was.is_none() && bound.is_some() {
-            self.hw_marks.borrow_mut().clear();
-        }
-        if bound.is_none() && was.is_some() {
-            // Local again: the flushes set the high watermark; a pending replica wait is
-            // answered by what it now means locally.
+    /// Sets the replication bound of the high watermark (see the module docs), making the log
+    /// replicated if it was not. The high watermark never moves back; it moves forward at once
+    /// where the new bound allows.
+    pub fn set_hw_bound(&self, bound: i64) {
+        if self.hw_bound.replace(Some(bound)).is_none() {
             self.hw_marks.borrow_mut().clear();
         }
         self.update_high_watermark();

@@ -156,6 +156,35 @@ impl Cluster {
             .join("\n")
     }
 
+    /// A librdkafka client configuration bootstrapped from every node (IPv4 loopback).
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.bootstrap())
+            .set("broker.address.family", "v4");
+        config
+    }
+
+    /// The bytes of partition `topic`-`p`'s segment files on node `id`, oldest segment first
+    /// (followers store the leader's batches as they are: in-sync replicas' logs are equal).
+    pub fn log_bytes(&self, id: i32, topic: &str, p: i32) -> Vec<u8> {
+        let dir = self.nodes[self.index(id)]
+            .data_dir()
+            .join(format!("{topic}-{p}"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap_or_default())
+            .collect()
+    }
+
     /// Polls `condition` until it holds or `QUORUM_TIMEOUT` passes; panics with every node's log.
     pub fn wait(&self, what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + QUORUM_TIMEOUT;

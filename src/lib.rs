@@ -13,3 +13,4 @@ pub mod protocol;
 pub mod replica;
 pub mod runtime;
 pub mod storage;
+pub mod txn;

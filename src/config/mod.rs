@@ -154,6 +154,27 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("auto.leader.rebalance.enable", Kind::Bool, "true"),
     key("leader.imbalance.check.interval.seconds", Kind::Long, "300"),
     key("leader.imbalance.per.broker.percentage", Kind::Int, "10"),
+    // Transactions (the transaction coordinator; see txn/).
+    key("transaction.state.log.num.partitions", Kind::Int, "50"),
+    key("transaction.state.log.replication.factor", Kind::Int, "3"),
+    key("transaction.state.log.min.isr", Kind::Int, "2"),
+    key(
+        "transaction.state.log.segment.bytes",
+        Kind::Int,
+        "104857600",
+    ),
+    key("transaction.max.timeout.ms", Kind::Int, "900000"),
+    key("transactional.id.expiration.ms", Kind::Int, "604800000"),
+    key(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Kind::Int,
+        "10000",
+    ),
+    key(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Kind::Int,
+        "3600000",
+    ),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -163,8 +184,6 @@ pub const IGNORED_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
     "log.cleaner.enable",

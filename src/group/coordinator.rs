@@ -243,30 +243,12 @@ impl GroupCoordinator {
             .logs
             .get(&tp)
             .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
-        if !log.is_replicated() {
-            return Ok(());
-        }
-        let end = log.log_end_offset();
-        if log.high_watermark() >= end {
-            return Ok(());
-        }
-        let reached = futures_lite::future::or(
-            async {
-                log.wait_hwm_above(crate::model::Offset(end.get() - 1))
-                    .await;
-                true
-            },
-            async {
-                glommio::timer::sleep(std::time::Duration::from_secs(10)).await;
-                false
-            },
-        )
-        .await;
-        if reached && log.high_watermark() >= end {
+        if log.wait_caught_up(Duration::from_secs(10)).await {
             Ok(())
         } else {
             Err(GroupError::Read(format!(
-                "{tp}: the high watermark did not reach the log end {end} yet"
+                "{tp}: the high watermark did not reach the log end {} yet",
+                log.log_end_offset()
             )))
         }
     }

@@ -1,6 +1,7 @@
 //! FindCoordinator (v0-6, batched keys from v4): a group's coordinator is the broker leading
 //! its `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it has none); a
-//! transactional id's is this broker (no transaction state topic yet).
+//! transactional id's is the broker leading its `__transaction_state` partition (the topic is
+//! created on the first such request, which is answered COORDINATOR_NOT_AVAILABLE meanwhile).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -9,7 +10,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::group::dispatch::offsets_partition;
-use crate::group::OFFSETS_TOPIC;
 
 /// Kafka's key types: 0 = group, 1 = transaction, 2 = share.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -17,23 +17,29 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let image = ctx.shard.metadata();
-    let node = ctx.shard.node_id();
     let answer = |key: &StrBytes| -> Coordinator {
         let coordinator = if req.key_type == KEY_TYPE_GROUP {
             offsets_partition(&image, key.as_str())
                 .and_then(|tp| image.partition(&tp))
                 .filter(|p| image.leader_available(p))
                 .and_then(|p| image.broker(p.leader))
+        } else if req.key_type == KEY_TYPE_TRANSACTION && !key.is_empty() {
+            let tp = crate::txn::state_partition(&image, key.as_str());
+            if tp.is_none() {
+                ctx.shard.txns.ensure_topic(&ctx.shard);
+            }
+            tp.and_then(|tp| image.partition(&tp))
+                .filter(|p| image.leader_available(p))
+                .and_then(|p| image.broker(p.leader))
         } else {
-            image
-                .topic(OFFSETS_TOPIC)
-                .and_then(|_| image.broker(node))
-                .filter(|b| !b.fenced)
+            None
         };
         let error = if req.key_type != KEY_TYPE_GROUP && req.key_type != KEY_TYPE_TRANSACTION {
             Err(ResponseError::InvalidRequest)
         } else if req.key_type == KEY_TYPE_GROUP && key.is_empty() {
             Err(ResponseError::InvalidGroupId)
+        } else if key.is_empty() {
+            Err(ResponseError::InvalidRequest)
         } else {
             coordinator.ok_or(ResponseError::CoordinatorNotAvailable)
         };

@@ -1,4 +1,6 @@
-//! InitProducerId for idempotent producers (no transactional id).
+//! InitProducerId: for idempotent producers (no transactional id) here; for a transactional id,
+//! at its transaction coordinator (`txn::coordinator`), which bumps the epoch and fences the
+//! previous instance.
 //!
 //! Producer ids come in blocks from the controller (persisted in the metadata
 //! image), so an id is never handed out twice, across restarts too. Sequence
@@ -10,12 +12,24 @@ use super::errors::code;
 use super::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    if req.transactional_id.is_some() {
-        // Transactions (the transaction coordinator) are a later issue.
-        return InitProducerIdResponse::default()
-            .with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+    if let Some(id) = req.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        let r = crate::txn::TxnRequest::InitProducerId {
+            transactional_id: id.0.to_string(),
+            timeout_ms: req.transaction_timeout_ms,
+            producer_id: req.producer_id.0,
+            producer_epoch: req.producer_epoch,
+        };
+        return match crate::txn::forward(&ctx.shard, r).await {
+            crate::txn::TxnResponse::Producer {
+                error_code,
+                producer_id,
+                producer_epoch,
+            } => InitProducerIdResponse::default()
+                .with_error_code(error_code)
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch),
+            _ => unavailable(),
+        };
     }
     // KIP-360: an idempotent producer re-initialising with its id and epoch gets a
     // bumped epoch for the same id, so its sequences restart cleanly.

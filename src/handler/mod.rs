@@ -4,6 +4,8 @@
 //! Architecture Invariant: this is the only layer that turns module errors into
 //! Kafka error codes (`errors`).
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 // Group coordinator APIs (owned by the group work; dispatched from crate::group::dispatch).
 pub mod alter_configs;
@@ -21,7 +23,9 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod errors;
 pub mod fetch;
 pub mod fetch_session;
@@ -33,6 +37,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod local;
 pub mod metadata;
 pub mod offset_commit;
@@ -151,6 +156,9 @@ fn ordering(key: ApiKey) -> Ordering {
         | DeleteRecords
         | ElectLeaders
         | InitProducerId
+        | AddPartitionsToTxn
+        | AddOffsetsToTxn
+        | EndTxn
         | AlterPartitionReassignments => Ordering::Serial,
         _ => Ordering::Unordered,
     }
@@ -236,6 +244,19 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(&ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(&ctx, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(&ctx, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(list_transactions::handle(&ctx, r).await)
         }
         other => match crate::group::dispatch(&ctx, other).await {
             Some(resp) => resp,

@@ -66,6 +66,11 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::ElectLeaders, 0, 2),
     r(ApiKey::AlterPartitionReassignments, 0, 1),
     r(ApiKey::ListPartitionReassignments, 0, 0),
+    r(ApiKey::AddPartitionsToTxn, 0, 5),
+    r(ApiKey::AddOffsetsToTxn, 0, 4),
+    r(ApiKey::EndTxn, 0, 5),
+    r(ApiKey::DescribeTransactions, 0, 0),
+    r(ApiKey::ListTransactions, 0, 2),
 ];
 
 pub fn find(key: ApiKey) -> Option<&'static ApiRange> {

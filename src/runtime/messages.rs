@@ -50,6 +50,8 @@ pub enum ShardRequest {
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
+    /// A transaction coordinator request, to the shard that owns the id's state partition.
+    Txn(Box<crate::txn::TxnRequest>),
     /// DescribeQuorum: the metadata quorum's state, as shard 0's Raft member sees it.
     DescribeQuorum,
 }
@@ -78,6 +80,7 @@ pub enum ShardResponse {
     DeleteRecords(Vec<(TopicPartition, i16, i64)>),
     LogDirs(Vec<(TopicPartition, u64)>),
     Group(crate::group::GroupResponse),
+    Txn(Box<crate::txn::TxnResponse>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

@@ -357,6 +357,7 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
         crate::replica::start(&shard);
     }
     shard.groups.start(shard.clone());
+    shard.txns.start(shard.clone());
     let listener = glommio::net::TcpListener::bind(boot.addr)
         .map_err(|e| anyhow::anyhow!("shard {} binding {}: {e}", id.0, boot.addr))?;
     boot.ready.fetch_add(1, Ordering::SeqCst);
@@ -494,6 +495,9 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
         }),
         ShardRequest::Group(req) => {
             Box::pin(async move { ShardResponse::Group(shard.groups.handle(*req).await) })
+        }
+        ShardRequest::Txn(req) => {
+            Box::pin(async move { ShardResponse::Txn(Box::new(shard.txns.handle(*req).await)) })
         }
     }
 }

@@ -23,6 +23,7 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     pub logs: Rc<LogManager>,
     pub groups: Rc<crate::group::GroupCoordinator>,
+    pub txns: Rc<crate::txn::TxnCoordinator>,
     image: RefCell<Arc<MetadataImage>>,
     senders: Senders<Envelope>,
     reply_senders: Senders<Envelope>,
@@ -118,6 +119,7 @@ impl Shard {
                 config.node_id,
                 crate::replica::Settings::from_config(&config),
             )),
+            txns: crate::txn::TxnCoordinator::new(id, &config, logs.clone()),
             config,
             logs,
             groups,
@@ -301,6 +303,8 @@ impl Shard {
             for tp in self.replicas.on_image(&self.logs, &self.metadata()) {
                 if tp.topic == crate::cluster::image::CONSUMER_OFFSETS_TOPIC {
                     self.groups.unload(tp.partition);
+                } else if tp.topic == crate::txn::TRANSACTION_STATE_TOPIC {
+                    self.txns.unload(tp.partition);
                 }
             }
         }

@@ -218,6 +218,31 @@ impl PartitionLog {
         }
     }
 
+    /// Waits, at most `limit`, until the high watermark reached the log end (a new leader's
+    /// followers caught up), so a coordinator replaying the log reads nothing that a
+    /// truncation could still replace. True when it did; an unreplicated log always has.
+    pub async fn wait_caught_up(&self, limit: std::time::Duration) -> bool {
+        if !self.is_replicated() {
+            return true;
+        }
+        let end = self.log_end_offset();
+        if self.high_watermark() >= end {
+            return true;
+        }
+        let reached = futures_lite::future::or(
+            async {
+                self.wait_hwm_above(Offset(end.get() - 1)).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(limit).await;
+                false
+            },
+        )
+        .await;
+        reached && self.high_watermark() >= end
+    }
+
     /// Resolves when the written end is above `offset`, or the log closes (followers' long
     /// polls on the leader).
     pub async fn wait_written_above(&self, offset: Offset) {

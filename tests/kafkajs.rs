@@ -74,3 +74,30 @@ fn kafkajs_consumer_group_split_commit_and_takeover() {
     // Shown with --nocapture: the test's progress lines and timings.
     println!("{output}");
 }
+
+/// kafkajs's transactional producer: commit, abort, commit with sendOffsets, read_committed
+/// against read_uncommitted, and fencing by a second instance (tests/node/txn.test.js).
+#[test]
+fn kafkajs_transactions_commit_abort_offsets_and_fencing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ensure_kafkajs(root);
+    let broker = Broker::start_with(
+        common::BrokerOpts::default()
+            .with("transaction.state.log.num.partitions", "4")
+            .with("offsets.topic.num.partitions", "4"),
+    );
+    let (status, output) = run_bounded(
+        "node --test tests/node/txn.test.js",
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", "tests/node/txn.test.js"])
+            .env("SLUICE_BOOTSTRAP", broker.bootstrap())
+            .current_dir(root),
+        NODE_TEST_TIMEOUT,
+    );
+    assert!(
+        status.success(),
+        "node --test tests/node/txn.test.js exited with {status}\n{output}\n{}",
+        broker.stderr_tail()
+    );
+    println!("{output}");
+}

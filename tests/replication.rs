@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{metadata, Cluster, PartitionView, View, QUORUM_TIMEOUT};
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -40,38 +40,7 @@ fn partition(c: &Cluster, via: i32, topic: &str, p: usize) -> Option<PartitionVi
 }
 
 async fn create(c: &Cluster, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: rdkafka::admin::AdminClient<_> = c.client_config().create().expect("admin");
-    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(3));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let deadline = Instant::now() + QUORUM_TIMEOUT;
-    loop {
-        let r = admin
-            .create_topics([&t], &opts)
-            .await
-            .expect("create_topics");
-        match &r[0] {
-            Ok(_) => break,
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => break,
-            Err((_, e)) if Instant::now() < deadline => {
-                eprintln!("create {topic}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err((_, e)) => panic!("create {topic}: {e}\n{}", c.tails()),
-        }
-    }
-    for id in 1..=3 {
-        c.wait(&format!("{topic} on node {id} with a full ISR"), || {
-            view(c, id).is_some_and(|v| {
-                v.topics.get(topic).is_some_and(|ps| {
-                    ps.len() == partitions as usize
-                        && ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 3)
-                })
-            })
-        });
-    }
+    c.create_replicated(topic, partitions, configs).await
 }
 
 fn producer(c: &Cluster, idempotent: bool) -> FutureProducer {

@@ -1,5 +1,7 @@
 //! EndTxn (v0-5): commit or abort. Answered once PrepareCommit/PrepareAbort is durable in
-//! `__transaction_state`; the markers follow (see `txn::coordinator`).
+//! `__transaction_state`; the markers follow (see `txn::coordinator`). v5 is transactions v2
+//! (KIP-890 part 2): the epoch is bumped at every end and the answer carries the producer id
+//! and epoch to continue with.
 
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
@@ -12,15 +14,22 @@ pub async fn handle(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse 
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,
         commit: req.committed,
+        transaction_version: if ctx.api_version >= 5 { 2 } else { 1 },
     };
-    let code = match crate::txn::forward(&ctx.shard, r).await {
-        TxnResponse::Code(c) => c,
-        _ => kafka_protocol::error::ResponseError::UnknownServerError.code(),
+    let (code, id, epoch) = match crate::txn::forward(&ctx.shard, r).await {
+        TxnResponse::Producer {
+            error_code,
+            producer_id,
+            producer_epoch,
+        } => (error_code, producer_id, producer_epoch),
+        _ => (
+            kafka_protocol::error::ResponseError::UnknownServerError.code(),
+            -1,
+            -1,
+        ),
     };
-    // v5 answers with the producer id and epoch to use next (transactions v2); with v1
-    // transactions they are unchanged.
     EndTxnResponse::default()
         .with_error_code(code)
-        .with_producer_id(ProducerId(if code == 0 { req.producer_id.0 } else { -1 }))
-        .with_producer_epoch(if code == 0 { req.producer_epoch } else { -1 })
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(epoch)
 }

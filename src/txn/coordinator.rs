@@ -599,21 +599,56 @@ impl TxnCoordinator {
                 producer_id,
                 producer_epoch,
                 commit,
+                transaction_version,
                 ..
-            } => match state::end_txn(current.as_ref(), producer_id, producer_epoch, commit, now) {
-                Err(e) => TxnResponse::Code(e.code()),
-                Ok(EndDecision::AlreadyDone) => TxnResponse::Code(0),
-                Ok(EndDecision::Prepare(m)) => match self
-                    .persist_locked(partition, vec![(id.to_string(), Some(m.clone()))])
-                    .await
-                {
-                    Ok(()) => {
-                        self.spawn_markers(partition, m);
-                        TxnResponse::Code(0)
+            } => {
+                let tv2 = transaction_version >= 2;
+                let new_id = if state::end_needs_new_producer_id(tv2, producer_epoch) {
+                    match self.shard() {
+                        Some(shard) => shard.next_producer_id().await,
+                        None => None,
                     }
-                    Err(e) => TxnResponse::Code(e.code()),
-                },
-            },
+                } else {
+                    None
+                };
+                match state::end_txn(
+                    current.as_ref(),
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    tv2,
+                    new_id,
+                    now,
+                ) {
+                    Err(e) => producer_error(e),
+                    Ok(EndDecision::AlreadyDone(m)) => producer_ok(&m),
+                    Ok(EndDecision::Prepare(m)) => match self
+                        .persist_locked(partition, vec![(id.to_string(), Some(m.clone()))])
+                        .await
+                    {
+                        Ok(()) => {
+                            // The client continues with the id and epoch it will have once
+                            // this transaction completes.
+                            let next = TxnResponse::Producer {
+                                error_code: 0,
+                                producer_id: if m.next_producer_id >= 0 {
+                                    m.next_producer_id
+                                } else {
+                                    m.producer_id
+                                },
+                                producer_epoch: if m.next_producer_id >= 0 {
+                                    0
+                                } else {
+                                    m.producer_epoch
+                                },
+                            };
+                            self.spawn_markers(partition, m);
+                            next
+                        }
+                        Err(e) => producer_error(e),
+                    },
+                }
+            }
             TxnRequest::Describe { .. } => {
                 TxnResponse::Described(current.ok_or(ResponseError::TransactionalIdNotFound.code()))
             }

@@ -32,6 +32,8 @@ pub enum TxnRequest {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        /// 2 for EndTxn v5+ (KIP-890 part 2: the epoch is bumped at every end), else 1.
+        transaction_version: i16,
     },
     Describe {
         transactional_id: String,
@@ -69,6 +71,7 @@ impl TxnRequest {
 
 #[derive(Debug)]
 pub enum TxnResponse {
+    /// InitProducerId and EndTxn: the producer id and epoch to use.
     Producer {
         error_code: i16,
         producer_id: i64,
@@ -76,7 +79,7 @@ pub enum TxnResponse {
     },
     /// Per partition (AddPartitionsToTxn).
     Partitions(Vec<(TopicPartition, i16)>),
-    /// One error code (AddOffsetsToTxn, EndTxn).
+    /// One error code (AddOffsetsToTxn).
     Code(i16),
     Described(Result<TxnMeta, i16>),
     /// (transactional id, producer id, state name)
@@ -95,7 +98,12 @@ impl TxnResponse {
             TxnRequest::AddPartitions { partitions, .. } => {
                 TxnResponse::Partitions(partitions.iter().map(|p| (p.clone(), code)).collect())
             }
-            TxnRequest::AddOffsets { .. } | TxnRequest::EndTxn { .. } => TxnResponse::Code(code),
+            TxnRequest::EndTxn { .. } => TxnResponse::Producer {
+                error_code: code,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+            TxnRequest::AddOffsets { .. } => TxnResponse::Code(code),
             TxnRequest::Describe { .. } => TxnResponse::Described(Err(code)),
             TxnRequest::List { .. } => TxnResponse::Listed(Vec::new()),
         }

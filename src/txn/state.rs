@@ -279,33 +279,75 @@ pub fn verify_partition(
 /// What an EndTxn decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EndDecision {
-    /// Persist this Prepare state, answer success, then write the markers.
+    /// Persist this Prepare state, answer success (with its producer id and epoch), then write
+    /// the markers.
     Prepare(TxnMeta),
-    /// A retry of a transaction already completed the same way: answer success.
-    AlreadyDone,
+    /// A retry of a transaction already completed the same way: answer success with the
+    /// current producer id and epoch.
+    AlreadyDone(TxnMeta),
 }
 
+/// EndTxn. With transactions v2 (`tv2`, EndTxn v5+, KIP-890 part 2) every transaction ends
+/// with an epoch bump: the Prepare state carries epoch + 1, its markers are written at that
+/// epoch (so a late write of the ended transaction is fenced by the partition), and the client
+/// continues with it. A retry at the old epoch of a transaction that completed the same way is
+/// answered with the new one. An exhausted epoch moves to `new_producer_id` (epoch 0) once the
+/// transaction completes.
 pub fn end_txn(
     current: Option<&TxnMeta>,
     producer_id: i64,
     epoch: i16,
     commit: bool,
+    tv2: bool,
+    new_producer_id: Option<i64>,
     now_ms: i64,
 ) -> Result<EndDecision, ResponseError> {
-    let m = check_producer(current, producer_id, epoch)?;
-    match (m.state, commit) {
-        (TxnState::Ongoing, _) => {
-            let mut next = m.clone();
-            next.state = if commit {
-                TxnState::PrepareCommit
-            } else {
-                TxnState::PrepareAbort
+    let m = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+    if tv2 {
+        let retry_of_last = m.producer_id == producer_id
+            && m.last_producer_epoch == epoch
+            && m.producer_epoch == epoch.saturating_add(1);
+        let retry_after_new_id =
+            m.prev_producer_id == producer_id && m.last_producer_epoch == epoch;
+        if retry_of_last || retry_after_new_id {
+            return match (m.state, commit) {
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                    Ok(EndDecision::AlreadyDone(m.clone()))
+                }
+                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                    Err(ResponseError::ConcurrentTransactions)
+                }
+                _ => Err(ResponseError::InvalidTxnState),
             };
-            next.last_update_ms = now_ms;
+        }
+    }
+    let m = check_producer(current, producer_id, epoch)?;
+    let bump = |state: TxnState| -> Result<TxnMeta, ResponseError> {
+        let mut next = m.clone();
+        next.state = state;
+        next.last_update_ms = now_ms;
+        if tv2 {
+            next.client_version = 2;
+            next.last_producer_epoch = epoch;
+            next.producer_epoch = epoch.saturating_add(1);
+            if next.producer_epoch >= EPOCH_EXHAUSTED {
+                next.next_producer_id =
+                    new_producer_id.ok_or(ResponseError::CoordinatorNotAvailable)?;
+            }
+        }
+        Ok(next)
+    };
+    match (m.state, commit) {
+        (TxnState::Ongoing, true) => Ok(EndDecision::Prepare(bump(TxnState::PrepareCommit)?)),
+        (TxnState::Ongoing, false) => Ok(EndDecision::Prepare(bump(TxnState::PrepareAbort)?)),
+        // v2 lets a producer abort with nothing in flight, to bump its epoch.
+        (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false) if tv2 => {
+            let mut next = bump(TxnState::PrepareAbort)?;
+            next.partitions.clear();
             Ok(EndDecision::Prepare(next))
         }
         (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-            Ok(EndDecision::AlreadyDone)
+            Ok(EndDecision::AlreadyDone(m.clone()))
         }
         (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
             Err(ResponseError::ConcurrentTransactions)
@@ -313,6 +355,12 @@ pub fn end_txn(
         (TxnState::PrepareEpochFence, _) => Err(ResponseError::ConcurrentTransactions),
         _ => Err(ResponseError::InvalidTxnState),
     }
+}
+
+/// True when an EndTxn at `epoch` with transactions v2 will exhaust the epoch, so the caller
+/// allocates the producer id to move to.
+pub fn end_needs_new_producer_id(tv2: bool, epoch: i16) -> bool {
+    tv2 && epoch.saturating_add(1) >= EPOCH_EXHAUSTED
 }
 
 /// The coordinator aborts a transaction that outlived its timeout: the epoch is bumped so the
@@ -340,6 +388,12 @@ pub fn complete(m: &TxnMeta, now_ms: i64) -> Option<TxnMeta> {
     next.state = state;
     next.partitions.clear();
     next.last_update_ms = now_ms;
+    if next.next_producer_id >= 0 {
+        next.prev_producer_id = next.producer_id;
+        next.producer_id = next.next_producer_id;
+        next.next_producer_id = -1;
+        next.producer_epoch = 0;
+    }
     Some(next)
 }
 
@@ -382,24 +436,24 @@ mod tests {
             verify_partition(Some(&m), 5, 0, &tp(2)),
             Err(ResponseError::InvalidTxnState)
         );
-        let EndDecision::Prepare(p) = end_txn(Some(&m), 5, 0, true, 4).unwrap() else {
+        let EndDecision::Prepare(p) = end_txn(Some(&m), 5, 0, true, false, None, 4).unwrap() else {
             panic!()
         };
         assert_eq!(p.state, TxnState::PrepareCommit);
         assert_eq!(
-            end_txn(Some(&p), 5, 0, true, 5),
+            end_txn(Some(&p), 5, 0, true, false, None, 5),
             Err(ResponseError::ConcurrentTransactions)
         );
         assert_eq!(
-            end_txn(Some(&p), 5, 0, false, 5),
+            end_txn(Some(&p), 5, 0, false, false, None, 5),
             Err(ResponseError::InvalidTxnState)
         );
         let c = complete(&p, 6).unwrap();
         assert_eq!(c.state, TxnState::CompleteCommit);
         assert!(c.partitions.is_empty());
         assert_eq!(
-            end_txn(Some(&c), 5, 0, true, 7),
-            Ok(EndDecision::AlreadyDone)
+            end_txn(Some(&c), 5, 0, true, false, None, 7),
+            Ok(EndDecision::AlreadyDone(c.clone()))
         );
         let again = ready(init_producer_id(Some(&c), "x", 60_000, MAX, (-1, -1), None, 8).unwrap());
         assert_eq!((again.producer_id, again.producer_epoch), (5, 1));
@@ -449,7 +503,7 @@ mod tests {
         let a = abort_expired(&m, 111).unwrap();
         assert_eq!((a.state, a.producer_epoch), (TxnState::PrepareAbort, 1));
         assert_eq!(
-            end_txn(Some(&a), 1, 0, true, 112),
+            end_txn(Some(&a), 1, 0, true, false, None, 112),
             Err(ResponseError::ProducerFenced)
         );
         let c = complete(&a, 113).unwrap();
@@ -483,6 +537,56 @@ mod tests {
         assert_eq!(
             TxnState::from_name("PrepareAbort"),
             Some(TxnState::PrepareAbort)
+        );
+    }
+
+    #[test]
+    fn transactions_v2_bump_the_epoch_at_every_end() {
+        let m = ready(init_producer_id(None, "x", 100, MAX, (-1, -1), Some(1), 0).unwrap());
+        let m = add_partitions(Some(&m), 1, 0, &[tp(0)], 1)
+            .unwrap()
+            .unwrap();
+        let EndDecision::Prepare(p) = end_txn(Some(&m), 1, 0, true, true, None, 2).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.state, p.producer_epoch, p.client_version),
+            (TxnState::PrepareCommit, 1, 2)
+        );
+        // The old epoch is fenced for new work, but a retried EndTxn is recognised.
+        assert_eq!(
+            add_partitions(Some(&p), 1, 0, &[tp(0)], 3),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            end_txn(Some(&p), 1, 0, true, true, None, 3),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        let c = complete(&p, 4).unwrap();
+        assert_eq!(
+            end_txn(Some(&c), 1, 0, true, true, None, 5),
+            Ok(EndDecision::AlreadyDone(c.clone()))
+        );
+        // The next transaction runs at epoch 1; an abort with nothing in flight bumps too.
+        let EndDecision::Prepare(a) = end_txn(Some(&c), 1, 1, false, true, None, 6).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.producer_epoch, a.partitions.len()), (2, 0));
+        // Epoch exhaustion moves to the new producer id once complete.
+        let mut e = add_partitions(Some(&complete(&a, 7).unwrap()), 1, 2, &[tp(0)], 8)
+            .unwrap()
+            .unwrap();
+        e.producer_epoch = EPOCH_EXHAUSTED - 1;
+        assert!(end_needs_new_producer_id(true, e.producer_epoch));
+        let EndDecision::Prepare(x) =
+            end_txn(Some(&e), 1, EPOCH_EXHAUSTED - 1, true, true, Some(9), 9).unwrap()
+        else {
+            panic!()
+        };
+        let done = complete(&x, 10).unwrap();
+        assert_eq!(
+            (done.producer_id, done.producer_epoch, done.prev_producer_id),
+            (9, 0, 1)
         );
     }
 }

@@ -185,6 +185,50 @@ impl Cluster {
             .collect()
     }
 
+    /// Creates `topic` with replication factor 3 through the admin API (retried while the
+    /// cluster is not ready), then waits until every node shows every partition with a leader
+    /// and a full ISR.
+    pub async fn create_replicated(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+        let admin: rdkafka::admin::AdminClient<_> = self.client_config().create().expect("admin");
+        let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(3));
+        for (k, v) in configs {
+            t = t.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let deadline = Instant::now() + QUORUM_TIMEOUT;
+        loop {
+            let r = admin
+                .create_topics([&t], &opts)
+                .await
+                .expect("create_topics");
+            match &r[0] {
+                Ok(_) => break,
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => break,
+                Err((_, e)) if Instant::now() < deadline => {
+                    eprintln!("create {topic}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err((_, e)) => panic!("create {topic}: {e}\n{}", self.tails()),
+            }
+        }
+        for p in &self.ports {
+            self.wait(
+                &format!("{topic} on node {} with a full ISR", p.node_id),
+                || {
+                    metadata(p.kafka_port).is_ok_and(|v| {
+                        v.topics.get(topic).is_some_and(|ps| {
+                            ps.len() == partitions as usize
+                                && ps
+                                    .iter()
+                                    .all(|x| x.leader >= 0 && x.isr.len() == self.ports.len())
+                        })
+                    })
+                },
+            );
+        }
+    }
+
     /// Polls `condition` until it holds or `QUORUM_TIMEOUT` passes; panics with every node's log.
     pub fn wait(&self, what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + QUORUM_TIMEOUT;

@@ -181,6 +181,14 @@ fn read_committed_slices_stop_at_the_lso_with_the_aborted_list() {
             .await
             .expect("read");
         assert!(rest.file.is_some());
+        let bytes = std::fs::read(path.join("t-0/00000000000000000000.log")).expect("log");
+        let served = &bytes[rest.position as usize..rest.position as usize + rest.len];
+        let bases: Vec<i64> = super::batch::split_batches(served)
+            .expect("whole batches")
+            .iter()
+            .map(|(_, h)| h.base_offset)
+            .collect();
+        assert_eq!(bases, vec![4, 6, 7], "producer 8's batch and both markers");
         assert_eq!(rest.aborted, vec![entry], "its marker (6) is in the range");
         manager.shutdown().await;
     });

@@ -58,6 +58,10 @@ pub const MESH_WAITS_PARKED_MAX: usize = 16 * 1024;
 pub const FETCH_SESSIONS_PER_SHARD_MAX: usize = 1000;
 /// Longest `max_wait_ms` a fetch may park for.
 pub const FETCH_WAIT_MS_MAX: i64 = 30_000;
+
+/// How long a WriteTxnMarkers marker waits for the in-sync replicas (Kafka's
+/// `request.timeout.ms` default, which its marker appends use).
+pub const TXN_MARKER_TIMEOUT_MS: u64 = 30_000;
 /// Bytes one Fetch response may carry, whatever the client asks (`fetch.max.bytes`).
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 /// Partitions a topic may have.

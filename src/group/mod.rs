@@ -24,10 +24,12 @@ pub mod offsets;
 pub mod ops;
 pub mod records;
 pub mod request;
+pub mod txn_hook;
 
 pub use coordinator::GroupCoordinator;
 pub use dispatch::dispatch;
 pub use request::{GroupRequest, GroupResponse};
+pub use txn_hook::txn_marker_written;
 
 /// Name of the internal topic that holds group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

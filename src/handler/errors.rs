@@ -34,6 +34,8 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
@@ -101,6 +103,8 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         StorageError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         StorageError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
+        StorageError::CoordinatorFenced { .. } => code::TRANSACTION_COORDINATOR_FENCED,
+        StorageError::InvalidTxnState { .. } => code::INVALID_TXN_STATE,
         StorageError::RecordBatchTooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
         StorageError::Closed | StorageError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
         StorageError::ReplicationTimeout => code::REQUEST_TIMED_OUT,

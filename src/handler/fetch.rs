@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use super::errors::{self, code};
 use super::fetch_session::{SessionError, SessionPartition};
@@ -167,7 +168,9 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX as i32) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut results = read_all(ctx, &wanted, max_bytes, replica).await;
+    // isolation_level (v4+): 1 = read_committed (up to the last stable offset).
+    let read_committed = v >= 4 && req.isolation_level == 1 && replica.is_none();
+    let mut results = read_all(ctx, &wanted, max_bytes, replica, read_committed).await;
     loop {
         let total: usize = results.values().map(|r| r.records.len()).sum();
         // A partition with an error, or whose owner did not answer, is answered at once.
@@ -185,8 +188,16 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> (FetchResponse, 
         // Sleep until a high watermark moves past the one just read (Kafka's
         // DelayedFetch), not merely past the fetch offset: that is already true
         // whenever some data exists, and re-reading it would spin.
-        wait_for_data(ctx, &wanted, &results, deadline - now, replica.is_some()).await;
-        results = read_all(ctx, &wanted, max_bytes, replica).await;
+        wait_for_data(
+            ctx,
+            &wanted,
+            &results,
+            deadline - now,
+            replica.is_some(),
+            read_committed,
+        )
+        .await;
+        results = read_all(ctx, &wanted, max_bytes, replica, read_committed).await;
     }
     if replica.is_some() {
         // What replication costs the leader: file ranges (sendfile) against copied ranges.
@@ -328,6 +339,7 @@ async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     replica: Option<i32>,
+    read_committed: bool,
 ) -> HashMap<TopicPartition, FetchResult> {
     let items: Vec<FetchItem> = wanted
         .iter()
@@ -342,6 +354,7 @@ async fn read_all(
                 replica_id,
                 last_fetched_epoch: w.part.last_fetched_epoch,
             }),
+            read_committed: read_committed && replica.is_none(),
         })
         .collect();
     let results = scatter(
@@ -384,6 +397,7 @@ async fn wait_for_data(
     seen: &HashMap<TopicPartition, FetchResult>,
     left: Duration,
     replica: bool,
+    read_committed: bool,
 ) {
     let wait_ms = left.as_millis() as u64;
     let mut by_shard: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
@@ -392,6 +406,8 @@ async fn wait_for_data(
         // a consumer for the high watermark to pass the one it saw.
         let hwm = if replica {
             -1
+        } else if read_committed {
+            seen.get(&w.tp).map_or(-1, |r| r.last_stable_offset)
         } else {
             seen.get(&w.tp).map_or(-1, |r| r.high_watermark)
         };
@@ -417,6 +433,7 @@ async fn wait_for_data(
                             items,
                             wait_ms,
                             replica,
+                            read_committed,
                         },
                     )
                     .await;
@@ -499,7 +516,16 @@ fn build_response(
                         }
                     }));
                 if v >= 4 {
-                    pd = pd.with_aborted_transactions(Some(Vec::new()));
+                    let aborted = r
+                        .aborted_transactions
+                        .iter()
+                        .map(|(producer_id, first_offset)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(*producer_id))
+                                .with_first_offset(*first_offset)
+                        })
+                        .collect();
+                    pd = pd.with_aborted_transactions(Some(aborted));
                 }
                 if let (Some((epoch, end_offset)), true) = (r.diverging_epoch, v >= 12) {
                     pd.diverging_epoch = EpochEndOffset::default()

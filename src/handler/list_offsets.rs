@@ -29,6 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     tp,
                     timestamp: p.timestamp,
                     current_leader_epoch: p.current_leader_epoch,
+                    read_committed: req.isolation_level == 1,
                 });
             }
             // Otherwise another broker leads it: NOT_LEADER_OR_FOLLOWER below.

@@ -22,7 +22,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn leader_epoch(shard: &Shard, tp: &TopicPartition) -> i32 {
+pub(crate) fn leader_epoch(shard: &Shard, tp: &TopicPartition) -> i32 {
     shard
         .metadata()
         .partition(tp)
@@ -157,7 +157,7 @@ pub fn produce(
 }
 
 /// The partition's ISR size and its topic's `min.insync.replicas`, from the image.
-fn isr_and_min_insync(shard: &Shard, tp: &TopicPartition) -> Option<(usize, usize)> {
+pub(crate) fn isr_and_min_insync(shard: &Shard, tp: &TopicPartition) -> Option<(usize, usize)> {
     let image = shard.metadata();
     let t = image.topic(&tp.topic)?;
     let p = t.partition_image(tp.partition)?;
@@ -167,7 +167,7 @@ fn isr_and_min_insync(shard: &Shard, tp: &TopicPartition) -> Option<(usize, usiz
     Some((p.isr.len(), min))
 }
 
-fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {
+pub(crate) fn log_storage_error(tp: &TopicPartition, e: &StorageError, what: &str) {
     match e {
         StorageError::Io(_) | StorageError::CorruptRecord(_) => {
             tracing::error!(partition = %tp, error = %e, "{what} failed")
@@ -208,6 +208,7 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
         log_start_offset: -1,
         records: FetchRecords::Bytes(Bytes::new()),
         diverging_epoch: None,
+        aborted_transactions: Vec::new(),
     };
     let Some(log) = shard.logs.get(&item.tp) else {
         result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
@@ -217,13 +218,18 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
         return fetch_for_follower(shard, item, replica, log, result).await;
     }
     result.high_watermark = log.high_watermark().get();
-    result.last_stable_offset = result.high_watermark;
+    result.last_stable_offset = log.last_stable_offset().get();
     result.log_start_offset = log.log_start_offset().get();
     if let Some(e) = epoch_error(shard, &item.tp, item.current_leader_epoch) {
         result.error_code = e;
         return result;
     }
-    if item.fetch_offset == result.high_watermark || item.max_bytes == 0 && !item.min_one_batch {
+    let visible_end = if item.read_committed {
+        result.last_stable_offset
+    } else {
+        result.high_watermark
+    };
+    if item.fetch_offset == visible_end || item.max_bytes == 0 && !item.min_one_batch {
         return result;
     }
     // KIP-392 on a follower: an offset the leader has shown but this replica has not
@@ -235,14 +241,22 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
     {
         return result;
     }
-    let slice = match log
-        .read_slice(
+    let read = if item.read_committed {
+        log.read_slice_committed(
             Offset(item.fetch_offset),
             item.max_bytes,
             item.min_one_batch,
         )
         .await
-    {
+    } else {
+        log.read_slice(
+            Offset(item.fetch_offset),
+            item.max_bytes,
+            item.min_one_batch,
+        )
+        .await
+    };
+    let slice = match read {
         Ok(slice) => slice,
         Err(e) => {
             log_storage_error(&item.tp, &e, "read");
@@ -251,8 +265,13 @@ async fn fetch_one(shard: &Rc<Shard>, item: FetchItem) -> FetchResult {
         }
     };
     result.high_watermark = slice.high_watermark.get();
-    result.last_stable_offset = result.high_watermark;
+    result.last_stable_offset = slice.last_stable_offset.get();
     result.log_start_offset = slice.log_start_offset.get();
+    result.aborted_transactions = slice
+        .aborted
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset))
+        .collect();
     if let Some(records) = file_records(slice) {
         result.records = records;
     }
@@ -292,7 +311,7 @@ async fn fetch_for_follower(
 ) -> FetchResult {
     let fill = |r: &mut FetchResult| {
         r.high_watermark = log.high_watermark().get();
-        r.last_stable_offset = r.high_watermark;
+        r.last_stable_offset = log.last_stable_offset().get();
         r.log_start_offset = log.log_start_offset().get();
     };
     fill(&mut result);
@@ -371,13 +390,14 @@ fn end_offset_of_epoch(
     }
 }
 
-/// Resolves when any listed partition's high watermark (written end, for a follower's fetch)
-/// passes its offset, or after `wait_ms`.
+/// Resolves when any listed partition's high watermark (written end, for a follower's fetch;
+/// last stable offset, for read_committed) passes its offset, or after `wait_ms`.
 pub async fn wait_for_data(
     shard: &Rc<Shard>,
     items: Vec<(TopicPartition, Offset)>,
     wait_ms: u64,
     replica: bool,
+    read_committed: bool,
 ) {
     let waits: Vec<_> = items
         .into_iter()
@@ -386,6 +406,8 @@ pub async fn wait_for_data(
             Box::pin(async move {
                 if replica {
                     log.wait_written_above(offset).await
+                } else if read_committed {
+                    log.wait_lso_above(offset).await
                 } else {
                     log.wait_hwm_above(offset).await
                 }
@@ -431,9 +453,15 @@ pub async fn list_offsets(
             }
         };
         let epoch = leader_epoch(shard, &item.tp);
+        // Kafka's `lastFetchableOffset`: lookups answer only offsets below it.
+        let fetchable = if item.read_committed {
+            log.last_stable_offset().get()
+        } else {
+            log.high_watermark().get()
+        };
         match item.timestamp {
             -1 | -5 => {
-                r.offset = log.high_watermark().get();
+                r.offset = fetchable;
                 r.leader_epoch = epoch;
             }
             -2 | -4 => {
@@ -441,21 +469,21 @@ pub async fn list_offsets(
                 r.leader_epoch = epoch;
             }
             -3 => match log.max_timestamp().await {
-                Ok(Some((o, ts))) => {
+                Ok(Some((o, ts))) if o.get() < fetchable => {
                     r.offset = o.get();
                     r.timestamp = ts;
                     r.leader_epoch = epoch;
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => r.error_code = errors::storage(&e),
             },
             ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
-                Ok(Some((o, found))) => {
+                Ok(Some((o, found))) if o.get() < fetchable => {
                     r.offset = o.get();
                     r.timestamp = found;
                     r.leader_epoch = epoch;
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => r.error_code = errors::storage(&e),
             },
             _ => r.error_code = code::INVALID_REQUEST,
@@ -507,7 +535,8 @@ pub async fn delete_records(
             out.push((tp, code::UNKNOWN_TOPIC_OR_PARTITION, -1));
             continue;
         };
-        let hwm = log.high_watermark().get();
+        // Kafka: the log start offset never passes the first unstable offset.
+        let hwm = log.last_stable_offset().get();
         let target = if offset == -1 { hwm } else { offset };
         if target < 0 || target > hwm {
             out.push((tp, code::OFFSET_OUT_OF_RANGE, log.log_start_offset().get()));

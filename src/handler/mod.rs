@@ -21,6 +21,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
@@ -47,6 +48,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod route;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -138,7 +140,7 @@ enum Ordering {
 fn ordering(key: ApiKey) -> Ordering {
     use ApiKey::*;
     match key {
-        Produce => Ordering::Pipelined,
+        Produce | WriteTxnMarkers => Ordering::Pipelined,
         OffsetCommit
         | TxnOffsetCommit
         | OffsetDelete
@@ -241,6 +243,12 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         ),
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(&ctx, r))
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(&ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)

@@ -58,6 +58,19 @@ fn with_records_max_timestamp(data: Bytes, batch: &ValidBatch) -> Bytes {
     copy.freeze()
 }
 
+/// KIP-890 part 1: the single call point where a transactional batch is verified with the
+/// transaction coordinator (the partition must be in the producer's ongoing transaction)
+/// before it is appended. Accepts every batch for now.
+// TXN-VERIFICATION: the coordinator's verification plugs in here (the lead's src/txn/).
+fn txn_verification(
+    _ctx: &RequestContext,
+    _transactional_id: &str,
+    _tp: &TopicPartition,
+    _batch: &ValidBatch,
+) -> Result<(), i16> {
+    Ok(())
+}
+
 /// Returns `None` for acks=0 (Kafka writes no response).
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let v = ctx.api_version;
@@ -102,11 +115,6 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             };
             let error = if !matches!(acks, -1..=1) {
                 Some((code::INVALID_REQUIRED_ACKS, None))
-            } else if req.transactional_id.is_some() {
-                Some((
-                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    Some("transactions are not supported yet".into()),
-                ))
             } else {
                 match found {
                     None if v >= 13 => Some((code::UNKNOWN_TOPIC_ID, None)),
@@ -126,20 +134,32 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             }
             let data = p.records.unwrap_or_default();
             match records::validate_produce(&data, max_bytes) {
-                Ok(valid) if valid.header.is_transactional() => {
+                Ok(valid) if valid.header.is_transactional() && req.transactional_id.is_none() => {
+                    // Kafka's KafkaApis: transactional records need the request's
+                    // transactional id (and its authorization).
                     answers.insert(
                         tp.clone(),
                         fail(
                             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                            Some("transactional batches are not supported yet".into()),
+                            Some(
+                                "transactional batches need the request's transactional_id".into(),
+                            ),
                         ),
                     );
                 }
                 Ok(valid) => {
+                    let verified = match req.transactional_id.as_ref() {
+                        Some(id) if valid.header.is_transactional() => {
+                            txn_verification(ctx, id.as_str(), &tp, &valid)
+                        }
+                        _ => Ok(()),
+                    };
                     let out_of_range = create_time
                         .then(|| timestamp_out_of_range(&valid.records, before_max, after_max))
                         .flatten();
-                    if let Some(ts) = out_of_range {
+                    if let Err(error) = verified {
+                        answers.insert(tp.clone(), fail(error, None));
+                    } else if let Some(ts) = out_of_range {
                         let msg = format!(
                             "Timestamp {ts} of a record is out of range (message.timestamp.before.max.ms / after.max.ms)"
                         );

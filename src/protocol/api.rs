@@ -50,6 +50,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DeleteTopics, 1, 6),
     r(ApiKey::DeleteRecords, 0, 2),
     r(ApiKey::InitProducerId, 0, 5),
+    // Kafka 4.1 has v1-v2 (v2: KIP-890's transaction version); the codec has v1.
+    r(ApiKey::WriteTxnMarkers, 1, 1),
+    r(ApiKey::DescribeProducers, 0, 0),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),

@@ -43,12 +43,19 @@ pub enum ShardRequest {
         items: Vec<(TopicPartition, Offset)>,
         wait_ms: u64,
         replica: bool,
+        /// read_committed: wait for the last stable offset instead of the high watermark.
+        read_committed: bool,
     },
     ListOffsets(Vec<ListOffsetsItem>),
     /// OffsetForLeaderEpoch: where each requested epoch ends, from the leader epoch cache.
     EpochEndOffsets(Vec<EpochEndItem>),
     DeleteRecords(Vec<(TopicPartition, i64)>),
     LogDirs(Vec<TopicPartition>),
+    /// WriteTxnMarkers: append end-transaction markers on the partitions' leaders (this
+    /// shard); each partition's append place is taken when the request is taken.
+    WriteTxnMarkers(Vec<MarkerItem>),
+    /// DescribeProducers: the active producers of each partition.
+    DescribeProducers(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
     /// A transaction coordinator request, to the shard that owns the id's state partition.
     Txn(Box<crate::txn::TxnRequest>),
@@ -79,6 +86,8 @@ pub enum ShardResponse {
     EpochEndOffsets(Vec<EpochEndResult>),
     DeleteRecords(Vec<(TopicPartition, i16, i64)>),
     LogDirs(Vec<(TopicPartition, u64)>),
+    WriteTxnMarkers(Vec<MarkerResult>),
+    DescribeProducers(Vec<ProducersResult>),
     Group(crate::group::GroupResponse),
     Txn(Box<crate::txn::TxnResponse>),
     /// The target shard is gone (shutting down).
@@ -118,6 +127,8 @@ pub struct FetchItem {
     pub min_one_batch: bool,
     /// Set for a follower's fetch.
     pub replica: Option<ReplicaFetch>,
+    /// isolation_level=1: served up to the last stable offset, with the aborted transactions.
+    pub read_committed: bool,
 }
 
 /// What a follower's fetch of one partition adds (Fetch's replica id, v12's last fetched epoch).
@@ -136,6 +147,9 @@ pub struct FetchResult {
     pub records: FetchRecords,
     /// For a follower whose log diverged: the leader's (epoch, end offset) to truncate to.
     pub diverging_epoch: Option<(i32, i64)>,
+    /// read_committed: (producer id, first offset) of the aborted transactions overlapping
+    /// the fetched range.
+    pub aborted_transactions: Vec<(i64, i64)>,
 }
 
 /// Record data of a fetched partition: a page-cache-resident file range (sent
@@ -166,6 +180,43 @@ pub struct ListOffsetsItem {
     pub tp: TopicPartition,
     pub timestamp: i64,
     pub current_leader_epoch: i32,
+    /// isolation_level=1: "latest" is the last stable offset, and lookups stop below it.
+    pub read_committed: bool,
+}
+
+/// One end-transaction marker to append (WriteTxnMarkers).
+pub struct MarkerItem {
+    pub tp: TopicPartition,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+    /// How long the marker waits for the in-sync replicas (acks=all).
+    pub timeout_ms: u64,
+}
+
+pub struct MarkerResult {
+    pub tp: TopicPartition,
+    pub producer_id: i64,
+    pub error_code: i16,
+}
+
+/// One active producer of a partition (DescribeProducers).
+#[derive(Clone, Debug)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// -1 outside a transaction.
+    pub current_txn_start_offset: i64,
+}
+
+pub struct ProducersResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub producers: Vec<ProducerSummary>,
 }
 
 pub struct EpochEndItem {

@@ -471,9 +471,20 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
             items,
             wait_ms,
             replica,
+            read_committed,
         } => Box::pin(async move {
-            local::wait_for_data(&shard, items, wait_ms, replica).await;
+            local::wait_for_data(&shard, items, wait_ms, replica, read_committed).await;
             ShardResponse::DataReady
+        }),
+        // Takes each partition's append place now, like a produce.
+        ShardRequest::WriteTxnMarkers(items) => {
+            let appends = crate::handler::write_txn_markers::append_local(&shard, items);
+            Box::pin(async move { ShardResponse::WriteTxnMarkers(appends.await) })
+        }
+        ShardRequest::DescribeProducers(items) => Box::pin(async move {
+            ShardResponse::DescribeProducers(crate::handler::describe_producers::local(
+                &shard, items,
+            ))
         }),
         ShardRequest::ListOffsets(items) => {
             Box::pin(

@@ -38,6 +38,20 @@ pub enum StorageError {
         current: ProducerEpoch,
         received: ProducerEpoch,
     },
+    /// An end-transaction marker from a coordinator older than the last marker's (Kafka's
+    /// TRANSACTION_COORDINATOR_FENCED).
+    #[error(
+        "coordinator epoch {received} of a marker for {producer_id:?} is older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: ProducerId,
+        current: i32,
+        received: i32,
+    },
+    /// A non-transactional batch from a producer with an ongoing transaction (Kafka's
+    /// INVALID_TXN_STATE).
+    #[error("producer {producer_id:?} has an ongoing transaction")]
+    InvalidTxnState { producer_id: ProducerId },
     /// Kept for the broker's mapping; the log currently accepts unknown producers (Kafka >= 2.5).
     #[error("unknown producer id {0:?}")]
     UnknownProducerId(ProducerId),

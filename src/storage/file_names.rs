@@ -10,6 +10,8 @@ pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 /// Sparse time index: 12-byte entries (i64 timestamp, u32 relative offset), big-endian.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Kafka's aborted-transaction index: 34-byte entries (see `txn_index.rs`).
+pub const TXN_INDEX_SUFFIX: &str = ".txnindex";
 /// Producer state snapshot, named by the offset it covers up to (exclusive).
 pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Suffix of temporary files written before an atomic rename.

@@ -276,6 +276,8 @@ impl PartitionLog {
                 .await?;
             self.epochs_written.set(changes);
         }
+        // Likewise the aborted-transaction entries of the markers below it.
+        self.write_txn_index().await?;
         let path = self
             .dir
             .join(offset_file_name(Offset(offset), SNAPSHOT_SUFFIX));

@@ -119,6 +119,12 @@ pub struct PartitionLog {
     pub(super) replica_waiters: RefCell<VecDeque<super::replicated::ReplicaWaiter>>,
     /// Woken when the written end moves (followers' long polls) or the log is truncated.
     pub(super) write_waiters: WakerSet,
+    /// Aborted transactions (the `.txnindex` files' entries; see `txn_index.rs`).
+    pub(super) txn_index: RefCell<super::txn_index::TransactionIndex>,
+    /// `(first offset, marker offset)` of the transactions completed by a marker not yet
+    /// below the high watermark: they still hold the last stable offset (Kafka's
+    /// `unreplicatedTxns`). In offset order of the markers.
+    pub(super) unreplicated_txns: RefCell<VecDeque<(i64, i64)>>,
 }
 
 /// How an append is made: a leader's (offsets and leader epoch assigned here, producer
@@ -135,6 +141,7 @@ pub(super) struct LoadedLog {
     pub segments: BTreeMap<i64, Rc<Segment>>,
     pub offsets: Offsets,
     pub producers: ProducerStateManager,
+    pub txn_index: super::txn_index::TransactionIndex,
     pub epochs: LeaderEpochCache,
     /// `epochs.changes()` of what `leader-epoch-checkpoint` holds.
     pub epochs_written: u64,
@@ -183,6 +190,8 @@ impl PartitionLog {
             hw_marks: RefCell::new(VecDeque::new()),
             replica_waiters: RefCell::new(VecDeque::new()),
             write_waiters: WakerSet::default(),
+            txn_index: RefCell::new(loaded.txn_index),
+            unreplicated_txns: RefCell::new(VecDeque::new()),
         })
     }
 
@@ -268,6 +277,7 @@ impl PartitionLog {
         }
         self.offsets.set(offsets);
         if advanced {
+            self.forget_replicated_txns(offsets.high_watermark);
             self.hwm_waiters.wake_all();
         }
     }
@@ -358,7 +368,7 @@ impl PartitionLog {
             let follower = matches!(mode, AppendMode::Follower { .. });
             if follower {
                 self.check_follower_batches(&batches)?;
-            } else if let Some(duplicate) = self.check_producers(&batches, acks)? {
+            } else if let Some(duplicate) = self.check_producers(&records, &batches, acks)? {
                 drop(_guard);
                 return duplicate.acknowledged().await;
             }
@@ -371,7 +381,7 @@ impl PartitionLog {
             }
             if follower {
                 self.check_follower_batches(&batches)?;
-            } else if let Some(duplicate) = self.check_producers(&batches, acks)? {
+            } else if let Some(duplicate) = self.check_producers(&records, &batches, acks)? {
                 drop(_guard);
                 return duplicate.acknowledged().await;
             }
@@ -413,6 +423,7 @@ impl PartitionLog {
     /// append time. Synchronous: the waiter is registered before the caller awaits anything.
     fn check_producers(
         &self,
+        records: &[u8],
         batches: &[(usize, BatchHeader)],
         acks: Acks,
     ) -> Result<Option<DuplicateAck>, StorageError> {
@@ -420,7 +431,12 @@ impl PartitionLog {
             return Err(StorageError::LogFailed);
         }
         let producers = self.producers.borrow();
-        for (_, header) in batches {
+        for (at, header) in batches {
+            if let Some(marker) = super::txn_index::marker_of(header, &records[*at..]) {
+                let id = crate::model::ProducerId(header.producer_id);
+                producers.check_marker(id, header.producer_epoch, marker)?;
+                continue;
+            }
             if let SequenceCheck::Duplicate(original) = producers.check(header)? {
                 if batches.len() == 1 {
                     let result = AppendResult {
@@ -587,13 +603,12 @@ impl PartitionLog {
                 .map(|(h, (at, _))| (h.last_offset() + 1, start + (*at + h.size_bytes()) as u64)),
         );
         {
-            let mut producers = self.producers.borrow_mut();
             let mut epochs = self.epochs.borrow_mut();
             for header in &stored {
-                producers.update(header);
                 epochs.assign(header.partition_leader_epoch, header.base_offset);
             }
         }
+        self.record_producer_batches(records, batches, &stored, active.base_offset().0);
         let first = stored.first().map_or(offsets.log_end, |h| h.base_offset);
         let last = stored
             .last()
@@ -650,7 +665,7 @@ impl PartitionLog {
             records: Bytes::new(),
             high_watermark: Offset(offsets.high_watermark),
             log_start_offset: Offset(offsets.log_start),
-            last_stable_offset: Offset(offsets.high_watermark),
+            last_stable_offset: self.last_stable_offset(),
         };
         if offset.0 < offsets.log_start || offset.0 > offsets.high_watermark {
             return Err(self.out_of_range(offset));
@@ -681,7 +696,7 @@ impl PartitionLog {
                 }
                 result.high_watermark = Offset(now.high_watermark);
                 result.log_start_offset = Offset(now.log_start);
-                result.last_stable_offset = Offset(now.high_watermark);
+                result.last_stable_offset = self.last_stable_offset();
                 Ok(result)
             }
             Err(err) => Err(err),

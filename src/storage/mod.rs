@@ -24,7 +24,9 @@ pub mod replicated;
 pub mod retention;
 pub mod segment;
 pub mod slice;
+pub mod transactions;
 pub mod truncate;
+pub mod txn_index;
 pub mod waiters;
 
 pub use config::{
@@ -35,7 +37,8 @@ pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};
 pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use log::PartitionLog;
 pub use manager::LogManager;
-pub use producer_state::{BatchMetadata, ProducerEntry};
+pub use producer_state::{BatchMetadata, ProducerEntry, TxnMarker};
+pub use txn_index::AbortedTxn;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
@@ -48,3 +51,5 @@ mod test_util;
 mod tests;
 #[cfg(test)]
 mod truncate_tests;
+#[cfg(test)]
+mod txn_tests;

@@ -2,15 +2,21 @@
 //! last `PRODUCER_BATCHES_MAX` batches' sequence ranges and offsets. Lives with its partition on
 //! the owning shard.
 //!
+//! Transactions (Kafka's `ProducerAppendInfo`): a transactional batch starts or continues the
+//! producer's ongoing transaction (its first offset is kept until the end-transaction marker);
+//! a marker completes it and records the coordinator epoch, refusing an older one.
+//!
 //! Snapshot file `<offset>.snapshot` (ours, not Kafka's layout), big-endian:
-//! `i16 version (=2)`, `u32 CRC-32C of everything after it`, `i32 producer count`, then per
+//! `i16 version (=3)`, `u32 CRC-32C of everything after it`, `i32 producer count`, then per
 //! producer `i64 producer id`, `i16 epoch`, `i32 last sequence before the batches (i32::MIN:
-//! none)`, `i32 batch count`, then per batch `i32 first seq, i32 last seq, i64 first offset,
-//! i64 last offset, i64 max timestamp, i64 log append time (-1: CreateTime)`. Version 1 (no
-//! last sequence, no log append time) is still read. `<offset>` is the log end offset the
-//! snapshot covers (batches below it).
+//! none)`, `i32 coordinator epoch (-1: none)`, `i64 first offset of the ongoing transaction
+//! (-1: none)`, `i64 last timestamp`, `i32 batch count`, then per batch `i32 first seq, i32
+//! last seq, i64 first offset, i64 last offset, i64 max timestamp, i64 log append time (-1:
+//! CreateTime)`. Version 2 (no coordinator epoch, transaction or last timestamp) and version 1
+//! (neither last sequence nor log append time either) are still read. `<offset>` is the log end
+//! offset the snapshot covers (batches below it).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::model::{Offset, ProducerEpoch, ProducerId};
 
@@ -19,8 +25,11 @@ use super::error::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5 in-flight requests).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
-const SNAPSHOT_VERSION: i16 = 2;
+const SNAPSHOT_VERSION: i16 = 3;
+const SNAPSHOT_VERSION_V2: i16 = 2;
 const SNAPSHOT_VERSION_V1: i16 = 1;
+/// Kafka's `RecordBatch.NO_PARTITION_LEADER_EPOCH`-style "none" for the coordinator epoch.
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
 /// Snapshot encoding of `ProducerEntry::last_seq_before == None`.
 const NO_SEQUENCE: i32 = i32::MIN;
 const NO_PRODUCER_ID: i64 = -1;
@@ -38,13 +47,68 @@ pub struct BatchMetadata {
 }
 
 /// State of one producer id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMetadata>,
     /// The last sequence before the first remembered batch, kept when a truncation removed
     /// every remembered batch (the sequence check continues from it); `None` otherwise.
+    /// `Some(-1)` after a marker bumped the epoch: the next batch must start at sequence 0.
     pub last_seq_before: Option<i32>,
+    /// Coordinator epoch of the last end-transaction marker (`NO_COORDINATOR_EPOCH`: none).
+    pub coordinator_epoch: i32,
+    /// First offset of the ongoing transaction (its first transactional batch since the last
+    /// marker); `None` outside a transaction.
+    pub current_txn_first_offset: Option<i64>,
+    /// Max timestamp of the last batch or marker appended.
+    pub last_timestamp: i64,
+    /// The last transaction a marker completed, `(first offset, marker offset)`: a
+    /// truncation that removes the marker makes the transaction ongoing again. In memory
+    /// only (one level: the coordinator ends a producer's next transaction only after this
+    /// marker is acknowledged, so a truncation of the unacknowledged tail removes at most one).
+    pub last_completed_txn: Option<(i64, i64)>,
+}
+
+impl ProducerEntry {
+    fn new() -> ProducerEntry {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            last_seq_before: None,
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            current_txn_first_offset: None,
+            last_timestamp: -1,
+            last_completed_txn: None,
+        }
+    }
+    /// The last sequence appended, if any.
+    pub fn last_sequence(&self) -> i32 {
+        self.batches
+            .back()
+            .map(|b| b.last_seq)
+            .or(self.last_seq_before)
+            .unwrap_or(-1)
+    }
+}
+
+/// An end-transaction marker's content (Kafka's `EndTransactionMarker`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// A transaction a marker completed (Kafka's `CompletedTxn`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
+    /// Kafka's `lastStableOffset(completedTxn)`: the first offset of the next transaction
+    /// still ongoing (another producer's), or the marker's offset + 1.
+    pub last_stable_offset: i64,
 }
 
 /// What the producer check decided for one batch.
@@ -60,6 +124,8 @@ pub enum SequenceCheck {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// `(first offset, producer id)` of every ongoing transaction (the LSO's candidates).
+    ongoing: BTreeSet<(i64, i64)>,
 }
 
 impl ProducerStateManager {
@@ -68,6 +134,76 @@ impl ProducerStateManager {
     }
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+    /// Every producer, by id.
+    pub fn entries(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (ProducerId(*id), e))
+    }
+    /// The first offset of the oldest ongoing transaction.
+    pub fn first_ongoing_offset(&self) -> Option<i64> {
+        self.ongoing.iter().next().map(|(first, _)| *first)
+    }
+
+    /// Kafka's marker checks (`ProducerAppendInfo.appendEndTxnMarker`): an older producer
+    /// epoch is refused, and so is a coordinator epoch older than the last marker's.
+    pub fn check_marker(
+        &self,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        marker: TxnMarker,
+    ) -> Result<(), StorageError> {
+        let Some(entry) = self.producers.get(&producer_id.0) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id,
+                current: ProducerEpoch(entry.epoch),
+                received: ProducerEpoch(producer_epoch),
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(StorageError::CoordinatorFenced {
+                producer_id,
+                current: entry.coordinator_epoch,
+                received: marker.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an appended end-transaction marker (the control batch `header`, offset
+    /// assigned); returns the transaction it completed, if one was ongoing.
+    pub fn complete_txn(
+        &mut self,
+        header: &BatchHeader,
+        marker: TxnMarker,
+    ) -> Option<CompletedTxn> {
+        let offset = header.base_offset;
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(ProducerEntry::new);
+        if header.producer_epoch != entry.epoch {
+            // Transactions v2: the coordinator bumps the epoch with the marker; the next
+            // batch of the new epoch starts at sequence 0.
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+            entry.last_seq_before = Some(-1);
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = header.max_timestamp;
+        let first = entry.current_txn_first_offset.take()?;
+        entry.last_completed_txn = Some((first, offset));
+        self.ongoing.remove(&(first, header.producer_id));
+        let last_stable_offset = self.first_ongoing_offset().unwrap_or(offset + 1);
+        Some(CompletedTxn {
+            producer_id: header.producer_id,
+            first_offset: first,
+            last_offset: offset,
+            aborted: !marker.commit,
+            last_stable_offset,
+        })
     }
 
     /// Kafka's sequence and epoch rules for a batch about to be appended.
@@ -80,6 +216,12 @@ impl ProducerStateManager {
             // Unknown producer (new, or its state expired with retention): accept any sequence.
             return Ok(SequenceCheck::Append);
         };
+        if !header.is_transactional()
+            && entry.current_txn_first_offset.is_some()
+            && header.producer_epoch >= entry.epoch
+        {
+            return Err(StorageError::InvalidTxnState { producer_id });
+        }
         if header.producer_epoch < entry.epoch {
             return Err(StorageError::InvalidProducerEpoch {
                 producer_id,
@@ -126,11 +268,20 @@ impl ProducerStateManager {
         if header.producer_id == NO_PRODUCER_ID || header.base_sequence < 0 {
             return;
         }
-        let entry = self.producers.entry(header.producer_id).or_default();
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(ProducerEntry::new);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
             entry.last_seq_before = None;
+        }
+        entry.last_timestamp = header.max_timestamp;
+        if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(header.base_offset);
+            self.ongoing
+                .insert((header.base_offset, header.producer_id));
         }
         entry.batches.push_back(BatchMetadata {
             first_seq: header.base_sequence,
@@ -149,8 +300,26 @@ impl ProducerStateManager {
     /// A producer keeps its epoch, and its last sequence below `offset` when every remembered
     /// batch is removed: a retry of a removed batch is then checked against it, not accepted
     /// as the first batch of an unknown producer.
+    ///
+    /// Transactions: one that started at or above `offset` never started; one whose marker
+    /// was at or above `offset` is ongoing again (see `ProducerEntry::last_completed_txn`).
     pub fn truncate_to(&mut self, offset: Offset) {
-        for entry in self.producers.values_mut() {
+        for (id, entry) in self.producers.iter_mut() {
+            if let Some(first) = entry.current_txn_first_offset {
+                if first >= offset.0 {
+                    entry.current_txn_first_offset = None;
+                    self.ongoing.remove(&(first, *id));
+                }
+            }
+            if let Some((first, marker)) = entry.last_completed_txn {
+                if marker >= offset.0 {
+                    entry.last_completed_txn = None;
+                    if first < offset.0 && entry.current_txn_first_offset.is_none() {
+                        entry.current_txn_first_offset = Some(first);
+                        self.ongoing.insert((first, *id));
+                    }
+                }
+            }
             let Some(first) = entry.batches.front().copied() else {
                 continue;
             };
@@ -174,6 +343,10 @@ impl ProducerStateManager {
             body.extend_from_slice(&entry.epoch.to_be_bytes());
             let before = entry.last_seq_before.unwrap_or(NO_SEQUENCE);
             body.extend_from_slice(&before.to_be_bytes());
+            body.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            let txn = entry.current_txn_first_offset.unwrap_or(-1);
+            body.extend_from_slice(&txn.to_be_bytes());
+            body.extend_from_slice(&entry.last_timestamp.to_be_bytes());
             body.extend_from_slice(&(entry.batches.len() as i32).to_be_bytes());
             for b in &entry.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -195,10 +368,11 @@ impl ProducerStateManager {
     pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerStateManager> {
         let mut reader = Reader { bytes, at: 0 };
         let version = reader.i16()?;
-        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_V1 {
+        if !(SNAPSHOT_VERSION_V1..=SNAPSHOT_VERSION).contains(&version) {
             return None;
         }
-        let v2 = version == SNAPSHOT_VERSION;
+        let v2 = version >= SNAPSHOT_VERSION_V2;
+        let v3 = version >= SNAPSHOT_VERSION;
         let crc = reader.i32()? as u32;
         if crc32c::crc32c(bytes.get(6..)?) != crc {
             return None;
@@ -208,11 +382,23 @@ impl ProducerStateManager {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
             let before = if v2 { reader.i32()? } else { NO_SEQUENCE };
+            let (coordinator_epoch, txn, last_timestamp) = if v3 {
+                (reader.i32()?, reader.i64()?, reader.i64()?)
+            } else {
+                (NO_COORDINATOR_EPOCH, -1, -1)
+            };
             let mut entry = ProducerEntry {
                 epoch,
                 batches: VecDeque::new(),
                 last_seq_before: (before != NO_SEQUENCE).then_some(before),
+                coordinator_epoch,
+                current_txn_first_offset: (txn >= 0).then_some(txn),
+                last_timestamp,
+                last_completed_txn: None,
             };
+            if txn >= 0 {
+                state.ongoing.insert((txn, id));
+            }
             for _ in 0..reader.i32()? {
                 entry.batches.push_back(BatchMetadata {
                     first_seq: reader.i32()?,
@@ -288,5 +474,109 @@ mod tests {
         let decoded =
             ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("decodes");
         assert_eq!(decoded, state);
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+    use crate::storage::batch::parse_header;
+    use crate::storage::test_util::encode_batch;
+
+    fn txn_header(pid: i64, epoch: i16, seq: i32, offset: i64) -> BatchHeader {
+        let mut header = parse_header(&encode_batch(&[0], 10, (pid, epoch, seq))).expect("header");
+        header.base_offset = offset;
+        header.attributes |= 1 << 4;
+        header
+    }
+
+    fn marker_header(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        let mut header = txn_header(pid, epoch, -1, offset);
+        header.attributes |= 1 << 5;
+        header
+    }
+
+    #[test]
+    fn transactions_start_complete_and_survive_snapshots() {
+        let mut state = ProducerStateManager::default();
+        state.update(&txn_header(1, 0, 0, 10));
+        state.update(&txn_header(1, 0, 1, 11));
+        state.update(&txn_header(2, 0, 0, 12));
+        assert_eq!(state.first_ongoing_offset(), Some(10));
+        let decoded = ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("v3");
+        assert_eq!(decoded.first_ongoing_offset(), Some(10));
+        assert_eq!(
+            decoded
+                .get(ProducerId(1))
+                .and_then(|e| e.current_txn_first_offset),
+            Some(10)
+        );
+
+        let abort = TxnMarker {
+            commit: false,
+            coordinator_epoch: 4,
+        };
+        let done = state
+            .complete_txn(&marker_header(1, 0, 13), abort)
+            .expect("completed");
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 13,
+                aborted: true,
+                last_stable_offset: 12,
+            }
+        );
+        assert_eq!(state.first_ongoing_offset(), Some(12));
+        let stale = TxnMarker {
+            commit: true,
+            coordinator_epoch: 3,
+        };
+        assert!(matches!(
+            state.check_marker(ProducerId(1), 0, stale),
+            Err(StorageError::CoordinatorFenced { .. })
+        ));
+        // A truncation below the marker makes the transaction ongoing again.
+        state.truncate_to(Offset(13));
+        assert_eq!(state.first_ongoing_offset(), Some(10));
+        // One below its first batch removes it.
+        state.truncate_to(Offset(10));
+        assert_eq!(state.first_ongoing_offset(), None);
+    }
+
+    #[test]
+    fn an_epoch_bumping_marker_resets_the_sequence() {
+        let mut state = ProducerStateManager::default();
+        state.update(&txn_header(1, 0, 0, 0));
+        let commit = TxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        state.complete_txn(&marker_header(1, 1, 1), commit);
+        assert_eq!(
+            state.check(&txn_header(1, 1, 0, 2)).expect("seq 0"),
+            SequenceCheck::Append
+        );
+        assert!(state.check(&txn_header(1, 1, 5, 2)).is_err());
+    }
+
+    #[test]
+    fn version_2_snapshots_still_read() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        let mut bytes = SNAPSHOT_VERSION_V2.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let state = ProducerStateManager::decode_snapshot(&bytes).expect("v2");
+        let entry = state.get(ProducerId(5)).expect("producer");
+        assert_eq!(entry.epoch, 2);
+        assert_eq!(entry.coordinator_epoch, NO_COORDINATOR_EPOCH);
+        assert_eq!(entry.current_txn_first_offset, None);
     }
 }

@@ -19,6 +19,7 @@ use super::file_names::{
     offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE,
     DELETED_SUFFIX, INDEX_SUFFIX, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE, LOG_SUFFIX,
     PARTITION_METADATA_FILE, RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
+    TXN_INDEX_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
 use super::leader_epoch::LeaderEpochCache;
@@ -27,6 +28,7 @@ use super::manager::ShardContext;
 use super::producer_state::ProducerStateManager;
 use super::segment::Segment;
 use super::truncate::{self, TruncationIntent};
+use super::txn_index::{self, AbortedTxn, TransactionIndex};
 
 /// Opens (creating if absent) and recovers the log of `tp`.
 pub(super) async fn load(
@@ -93,7 +95,21 @@ pub(super) async fn load(
     let loaded_epochs = load_epochs(io.as_ref(), &dir).await?;
     let mut epochs = loaded_epochs.clone().unwrap_or_default();
     let mut leader_epoch = 0;
-    let mut apply = |header: &batch::BatchHeader| {
+    let start = if clean {
+        None
+    } else {
+        let point = recovery_point.unwrap_or(i64::MIN);
+        Some(end_at.map_or(point, |end| point.min(end)))
+    };
+    // Aborted-transaction entries: those of markers below the recovery point (and below the
+    // snapshot, written after them) are trusted; the rest are rebuilt from the scanned markers.
+    let mut txn_index = load_txn_index(io.as_ref(), &dir, &bases, &names).await?;
+    let txn_rebuild_from = start.map(|point| point.max(snapshot_offset));
+    if let Some(from) = txn_rebuild_from {
+        txn_index.truncate_to(from);
+    }
+    let segment_bases: Vec<i64> = bases.iter().map(|b| b.0).collect();
+    let mut apply = |header: &batch::BatchHeader, bytes: &[u8]| {
         leader_epoch = leader_epoch.max(header.partition_leader_epoch);
         // Kafka's `LogSegment.recover`: only a newer epoch is assigned; entries of batches
         // that did not survive are removed below, by the log end.
@@ -104,14 +120,10 @@ pub(super) async fn load(
             epochs.assign(header.partition_leader_epoch, header.base_offset);
         }
         if header.base_offset >= snapshot_offset {
-            producers.update(header);
+            let rebuild = txn_rebuild_from.is_some_and(|from| header.base_offset >= from);
+            let base = segment_floor(&segment_bases, header.base_offset);
+            apply_batch(&mut producers, &mut txn_index, header, bytes, base, rebuild);
         }
-    };
-    let start = if clean {
-        None
-    } else {
-        let point = recovery_point.unwrap_or(i64::MIN);
-        Some(end_at.map_or(point, |end| point.min(end)))
     };
     let missing_indexes: Vec<i64> = bases
         .iter()
@@ -159,7 +171,7 @@ pub(super) async fn load(
             "producer snapshot above the recovered log end: rebuilding producer state");
         let path = offset_file_path(&dir, Offset(snapshot_offset), SNAPSHOT_SUFFIX);
         io.remove_file(&path).await?;
-        producers = rebuild_producers(&segments).await?;
+        (producers, txn_index) = rebuild_producers(&segments).await?;
     }
     if loaded_epochs.is_none() {
         // No (usable) leader-epoch-checkpoint, as in a data directory from before the file:
@@ -170,7 +182,15 @@ pub(super) async fn load(
     if end_at.is_some() && start.is_some_and(|scan| snapshot_offset < scan) {
         // The snapshot at the old recovery point was above the truncation and is gone: the
         // batches between the older snapshot and the scan would be missing.
-        producers = rebuild_producers(&segments).await?;
+        (producers, txn_index) = rebuild_producers(&segments).await?;
+    }
+    // Rebuilt entries are durable before anything (the recovery point below) trusts them.
+    txn_index.truncate_to(log_end);
+    for (base, bytes) in txn_index.take_dirty() {
+        if segments.contains_key(&base) {
+            let path = offset_file_path(&dir, Offset(base), TXN_INDEX_SUFFIX);
+            io.write_file_atomic(&path, bytes).await?;
+        }
     }
     if end_at.is_some() {
         // Everything up to the log end is verified and durable: checkpoint it, then the
@@ -236,6 +256,7 @@ pub(super) async fn load(
         segments,
         offsets,
         producers,
+        txn_index,
         epochs,
         epochs_written,
         recovery_point,
@@ -343,20 +364,93 @@ async fn rebuild_epochs(
     Ok(epochs.into_inner())
 }
 
-/// Producer state from every batch header of the log (when no usable snapshot exists).
+/// Producer state and aborted-transaction entries from every batch of the log (when no
+/// usable snapshot exists). Reads every batch header, and the whole batch of each marker.
 async fn rebuild_producers(
     segments: &BTreeMap<i64, Rc<Segment>>,
-) -> Result<ProducerStateManager, StorageError> {
-    let producers = std::cell::RefCell::new(ProducerStateManager::default());
-    for segment in segments.values() {
-        segment
-            .scan_headers(0, segment.size(), |header| {
-                producers.borrow_mut().update(header);
-                false
-            })
-            .await?;
+) -> Result<(ProducerStateManager, TransactionIndex), StorageError> {
+    let mut producers = ProducerStateManager::default();
+    let mut txn_index = TransactionIndex::default();
+    for (base, segment) in segments {
+        let size = segment.size();
+        let mut position = 0;
+        while position + BATCH_HEADER_BYTES as u64 <= size {
+            let head = segment.read(position, BATCH_HEADER_BYTES).await?;
+            let header = batch::parse_header(&head)
+                .filter(|h| h.batch_length > 0)
+                .ok_or_else(|| {
+                    StorageError::CorruptRecord(format!("segment {base} at {position}"))
+                })?;
+            let bytes = if header.is_control() {
+                segment.read(position, header.size_bytes()).await?
+            } else {
+                head
+            };
+            apply_batch(&mut producers, &mut txn_index, &header, &bytes, *base, true);
+            position += header.size_bytes() as u64;
+        }
     }
-    Ok(producers.into_inner())
+    Ok((producers, txn_index))
+}
+
+/// Replays one batch into producer state; a marker completes its transaction, and (`index`)
+/// an aborted one is added to the index of the segment at `segment_base`.
+fn apply_batch(
+    producers: &mut ProducerStateManager,
+    txn_index: &mut TransactionIndex,
+    header: &batch::BatchHeader,
+    bytes: &[u8],
+    segment_base: i64,
+    index: bool,
+) {
+    let Some(marker) = txn_index::marker_of(header, bytes) else {
+        producers.update(header);
+        return;
+    };
+    if let Some(done) = producers.complete_txn(header, marker) {
+        if done.aborted && index {
+            txn_index.add(
+                segment_base,
+                AbortedTxn {
+                    producer_id: done.producer_id,
+                    first_offset: done.first_offset,
+                    last_offset: done.last_offset,
+                    last_stable_offset: done.last_stable_offset,
+                },
+            );
+        }
+    }
+}
+
+/// The base of the segment holding `offset` among sorted `bases`.
+fn segment_floor(bases: &[i64], offset: i64) -> i64 {
+    let at = bases.partition_point(|b| *b <= offset);
+    bases.get(at.wrapping_sub(1)).copied().unwrap_or(offset)
+}
+
+/// The `.txnindex` entries of the segments at `bases` (a damaged file is ignored, with a
+/// warning: its entries cannot be trusted).
+async fn load_txn_index(
+    io: &dyn StorageIo,
+    dir: &Path,
+    bases: &[Offset],
+    names: &[String],
+) -> Result<TransactionIndex, StorageError> {
+    let mut index = TransactionIndex::default();
+    for base in bases {
+        let name = offset_file_name(*base, TXN_INDEX_SUFFIX);
+        if !names.contains(&name) {
+            continue;
+        }
+        let Some(bytes) = io.read_file(&dir.join(&name)).await? else {
+            continue;
+        };
+        match AbortedTxn::decode_all(&bytes) {
+            Some(entries) => index.load(base.0, entries),
+            None => tracing::warn!(file = name, "ignoring damaged transaction index"),
+        }
+    }
+    Ok(index)
 }
 
 /// Scans the segments that may hold unverified bytes. `start`: `None` after a clean shutdown
@@ -370,7 +464,7 @@ async fn recover_segments(
     index_bytes: u64,
     missing_indexes: &[i64],
     end_at: Option<i64>,
-    apply: &mut impl FnMut(&batch::BatchHeader),
+    apply: &mut impl FnMut(&batch::BatchHeader, &[u8]),
 ) -> Result<(u64, bool), StorageError> {
     let bases: Vec<i64> = segments.keys().copied().collect();
     for pair in bases.windows(2) {
@@ -466,9 +560,15 @@ async fn complete_start_at(
     tracing::warn!(partition = %tp, start, "completing an interrupted full truncation");
     for name in names {
         let doomed = name == LEADER_EPOCH_FILE
-            || [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX]
-                .iter()
-                .any(|suffix| parse_offset_file_name(name, suffix).is_some());
+            || [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+                SNAPSHOT_SUFFIX,
+            ]
+            .iter()
+            .any(|suffix| parse_offset_file_name(name, suffix).is_some());
         if doomed {
             io.remove_file(&dir.join(name)).await?;
         }

@@ -75,10 +75,16 @@ impl PartitionLog {
     ) -> Result<Vec<i64>, StorageError> {
         let segments: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
         let log_start = self.offsets.get().log_start;
+        // The log start offset never passes the first unstable offset (an ongoing transaction
+        // keeps its batches, and read_committed consumers their aborted list).
+        let stable = self.last_stable_offset().0;
         let mut remaining = self.size_bytes();
         let mut doomed = Vec::new();
         for pair in segments.windows(2) {
             let (segment, next_base) = (&pair[0], pair[1].base_offset().0);
+            if next_base > stable {
+                break;
+            }
             let below_start = next_base <= log_start;
             let expired = match retention_ms {
                 Some(ms) => {
@@ -101,7 +107,9 @@ impl PartitionLog {
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, StorageError> {
         let _delete = self.delete_lock.lock().await;
         let offsets = self.offsets.get();
-        if offset.0 > offsets.high_watermark || offset.0 < 0 {
+        // Not beyond the first unstable offset (<= the high watermark): Kafka's log start
+        // offset never passes an ongoing transaction.
+        if offset.0 > self.last_stable_offset().0 || offset.0 < 0 {
             return Err(self.out_of_range(offset));
         }
         if offset.0 > offsets.log_start {
@@ -151,6 +159,10 @@ impl PartitionLog {
                 .iter()
                 .filter_map(|b| segments.remove(b))
                 .collect();
+            let mut txn_index = self.txn_index.borrow_mut();
+            for base in doomed_bases {
+                txn_index.remove_segment(*base);
+            }
             assert!(!segments.is_empty(), "never delete the active segment");
             doomed
         };

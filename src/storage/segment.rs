@@ -17,7 +17,9 @@ use crate::model::Offset;
 
 use super::appender::{align_down, append_alignment, Appender, PendingWrite};
 use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
-use super::file_names::{offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::file_names::{
+    offset_file_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX,
+};
 use super::index::{OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::io::{FileKind, IoFile, StorageIo};
 
@@ -656,7 +658,12 @@ impl Segment {
     /// Renames the segment's files to `<name>.deleted` (the first step of a delete, as in
     /// Kafka: from now on no reader opens them by their live names).
     pub async fn mark_deleted(&self) -> io::Result<()> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let live = self.path(suffix);
             self.io.rename(&live, &deleted_path(&live)).await?;
         }
@@ -665,7 +672,12 @@ impl Segment {
 
     /// Unlinks the `.deleted` files left by `mark_deleted`.
     pub async fn delete_marked_files(&self) -> io::Result<()> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             self.io
                 .remove_file(&deleted_path(&self.path(suffix)))
                 .await?;
@@ -674,7 +686,12 @@ impl Segment {
     }
 
     pub async fn delete_files(&self) -> io::Result<()> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             self.io.remove_file(&self.path(suffix)).await?;
         }
         Ok(())
@@ -682,7 +699,8 @@ impl Segment {
 
     /// Recovery: keeps the index entries below `position`, then verifies every batch from there
     /// (length, magic, CRC-32C, contiguous offsets), re-adding index entries, and truncates the
-    /// file after the last valid batch. `on_batch` sees each valid batch (producer state).
+    /// file after the last valid batch. `on_batch` sees each valid batch and its bytes
+    /// (producer state, transaction markers).
     /// With `end_offset` (a truncation being completed), the scan also ends before the first
     /// batch whose last offset is >= it, as if the bytes from there were invalid.
     pub async fn recover_from(
@@ -690,7 +708,7 @@ impl Segment {
         position: u64,
         interval: u64,
         end_offset: Option<i64>,
-        mut on_batch: impl FnMut(&BatchHeader),
+        mut on_batch: impl FnMut(&BatchHeader, &[u8]),
     ) -> io::Result<ScanOutcome> {
         let kept = |h: &BatchHeader| end_offset.is_none_or(|end| h.last_offset() < end);
         self.ensure_indexes().await?;
@@ -745,7 +763,7 @@ impl Segment {
                             interval,
                         );
                         drop(state);
-                        on_batch(&header);
+                        on_batch(&header, &chunk[at..at + header.size_bytes()]);
                         expected = header.last_offset() + 1;
                         at += header.size_bytes();
                     }
@@ -761,7 +779,7 @@ impl Segment {
                                 let mut state = self.state.borrow_mut();
                                 Self::record_batch(&mut state, self.base_offset, pos, &h, interval);
                                 drop(state);
-                                on_batch(&h);
+                                on_batch(&h, &whole);
                                 expected = h.last_offset() + 1;
                                 pos += len as u64;
                                 continue 'chunks;

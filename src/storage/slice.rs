@@ -40,6 +40,11 @@ pub struct SliceRead {
     pub len: usize,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    /// The last stable offset when the read began.
+    pub last_stable_offset: Offset,
+    /// read_committed: the aborted transactions overlapping the range from the fetch offset
+    /// to the last stable offset (Kafka's `collectAbortedTransactions`); empty otherwise.
+    pub aborted: Vec<super::txn_index::AbortedTxn>,
 }
 
 impl PartitionLog {
@@ -52,7 +57,20 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<SliceRead, StorageError> {
-        self.read_slice_within(offset, max_bytes, min_one_batch, false)
+        self.read_slice_within(offset, max_bytes, min_one_batch, Limit::HighWatermark)
+            .await
+    }
+
+    /// [`read_slice`](Self::read_slice) for a read_committed consumer: never beyond the last
+    /// stable offset, with the aborted transactions of the range (the client drops their
+    /// records: the bytes are still sent as stored).
+    pub async fn read_slice_committed(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<SliceRead, StorageError> {
+        self.read_slice_within(offset, max_bytes, min_one_batch, Limit::LastStable)
             .await
     }
 
@@ -64,7 +82,8 @@ impl PartitionLog {
         offset: Offset,
         max_bytes: usize,
     ) -> Result<SliceRead, StorageError> {
-        self.read_slice_within(offset, max_bytes, true, true).await
+        self.read_slice_within(offset, max_bytes, true, Limit::Written)
+            .await
     }
 
     async fn read_slice_within(
@@ -72,15 +91,18 @@ impl PartitionLog {
         offset: Offset,
         max_bytes: usize,
         min_one_batch: bool,
-        to_written: bool,
+        limit_kind: Limit,
     ) -> Result<SliceRead, StorageError> {
+        let to_written = limit_kind == Limit::Written;
         let hwm = self.high_watermark();
         let log_start = self.log_start_offset();
-        // The limit of this read: the high watermark, or for a replica the written end.
-        let offsets = if to_written {
-            self.written_limit()
-        } else {
-            self.offsets.get()
+        let lso = self.last_stable_offset();
+        // The limit of this read: the high watermark, for a replica the written end, for
+        // read_committed the last stable offset.
+        let offsets = match limit_kind {
+            Limit::Written => self.written_limit(),
+            Limit::HighWatermark => self.offsets.get(),
+            Limit::LastStable => self.stable_limit(self.offsets.get()).await?,
         };
         let limit = Offset(offsets.high_watermark);
         let mut result = SliceRead {
@@ -89,12 +111,23 @@ impl PartitionLog {
             len: 0,
             high_watermark: hwm,
             log_start_offset: log_start,
+            last_stable_offset: lso,
+            aborted: Vec::new(),
         };
-        if offset < log_start || offset > limit {
+        // Between the LSO and the high watermark a read_committed fetch waits (empty).
+        let range_end = if limit_kind == Limit::LastStable {
+            hwm.max(limit)
+        } else {
+            limit
+        };
+        if offset < log_start || offset > range_end {
             return Err(self.out_of_range(offset));
         }
-        if offset == limit {
+        if offset >= limit {
             return Ok(result);
+        }
+        if limit_kind == Limit::LastStable {
+            result.aborted = self.aborted_transactions(offset, limit);
         }
         let truncations = self.truncations.get();
         let located = match self
@@ -134,6 +167,14 @@ impl PartitionLog {
         }
         Ok(result)
     }
+}
+
+/// Where a slice read stops.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Limit {
+    HighWatermark,
+    LastStable,
+    Written,
 }
 
 /// True when every page of the range is in the page cache (cachestat(2)).

@@ -249,6 +249,7 @@ impl PartitionLog {
         };
         segment.apply_cut(cut);
         self.producers.borrow_mut().truncate_to(Offset(end));
+        self.truncate_txns(end);
         self.epochs.borrow_mut().truncate_from_end(end);
         let mut offsets = self.offsets.get();
         assert_eq!(
@@ -323,6 +324,8 @@ impl PartitionLog {
             .rev()
             .collect();
         *self.producers.borrow_mut() = ProducerStateManager::default();
+        self.txn_index.borrow_mut().clear();
+        self.unreplicated_txns.borrow_mut().clear();
         self.epochs.borrow_mut().clear();
         let old = self.offsets.get();
         assert_eq!(old.durable, old.log_end, "truncation after a full flush");

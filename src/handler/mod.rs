@@ -42,6 +42,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod route;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::rc::Rc;
 
@@ -236,6 +237,9 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&ctx, r).await)
         }
         other => match crate::group::dispatch(&ctx, other).await {
             Some(resp) => resp,

@@ -50,6 +50,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DeleteTopics, 1, 6),
     r(ApiKey::DeleteRecords, 0, 2),
     r(ApiKey::InitProducerId, 0, 5),
+    r(ApiKey::TxnOffsetCommit, 0, 5),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),

@@ -219,7 +219,15 @@ async fn a_transaction_open_past_its_timeout_is_aborted() {
     let b = Broker::start_with(opts());
     let topic = unique_topic("txn-timeout");
     b.create_topic(&topic, 1, &[]).await;
-    let p = txn_producer(&b, "txn-timeout", &[("transaction.timeout.ms", "1500")]);
+    let p = txn_producer(
+        &b,
+        "txn-timeout",
+        &[
+            ("transaction.timeout.ms", "1500"),
+            ("message.timeout.ms", "1500"),
+            ("socket.timeout.ms", "1500"),
+        ],
+    );
     p.begin_transaction().expect("begin");
     send(&p, &topic, &values("late", 3));
     assert_eq!(end_offset(&b, &topic, "read_committed"), 0);
@@ -304,7 +312,15 @@ async fn kill_9_mid_transaction_then_restart_aborts_it_and_the_lso_advances() {
     let topic = unique_topic("txn-kill");
     b.create_topic(&topic, 1, &[]).await;
     {
-        let p = txn_producer(&b, "txn-kill", &[("transaction.timeout.ms", "3000")]);
+        let p = txn_producer(
+            &b,
+            "txn-kill",
+            &[
+                ("transaction.timeout.ms", "3000"),
+                ("message.timeout.ms", "3000"),
+                ("socket.timeout.ms", "3000"),
+            ],
+        );
         p.begin_transaction().expect("begin");
         send(&p, &topic, &values("lost", 4));
         // Another transaction, committed, of a different id: must survive as committed.

@@ -605,6 +605,41 @@ impl ClassicGroup {
         Ok(())
     }
 
+    /// TxnOffsetCommit's member check (Kafka's `validateOffsetCommit` for a transactional
+    /// commit): the member fields are checked only when one is given (v0-2 send none), and a
+    /// rebalance in progress does not refuse it.
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> GroupResult {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if generation < 0 && member_id.is_empty() && instance.is_none() {
+            return Ok(());
+        }
+        match instance {
+            Some(instance) => match self.static_members.get(instance) {
+                None => return Err(ResponseError::UnknownMemberId),
+                Some(known) if known != member_id => return Err(ResponseError::FencedInstanceId),
+                Some(_) => {}
+            },
+            None if !self.members.contains_key(member_id) => {
+                return Err(ResponseError::UnknownMemberId)
+            }
+            None => {}
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
     // ---- helpers ----
 
     fn check_member(&self, member_id: &str, instance: Option<&str>) -> GroupResult {

@@ -196,6 +196,32 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// TxnOffsetCommit's member check (Kafka's `validateOffsetCommit` for a transactional
+    /// commit): without member fields it is accepted; a member epoch ahead of the member's is
+    /// FENCED_MEMBER_EPOCH, one behind ILLEGAL_GENERATION (Kafka maps the stale epoch so).
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), ResponseError> {
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if epoch < 0 && member_id.is_empty() && instance.is_none() {
+            return Ok(());
+        }
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        match epoch.cmp(&m.member_epoch) {
+            std::cmp::Ordering::Greater => Err(ResponseError::FencedMemberEpoch),
+            std::cmp::Ordering::Less => Err(ResponseError::IllegalGeneration),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
     /// OffsetFetch v9 rules: a named member must exist with the current epoch.
     pub fn validate_fetch(&self, member_id: &str, epoch: i32) -> Result<(), ResponseError> {
         if epoch < 0 {

@@ -15,7 +15,7 @@
 //! Architecture Invariant: no `RefCell` borrow of `groups` is held across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::classic::{ClassicGroup, GroupState};
 use super::consumer::ConsumerGroup;
-use super::records::OffsetsRecord;
+use super::offsets::PendingOffset;
+use super::records::{BatchKind, OffsetsRecord};
 use super::request::{GroupRequest, GroupResponse};
 use super::{now_ms, offsets_partition_for, GroupConfig, GroupError, OFFSETS_TOPIC};
 use crate::cluster::MetadataImage;
@@ -59,17 +60,36 @@ impl Group {
 }
 
 /// Load and write state of one `__consumer_offsets` partition owned by this shard.
-struct OffsetsPartition {
+pub(crate) struct OffsetsPartition {
     /// Held across each append+apply, and across replay and snapshots.
     /// Serialises appends to this `__consumer_offsets` partition. A FIFO hand-off lock
     /// (`order::OrderQueue`): with `futures::lock::Mutex` a committer could be overtaken by
     /// newer ones for as long as they kept coming (seen: commits starved for the whole length of
     /// a benchmark run, and kafkajs members expired meanwhile); glommio 0.9's semaphore leaves
     /// the permit free for a caller that re-acquires before the woken waiter runs.
-    write_lock: crate::order::OrderQueue,
+    pub(crate) write_lock: crate::order::OrderQueue,
     loaded: Cell<bool>,
     bytes_since_snapshot: Cell<u64>,
     last_snapshot_bytes: Cell<u64>,
+    /// Transaction markers applied that were appended outside `write_lock` (by
+    /// [`super::txn_hook::txn_marker_written`]); a snapshot that sees it move while it was
+    /// written may be stale and is written again (see `snapshot`).
+    pub(crate) markers_applied: Cell<u64>,
+}
+
+/// Where an offsets record came from, which decides how an offset commit applies.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RecordOrigin {
+    /// OffsetCommit (and every other plain write): supersedes pending transactional offsets.
+    Plain,
+    /// A snapshot restating the live state: supersedes nothing.
+    Snapshot,
+    /// TxnOffsetCommit: pending until the producer's marker.
+    Transactional {
+        producer_id: i64,
+        producer_epoch: i16,
+        record_offset: Offset,
+    },
 }
 
 /// The group coordinator of one shard. Lives on that shard's core only.
@@ -80,10 +100,17 @@ pub struct GroupCoordinator {
     shard: RefCell<Weak<Shard>>,
     pub(crate) groups: RefCell<HashMap<String, Group>>,
     partitions: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
+    /// (offsets partition, producer id) → the groups that may hold that producer's pending
+    /// offsets (a marker resolves them without a scan of every group; entries may be stale
+    /// once a group is gone, never missing).
+    pub(crate) txn_groups: RefCell<HashMap<(i32, i64), BTreeSet<String>>>,
 }
 
 /// Records to replay per read of the offsets log.
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
+
+/// Snapshots written in a row when transaction markers keep landing while one is written.
+const SNAPSHOT_ATTEMPTS_MAX: usize = 3;
 
 impl GroupCoordinator {
     pub fn new(shard_id: ShardId, broker: Arc<BrokerConfig>, logs: Rc<LogManager>) -> Rc<Self> {
@@ -94,6 +121,7 @@ impl GroupCoordinator {
             shard: RefCell::new(Weak::new()),
             groups: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
+            txn_groups: RefCell::new(HashMap::new()),
         })
     }
 
@@ -177,7 +205,7 @@ impl GroupCoordinator {
             .collect()
     }
 
-    fn partition_state(&self, partition: i32) -> Rc<OffsetsPartition> {
+    pub(crate) fn partition_state(&self, partition: i32) -> Rc<OffsetsPartition> {
         self.partitions
             .borrow_mut()
             .entry(partition)
@@ -187,6 +215,7 @@ impl GroupCoordinator {
                     loaded: Cell::new(false),
                     bytes_since_snapshot: Cell::new(0),
                     last_snapshot_bytes: Cell::new(0),
+                    markers_applied: Cell::new(0),
                 })
             })
             .clone()
@@ -209,6 +238,9 @@ impl GroupCoordinator {
         self.groups
             .borrow_mut()
             .retain(|g, _| offsets_partition_for(g, n) != partition);
+        self.txn_groups
+            .borrow_mut()
+            .retain(|(p, _), _| *p != partition);
     }
 
     /// Replays the partition into memory once. Fails when the partition is not here.
@@ -261,11 +293,12 @@ impl GroupCoordinator {
             .get(&tp)
             .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
         let mut next = log.log_start_offset();
-        let end = log.log_end_offset();
         let mut count = 0u64;
         let mut bytes = 0u64;
         let now = now_ms();
-        while next < end {
+        // To the log's end as it moves: a marker appended while the replay runs (outside the
+        // write lock) is read here, whenever its in-memory hook ran.
+        while next < log.log_end_offset() {
             let read = log
                 .read(next, REPLAY_READ_BYTES_MAX, true)
                 .await
@@ -279,17 +312,39 @@ impl GroupCoordinator {
                 .map_err(|e| GroupError::Read(e.to_string()))?;
             let mut last = next;
             for set in sets {
+                let snapshot = set.records.first().is_some_and(|r| {
+                    !r.transactional && super::records::is_snapshot_record(&r.headers)
+                });
+                if snapshot {
+                    // A snapshot states every open transaction of the partition anew.
+                    self.clear_pending_of(partition);
+                }
                 for r in set.records {
                     last = last.max(Offset(r.offset + 1));
-                    if r.control {
-                        continue;
-                    }
                     let Some(key) = r.key.as_deref() else {
                         continue;
                     };
+                    if r.control {
+                        if let Some(control) = super::records::decode_control_key(key) {
+                            let commit = control == super::records::ControlType::Commit;
+                            self.end_transaction_in(partition, r.producer_id, commit);
+                        }
+                        continue;
+                    }
+                    let origin = if r.transactional {
+                        RecordOrigin::Transactional {
+                            producer_id: r.producer_id,
+                            producer_epoch: r.producer_epoch,
+                            record_offset: Offset(r.offset),
+                        }
+                    } else if snapshot {
+                        RecordOrigin::Snapshot
+                    } else {
+                        RecordOrigin::Plain
+                    };
                     match OffsetsRecord::decode(key, r.value.as_deref()) {
                         Ok(Some(rec)) => {
-                            self.apply(rec, now, true);
+                            self.apply_from(rec, now, true, origin);
                             count += 1;
                         }
                         Ok(None) => {}
@@ -311,6 +366,17 @@ impl GroupCoordinator {
     /// after a live append only offsets and deletions apply, because a group metadata
     /// record was derived from the live group (re-loading it would drop parked requests).
     pub(crate) fn apply(&self, rec: OffsetsRecord, now: i64, replay: bool) {
+        self.apply_from(rec, now, replay, RecordOrigin::Plain)
+    }
+
+    /// [`apply`](Self::apply) of a record from `origin`.
+    pub(crate) fn apply_from(
+        &self,
+        rec: OffsetsRecord,
+        now: i64,
+        replay: bool,
+        origin: RecordOrigin,
+    ) {
         let live_group_snapshot = matches!(
             rec,
             OffsetsRecord::Group { value: Some(_), .. }
@@ -325,8 +391,25 @@ impl GroupCoordinator {
                 Some(v) => {
                     let g = groups
                         .entry(group.clone())
-                        .or_insert_with(|| Group::Classic(ClassicGroup::new(group, now)));
-                    g.offsets_mut().put(tp, v);
+                        .or_insert_with(|| Group::Classic(ClassicGroup::new(group.clone(), now)));
+                    match origin {
+                        RecordOrigin::Plain => g.offsets_mut().put(tp, v),
+                        RecordOrigin::Snapshot => g.offsets_mut().restate(tp, v),
+                        RecordOrigin::Transactional {
+                            producer_id,
+                            producer_epoch,
+                            record_offset,
+                        } => {
+                            g.offsets_mut().put_pending(
+                                producer_id,
+                                producer_epoch,
+                                tp,
+                                v,
+                                record_offset,
+                            );
+                            self.index_transaction(&group, producer_id);
+                        }
+                    }
                 }
                 None => {
                     if let Some(g) = groups.get_mut(&group) {
@@ -380,6 +463,27 @@ impl GroupCoordinator {
                     }
                 }
             },
+            OffsetsRecord::PendingOffset {
+                group,
+                tp,
+                producer_id,
+                pending,
+            } => {
+                let g = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::Classic(ClassicGroup::new(group.clone(), now)));
+                g.offsets_mut().restore_pending(
+                    producer_id,
+                    pending.producer_epoch,
+                    tp,
+                    PendingOffset {
+                        value: pending.value,
+                        record_offset: pending.record_offset,
+                        superseded: pending.superseded,
+                    },
+                );
+                self.index_transaction(&group, producer_id);
+            }
         }
     }
 
@@ -405,6 +509,13 @@ impl GroupCoordinator {
                 self.apply(r, now, false);
             }
         }
+        self.maybe_snapshot(partition).await;
+        Ok(())
+    }
+
+    /// Writes a snapshot of `partition` once enough was appended since the last one.
+    pub(crate) async fn maybe_snapshot(&self, partition: i32) {
+        let state = self.partition_state(partition);
         let due = self
             .config
             .snapshot_bytes_min
@@ -415,13 +526,32 @@ impl GroupCoordinator {
                 tracing::warn!(partition, error = %e, "group state snapshot failed");
             }
         }
-        Ok(())
+    }
+
+    /// Counts `bytes` appended to `partition` towards its next snapshot.
+    pub(crate) fn add_appended(&self, partition: i32, bytes: u64) {
+        let state = self.partition_state(partition);
+        state
+            .bytes_since_snapshot
+            .set(state.bytes_since_snapshot.get().saturating_add(bytes));
     }
 
     async fn append_locked(
         &self,
         partition: i32,
         records: &[OffsetsRecord],
+    ) -> Result<(Offset, u64), GroupError> {
+        let batch = encode_batch(records, now_ms(), BatchKind::Plain)?;
+        self.append_encoded(partition, None, batch).await
+    }
+
+    /// Appends encoded batches (acks=all) at `place` if one was taken, else at the end of the
+    /// partition's append queue. Returns (base offset, bytes). Call with `write_lock` held.
+    pub(crate) async fn append_encoded(
+        &self,
+        partition: i32,
+        place: Option<crate::order::Ticket>,
+        batch: Bytes,
     ) -> Result<(Offset, u64), GroupError> {
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let log = self
@@ -436,57 +566,80 @@ impl GroupCoordinator {
             Some(p) if self.shard().is_some_and(|s| s.leads(&tp)) => {
                 crate::model::LeaderEpoch(p.leader_epoch)
             }
-            Some(_) => {
-                return Err(GroupError::Append(
-                    "not the offsets partition's leader".into(),
-                ))
-            }
+            Some(_) => return Err(GroupError::NotLeader),
             None => log.leader_epoch(),
         };
-        let now = now_ms();
-        let batch = encode_batch(records, now)?;
         let len = batch.len() as u64;
         let opts = AppendOptions {
             acks: Acks::All,
             leader_epoch,
-            now_ms: now,
+            now_ms: now_ms(),
         };
-        let result = log
-            .append(batch, opts)
-            .await
-            .map_err(|e| GroupError::Append(e.to_string()))?;
+        let result = match place {
+            Some(place) => log.append_reserved(place, batch, opts).await,
+            None => log.append(batch, opts).await,
+        };
+        let result = result.map_err(|e| match e {
+            crate::storage::StorageError::InvalidProducerEpoch { .. } => {
+                GroupError::InvalidProducerEpoch
+            }
+            crate::storage::StorageError::NotLeader => GroupError::NotLeader,
+            e => GroupError::Append(e.to_string()),
+        })?;
         Ok((result.base_offset, len))
     }
 
     /// Writes every live record of the partition as one batch, then drops what precedes it.
+    ///
+    /// The batch takes its place in the log at the moment the state is read, so every record
+    /// applied before is below it and every later one above it. Transaction markers appended
+    /// outside `write_lock` (the `txn_hook` path) are the exception: one placed below the
+    /// snapshot but applied after the state was read would make the snapshot stale, so when
+    /// one was applied meanwhile, the log is kept and the snapshot written again.
     async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
         let state = self.partition_state(partition);
         let _guard = state.write_lock.lock().await;
-        let records = self.live_records(partition);
-        let base = if records.is_empty() {
-            let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-            match self.logs.get(&tp) {
-                Some(log) => log.log_end_offset(),
-                None => return Err(GroupError::OffsetsPartitionMissing(partition)),
-            }
-        } else {
-            let (base, bytes) = self.append_locked(partition, &records).await?;
-            state.last_snapshot_bytes.set(bytes);
-            base
-        };
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-        if let Some(log) = self.logs.get(&tp) {
+        for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
+            let log = self
+                .logs
+                .get(&tp)
+                .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
+            let markers_before = state.markers_applied.get();
+            let place = log.reserve_append();
+            let records = self.live_records(partition);
+            let base = if records.is_empty() {
+                drop(place);
+                log.log_end_offset()
+            } else {
+                let batch = encode_batch(&records, now_ms(), BatchKind::Snapshot)?;
+                let (base, bytes) = self.append_encoded(partition, Some(place), batch).await?;
+                state.last_snapshot_bytes.set(bytes);
+                base
+            };
+            if state.markers_applied.get() != markers_before {
+                tracing::warn!(
+                    partition,
+                    "a transaction marker was applied while the snapshot was written; writing it again"
+                );
+                continue;
+            }
             log.delete_records_before(base)
                 .await
                 .map_err(|e| GroupError::Append(e.to_string()))?;
+            tracing::info!(
+                partition,
+                records = records.len(),
+                log_start = base.0,
+                "group state snapshot written"
+            );
+            return Ok(());
         }
-        tracing::info!(
-            partition,
-            records = records.len(),
-            log_start = base.0,
-            "group state snapshot written"
-        );
-        Ok(())
+        // Due again at the next write: a later snapshot supersedes a stale one on replay.
+        state.bytes_since_snapshot.set(u64::MAX / 2);
+        Err(GroupError::Append(
+            "transaction markers kept landing while the snapshot was written".into(),
+        ))
     }
 
     /// The records that rebuild the current state of every group in `partition`.
@@ -513,6 +666,21 @@ impl GroupCoordinator {
                     tp: tp.clone(),
                     value: Some(o.clone()),
                 });
+            }
+            for (producer_id, txn) in g.offsets().pending() {
+                for (tp, p) in &txn.offsets {
+                    out.push(OffsetsRecord::PendingOffset {
+                        group: id.clone(),
+                        tp: tp.clone(),
+                        producer_id,
+                        pending: super::records::PendingOffsetValue {
+                            producer_epoch: txn.producer_epoch,
+                            record_offset: p.record_offset,
+                            superseded: p.superseded,
+                            value: p.value.clone(),
+                        },
+                    });
+                }
             }
         }
         out
@@ -596,7 +764,10 @@ impl GroupCoordinator {
                         value: None,
                     });
             }
-            if empty_since.is_some() && g.offsets().is_empty() {
+            if empty_since.is_some()
+                && g.offsets().is_empty()
+                && !g.offsets().has_open_transactions()
+            {
                 let tombstone = match g {
                     Group::Classic(_) => OffsetsRecord::Group {
                         group: id.clone(),
@@ -626,8 +797,13 @@ impl super::consumer::TopicLookup for MetadataImage {
     }
 }
 
-/// Encodes records as one uncompressed v2 batch (offsets relative; the log assigns them).
-fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError> {
+/// Encodes records as one uncompressed v2 batch of `kind` (offsets relative; the log assigns
+/// them).
+pub(crate) fn encode_batch(
+    records: &[OffsetsRecord],
+    now: i64,
+    kind: BatchKind,
+) -> Result<Bytes, GroupError> {
     let pairs: Vec<(Option<Bytes>, Option<Bytes>)> = records
         .iter()
         .map(|r| {
@@ -635,7 +811,7 @@ fn encode_batch(records: &[OffsetsRecord], now: i64) -> Result<Bytes, GroupError
             (Some(key), value)
         })
         .collect();
-    super::records::encode_uncompressed_batch(&pairs, now).map_err(GroupError::Append)
+    super::records::encode_batch_of(&pairs, now, kind).map_err(GroupError::Append)
 }
 
 fn offsets_partition_count(image: &MetadataImage, config: &GroupConfig) -> i32 {

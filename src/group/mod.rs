@@ -12,6 +12,8 @@
 //! - [`offsets`]: committed offsets of one group, with retention.
 //! - [`records`]: the `__consumer_offsets` key/value codec (Kafka's format).
 //! - [`coordinator`]: the per-shard async front: persistence, replay, timers.
+//! - [`txn`]: TxnOffsetCommit (pending transactional offsets) and transaction markers;
+//!   [`txn_hook`] is the entry for markers written by WriteTxnMarkers.
 //!
 //! Architecture Invariant: nothing below `coordinator` does I/O or reads a clock.
 
@@ -24,12 +26,14 @@ pub mod offsets;
 pub mod ops;
 pub mod records;
 pub mod request;
+pub mod txn;
 pub mod txn_hook;
+#[cfg(test)]
+mod txn_tests;
 
 pub use coordinator::GroupCoordinator;
 pub use dispatch::dispatch;
 pub use request::{GroupRequest, GroupResponse};
-pub use txn_hook::txn_marker_written;
 
 /// Name of the internal topic that holds group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -45,6 +49,10 @@ pub enum GroupError {
     Read(String),
     #[error("malformed __consumer_offsets record: {0}")]
     Malformed(&'static str),
+    #[error("this node does not lead the offsets partition")]
+    NotLeader,
+    #[error("the producer epoch is older than the transaction's")]
+    InvalidProducerEpoch,
 }
 
 /// Kafka-compatible group configuration (property names in the doc comments).

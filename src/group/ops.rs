@@ -119,8 +119,11 @@ pub(crate) async fn handle(
         GroupRequest::OffsetCommit(v, r) => {
             GroupResponse::OffsetCommit(commit(c, partition, &group_id, v, r, now).await)
         }
-        GroupRequest::OffsetFetch(v, g, _require_stable) => {
-            GroupResponse::OffsetFetch(fetch(c, v, g))
+        GroupRequest::TxnOffsetCommit(v, r) => GroupResponse::TxnOffsetCommit(
+            super::txn::txn_commit(c, partition, &group_id, v, r).await,
+        ),
+        GroupRequest::OffsetFetch(v, g, require_stable) => {
+            GroupResponse::OffsetFetch(fetch(c, v, g, require_stable))
         }
         GroupRequest::DescribeGroup(v, _) => {
             GroupResponse::DescribeGroup(describe(c, v, &group_id))
@@ -389,10 +392,14 @@ async fn commit(
     )
 }
 
+/// OffsetFetch of one group. Pending transactional offsets are never shown; with
+/// `require_stable` (v7+, KIP-447) a partition that has one answers UNSTABLE_OFFSET_COMMIT
+/// (the client retries until the transaction ends).
 fn fetch(
     c: &Rc<GroupCoordinator>,
     v: i16,
     req: OffsetFetchRequestGroup,
+    require_stable: bool,
 ) -> OffsetFetchResponseGroup {
     let group_id = req.group_id.0.as_str().to_owned();
     let groups = c.groups.borrow();
@@ -408,6 +415,14 @@ fn fetch(
     let offsets = group.map(|g| g.offsets());
     let one = |topic: &str, p: i32| {
         let tp = TopicPartition::new(topic, p);
+        if require_stable && offsets.is_some_and(|o| o.has_pending(&tp)) {
+            return OffsetFetchResponsePartitions::default()
+                .with_partition_index(p)
+                .with_committed_offset(-1)
+                .with_committed_leader_epoch(-1)
+                .with_metadata(Some(StrBytes::new()))
+                .with_error_code(ResponseError::UnstableOffsetCommit.code());
+        }
         match offsets.and_then(|o| o.get(&tp)) {
             Some(o) => OffsetFetchResponsePartitions::default()
                 .with_partition_index(p)
@@ -739,6 +754,9 @@ pub fn error_response(req: &GroupRequest, e: ResponseError) -> GroupResponse {
                     .collect(),
             ),
         ),
+        GroupRequest::TxnOffsetCommit(_, r) => {
+            GroupResponse::TxnOffsetCommit(super::txn::error_response(r, e))
+        }
         GroupRequest::OffsetFetch(_, g, _) => GroupResponse::OffsetFetch(
             OffsetFetchResponseGroup::default()
                 .with_group_id(g.group_id.clone())

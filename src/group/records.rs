@@ -6,6 +6,14 @@
 //! | 0, 1        | group, topic, partition          | OffsetCommitValue v0-v3 (we write v1/v3)|
 //! | 2           | group                            | GroupMetadataValue v0-v3 (we write v3) |
 //! | 3           | group (ConsumerGroupMetadataKey) | ConsumerGroupMetadataValue v0 (epoch)  |
+//! | 32512       | group, topic, partition, producer id | pending transactional offset (Sluice) |
+//!
+//! Key 32512 is Sluice's own, written only inside snapshot batches: an offset of a transaction
+//! still open when the snapshot was taken (its TxnOffsetCommit batch lies before the snapshot,
+//! in the part of the log the snapshot lets go). Its value: `i16 version 0, i16 producer epoch,
+//! i64 record offset` (where the TxnOffsetCommit record was), `i8 superseded` (1: a later
+//! commit of the partition won), then an OffsetCommitValue as key 1 has. Kafka's loaders skip
+//! unknown key versions, as Sluice does.
 //!
 //! A null value is a tombstone. Strings are int16-length-prefixed, bytes
 //! int32-length-prefixed, arrays int32-counted (the non-flexible encodings), except
@@ -26,26 +34,79 @@ pub fn encode_uncompressed_batch(
     records: &[(Option<Bytes>, Option<Bytes>)],
     now_ms: i64,
 ) -> Result<Bytes, String> {
+    encode_batch_of(records, now_ms, BatchKind::Plain)
+}
+
+/// What kind of `__consumer_offsets` batch [`encode_batch_of`] writes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Plain records (producer id -1).
+    Plain,
+    /// A compacted snapshot of the partition's live state: plain records, each with the
+    /// [`SNAPSHOT_HEADER`] header, so that replay knows they restate older commits (a restated
+    /// offset does not supersede a pending transactional one).
+    Snapshot,
+    /// A transactional batch (attributes bit 4) of one producer: TxnOffsetCommit's offsets,
+    /// pending until that producer's control batch. Base sequence -1 (no idempotence check).
+    Transactional {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+}
+
+/// The record header that marks a snapshot batch's records (Kafka's loaders ignore headers).
+pub const SNAPSHOT_HEADER: &str = "sluice.snapshot";
+
+/// Whether a record's headers mark it as a snapshot's.
+pub fn is_snapshot_record(
+    headers: &kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>,
+) -> bool {
+    headers.keys().any(|k| k.as_str() == SNAPSHOT_HEADER)
+}
+
+/// Encodes (key, value) records as one uncompressed v2 batch of `kind`, offsets relative.
+pub fn encode_batch_of(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    now_ms: i64,
+    kind: BatchKind,
+) -> Result<Bytes, String> {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
+    let (transactional, producer_id, producer_epoch) = match kind {
+        BatchKind::Plain | BatchKind::Snapshot => (false, -1, -1),
+        BatchKind::Transactional {
+            producer_id,
+            producer_epoch,
+        } => (true, producer_id, producer_epoch),
+    };
+    let mut headers = kafka_protocol::indexmap::IndexMap::new();
+    if kind == BatchKind::Snapshot {
+        headers.insert(
+            kafka_protocol::protocol::StrBytes::from_static_str(SNAPSHOT_HEADER),
+            None,
+        );
+    }
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever `offset - sequence` changes: with the
+            // sequence following the offset, all records make one batch, whose base sequence
+            // is then set to -1 below (no idempotence check for internal writes).
+            sequence: i as i32,
             timestamp: now_ms,
             key: key.clone(),
             value: value.clone(),
-            headers: Default::default(),
+            headers: headers.clone(),
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -54,6 +115,96 @@ pub fn encode_uncompressed_batch(
         compression: Compression::None,
     };
     RecordBatchEncoder::encode(&mut buf, &recs, &opts).map_err(|e| e.to_string())?;
+    clear_base_sequence(&mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// v2 batch header positions (Kafka's `DefaultRecordBatch`).
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const BASE_SEQUENCE_AT: usize = 53;
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// Sets the base sequence of the one batch in `batch` to -1 and recomputes its CRC.
+fn clear_base_sequence(batch: &mut BytesMut) -> Result<(), String> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err("no record batch was encoded".into());
+    }
+    let declared = 12 + i32::from_be_bytes([batch[8], batch[9], batch[10], batch[11]]) as usize;
+    if declared != batch.len() {
+        return Err(format!(
+            "the records made more than one batch ({declared} of {} bytes)",
+            batch.len()
+        ));
+    }
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// The outcome a control record (an end-transaction marker) carries.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+}
+
+/// Decodes a control record's key (`i16 version, i16 type`: 0 abort, 1 commit). `None` for
+/// other control types (Kafka skips them too) or a malformed key.
+pub fn decode_control_key(key: &[u8]) -> Option<ControlType> {
+    let mut k = key;
+    let _version = get_i16(&mut k).ok()?;
+    match get_i16(&mut k).ok()? {
+        0 => Some(ControlType::Abort),
+        1 => Some(ControlType::Commit),
+        _ => None,
+    }
+}
+
+/// An end-transaction marker batch as Kafka writes one: a control batch (attributes bits 4 and
+/// 5) of one record, key `i16 version 0, i16 type`, value `i16 version 0, i32 coordinator
+/// epoch`.
+pub fn encode_marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    control: ControlType,
+    now_ms: i64,
+) -> Result<Bytes, String> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = BytesMut::new();
+    key.put_i16(0);
+    key.put_i16(match control {
+        ControlType::Abort => 0,
+        ControlType::Commit => 1,
+    });
+    let mut value = BytesMut::new();
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    let rec = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &[rec], &opts).map_err(|e| e.to_string())?;
     Ok(buf.freeze())
 }
 
@@ -95,6 +246,25 @@ pub enum OffsetsRecord {
     },
     /// A KIP-848 consumer group exists with this group epoch.
     ConsumerGroup { group: String, epoch: Option<i32> },
+    /// An offset of a transaction open at snapshot time (written only in snapshots).
+    PendingOffset {
+        group: String,
+        tp: TopicPartition,
+        producer_id: i64,
+        pending: PendingOffsetValue,
+    },
+}
+
+/// Key version of [`OffsetsRecord::PendingOffset`] (Sluice's own; far above Kafka's types).
+pub const PENDING_OFFSET_KEY_VERSION: i16 = 32_512;
+
+/// The value of [`OffsetsRecord::PendingOffset`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingOffsetValue {
+    pub producer_epoch: i16,
+    pub record_offset: Offset,
+    pub superseded: bool,
+    pub value: CommittedOffset,
 }
 
 impl OffsetsRecord {
@@ -125,6 +295,25 @@ impl OffsetsRecord {
                     v.freeze()
                 });
                 (key.freeze(), value)
+            }
+            OffsetsRecord::PendingOffset {
+                group,
+                tp,
+                producer_id,
+                pending,
+            } => {
+                key.put_i16(PENDING_OFFSET_KEY_VERSION);
+                put_str(&mut key, group);
+                put_str(&mut key, &tp.topic);
+                key.put_i32(tp.partition);
+                key.put_i64(*producer_id);
+                let mut v = BytesMut::new();
+                v.put_i16(0);
+                v.put_i16(pending.producer_epoch);
+                v.put_i64(pending.record_offset.get());
+                v.put_i8(i8::from(pending.superseded));
+                v.put_slice(&encode_offset(&pending.value));
+                (key.freeze(), Some(v.freeze()))
             }
         }
     }
@@ -160,6 +349,34 @@ impl OffsetsRecord {
                     None => None,
                 };
                 Ok(Some(OffsetsRecord::ConsumerGroup { group, epoch }))
+            }
+            PENDING_OFFSET_KEY_VERSION => {
+                let group = get_str(&mut k)?;
+                let topic = get_str(&mut k)?;
+                let partition = get_i32(&mut k)?;
+                let producer_id = get_i64(&mut k)?;
+                let Some(mut v) = value else {
+                    return Err(GroupError::Malformed("pending offset without a value"));
+                };
+                let _version = get_i16(&mut v)?;
+                let producer_epoch = get_i16(&mut v)?;
+                let record_offset = Offset(get_i64(&mut v)?);
+                if v.remaining() < 1 {
+                    return Err(TRUNCATED);
+                }
+                let superseded = v.get_i8() != 0;
+                let value = decode_offset(v)?;
+                Ok(Some(OffsetsRecord::PendingOffset {
+                    group,
+                    tp: TopicPartition::new(topic, partition),
+                    producer_id,
+                    pending: PendingOffsetValue {
+                        producer_epoch,
+                        record_offset,
+                        superseded,
+                        value,
+                    },
+                }))
             }
             _ => Ok(None),
         }
@@ -425,6 +642,90 @@ mod tests {
             group: "g".into(),
             epoch: Some(9),
         });
+        round_trip(OffsetsRecord::PendingOffset {
+            group: "g".into(),
+            tp: TopicPartition::new("t", 2),
+            producer_id: 4000,
+            pending: PendingOffsetValue {
+                producer_epoch: 3,
+                record_offset: Offset(17),
+                superseded: true,
+                value: CommittedOffset {
+                    offset: Offset(5),
+                    leader_epoch: LeaderEpoch(1),
+                    metadata: "m".into(),
+                    commit_timestamp_ms: 10,
+                    expire_timestamp_ms: None,
+                },
+            },
+        });
+    }
+
+    #[test]
+    fn transactional_and_snapshot_batches_carry_their_kind() {
+        use kafka_protocol::records::RecordBatchDecoder;
+        let pairs = vec![
+            (
+                Some(Bytes::from_static(b"k")),
+                Some(Bytes::from_static(b"v")),
+            ),
+            (Some(Bytes::from_static(b"k2")), None),
+            (
+                Some(Bytes::from_static(b"k3")),
+                Some(Bytes::from_static(b"v3")),
+            ),
+        ];
+        let txn = encode_batch_of(
+            &pairs,
+            5,
+            BatchKind::Transactional {
+                producer_id: 77,
+                producer_epoch: 2,
+            },
+        )
+        .unwrap();
+        let header = crate::storage::batch::parse_header(&txn).unwrap();
+        assert!(header.is_transactional() && !header.is_control());
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (77, 2, -1)
+        );
+        assert_eq!(header.record_count, 3, "one batch of all records");
+        assert_eq!(header.size_bytes(), txn.len());
+        assert!(crate::storage::batch::verify_batch(&txn).is_ok());
+        let plain = encode_uncompressed_batch(&pairs, 5).unwrap();
+        let header = crate::storage::batch::verify_batch(&plain).unwrap();
+        assert_eq!(
+            (
+                header.record_count,
+                header.base_sequence,
+                header.producer_id
+            ),
+            (3, -1, -1)
+        );
+        assert_eq!(header.size_bytes(), plain.len());
+        let snap = encode_batch_of(&pairs, 5, BatchKind::Snapshot).unwrap();
+        let mut buf = snap.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        let r = &sets[0].records[0];
+        assert!(!r.transactional && r.producer_id == -1);
+        assert!(is_snapshot_record(&r.headers));
+        let marker = encode_marker_batch(77, 2, 0, ControlType::Commit, 5).unwrap();
+        let mut buf = marker.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        let r = &sets[0].records[0];
+        assert!(r.control && r.transactional && r.producer_id == 77);
+        assert_eq!(
+            decode_control_key(r.key.as_deref().unwrap()),
+            Some(ControlType::Commit)
+        );
+        assert_eq!(decode_control_key(&[0, 0, 0, 0]), Some(ControlType::Abort));
+        assert_eq!(decode_control_key(&[0, 0, 0, 5]), None);
+        assert_eq!(decode_control_key(&[0]), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
     ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
@@ -34,6 +35,8 @@ pub enum GroupRequest {
     /// Per-partition errors already decided by the handler (unknown topics) are
     /// filtered out of the request and merged back into the response by the handler.
     OffsetCommit(i16, OffsetCommitRequest),
+    /// TxnOffsetCommit, filtered by the handler as OffsetCommit is.
+    TxnOffsetCommit(i16, TxnOffsetCommitRequest),
     /// One group of an OffsetFetch (v8+ batches are split per group by the handler).
     OffsetFetch(i16, OffsetFetchRequestGroup, bool),
     /// Lists the groups owned by the receiving shard.
@@ -54,6 +57,7 @@ impl GroupRequest {
             GroupRequest::Heartbeat(_, r) => Some(r.group_id.0.as_str()),
             GroupRequest::Leave(_, r) => Some(r.group_id.0.as_str()),
             GroupRequest::OffsetCommit(_, r) => Some(r.group_id.0.as_str()),
+            GroupRequest::TxnOffsetCommit(_, r) => Some(r.group_id.0.as_str()),
             GroupRequest::OffsetFetch(_, g, _) => Some(g.group_id.0.as_str()),
             GroupRequest::ListGroups(..) => None,
             GroupRequest::DescribeGroup(_, g) => Some(g.as_str()),
@@ -73,6 +77,7 @@ pub enum GroupResponse {
     Heartbeat(HeartbeatResponse),
     Leave(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
+    TxnOffsetCommit(TxnOffsetCommitResponse),
     OffsetFetch(OffsetFetchResponseGroup),
     ListGroups(ListGroupsResponse),
     DescribeGroup(DescribedGroup),

@@ -553,6 +553,21 @@ pub async fn delete_records(
     out
 }
 
+/// For each (partition, producer id, epoch): whether the producer has an ongoing transaction
+/// in that partition at that epoch (its partition needs no KIP-890 verification then).
+pub fn ongoing_transactions(shard: &Rc<Shard>, items: &[(TopicPartition, i64, i16)]) -> Vec<bool> {
+    items
+        .iter()
+        .map(|(tp, pid, epoch)| {
+            shard
+                .logs
+                .get(tp)
+                .and_then(|log| log.producer_state(crate::model::ProducerId(*pid)))
+                .is_some_and(|e| e.epoch == *epoch && e.current_txn_first_offset.is_some())
+        })
+        .collect()
+}
+
 pub fn log_dirs(shard: &Rc<Shard>, items: Vec<TopicPartition>) -> Vec<(TopicPartition, u64)> {
     let all = items.is_empty();
     shard

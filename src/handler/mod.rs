@@ -48,6 +48,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod route;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::rc::Rc;
@@ -265,6 +266,9 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
         }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(&ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&ctx, r).await)
         }
         other => match crate::group::dispatch(&ctx, other).await {
             Some(resp) => resp,

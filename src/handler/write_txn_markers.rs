@@ -146,6 +146,27 @@ pub fn append_local(
                         }
                     }
                 }
+                if item.tp.topic == CONSUMER_OFFSETS_TOPIC {
+                    // The group coordinator appends the marker itself, in order with its own
+                    // writes and snapshots of the partition (Kafka's completeTransaction), and
+                    // applies it to the pending transactional offsets.
+                    drop(place);
+                    if let Err(e) = shard
+                        .groups
+                        .complete_transaction(
+                            item.tp.partition,
+                            item.producer_id,
+                            item.producer_epoch,
+                            item.coordinator_epoch,
+                            item.commit,
+                        )
+                        .await
+                    {
+                        tracing::warn!(partition = %item.tp, error = %e, "transaction marker on an offsets partition failed");
+                        result.error_code = code::NOT_LEADER_OR_FOLLOWER;
+                    }
+                    return result;
+                }
                 let opts = AppendOptions {
                     acks: Acks::All,
                     leader_epoch: LeaderEpoch(leader_epoch(&shard, &item.tp)),
@@ -167,17 +188,7 @@ pub fn append_local(
                     )
                     .await;
                 match appended {
-                    Ok(_) => {
-                        if item.tp.topic == CONSUMER_OFFSETS_TOPIC {
-                            // TXN-GROUP: transactional offsets of this producer complete here.
-                            crate::group::txn_marker_written(
-                                &shard,
-                                item.tp.partition,
-                                item.producer_id,
-                                item.commit,
-                            );
-                        }
-                    }
+                    Ok(_) => {}
                     Err(e) => {
                         log_storage_error(&item.tp, &e, "transaction marker append");
                         result.error_code = errors::storage(&e);

@@ -53,6 +53,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     // Kafka 4.1 has v1-v2 (v2: KIP-890's transaction version); the codec has v1.
     r(ApiKey::WriteTxnMarkers, 1, 1),
     r(ApiKey::DescribeProducers, 0, 0),
+    r(ApiKey::TxnOffsetCommit, 0, 5),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeConfigs, 1, 4),
     r(ApiKey::AlterConfigs, 0, 2),

@@ -57,6 +57,9 @@ pub enum ShardRequest {
     /// DescribeProducers: the active producers of each partition.
     DescribeProducers(Vec<TopicPartition>),
     Group(Box<crate::group::GroupRequest>),
+    /// For each (partition, producer id, epoch): does the producer have an ongoing transaction
+    /// there at that epoch (a transactional produce needs no verification then)?
+    OngoingTxns(Vec<(TopicPartition, i64, i16)>),
     /// A transaction coordinator request, to the shard that owns the id's state partition.
     Txn(Box<crate::txn::TxnRequest>),
     /// DescribeQuorum: the metadata quorum's state, as shard 0's Raft member sees it.
@@ -90,6 +93,7 @@ pub enum ShardResponse {
     DescribeProducers(Vec<ProducersResult>),
     Group(crate::group::GroupResponse),
     Txn(Box<crate::txn::TxnResponse>),
+    OngoingTxns(Vec<bool>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

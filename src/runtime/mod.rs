@@ -507,6 +507,10 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
         ShardRequest::Group(req) => {
             Box::pin(async move { ShardResponse::Group(shard.groups.handle(*req).await) })
         }
+        ShardRequest::OngoingTxns(items) => {
+            let answer = local::ongoing_transactions(&shard, &items);
+            Box::pin(async move { ShardResponse::OngoingTxns(answer) })
+        }
         ShardRequest::Txn(req) => {
             Box::pin(async move { ShardResponse::Txn(Box::new(shard.txns.handle(*req).await)) })
         }

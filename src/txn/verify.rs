@@ -3,7 +3,9 @@
 //! transaction (AddPartitionsToTxn v5, verify only). A late or stray write of a producer whose
 //! transaction already ended (or never added the partition) is refused with INVALID_TXN_STATE,
 //! instead of opening a transaction no marker will ever close (a hanging transaction that
-//! would hold the last stable offset back for good).
+//! would hold the last stable offset back for good). With transactions v2 (Produce v12+) the
+//! leader adds the partition to the transaction instead (`add`): the client sends no
+//! AddPartitionsToTxn of its own.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -32,6 +34,7 @@ pub async fn verify(
     producer_id: i64,
     producer_epoch: i16,
     partitions: Vec<TopicPartition>,
+    add: bool,
 ) -> HashMap<TopicPartition, i16> {
     let fail = |parts: &[TopicPartition], e: ResponseError| {
         parts.iter().map(|tp| (tp.clone(), e.code())).collect()
@@ -53,7 +56,7 @@ pub async fn verify(
             producer_id,
             producer_epoch,
             partitions: partitions.clone(),
-            verify_only: true,
+            verify_only: !add,
         };
         return match super::forward(shard, req).await {
             TxnResponse::Partitions(r) => r.into_iter().map(|(tp, c)| (tp, map_code(c))).collect(),
@@ -76,7 +79,7 @@ pub async fn verify(
             .with_transactional_id(TransactionalId(crate::handler::str_bytes(transactional_id)))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(producer_epoch)
-            .with_verify_only(true)
+            .with_verify_only(!add)
             .with_topics(topics),
     ]);
     let resp: AddPartitionsToTxnResponse = match shard

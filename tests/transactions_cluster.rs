@@ -17,7 +17,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use common::cluster::{metadata, Cluster, FAST_SESSIONS};
 
-const RECORDS: usize = 300;
+const RECORDS: usize = 600;
+/// Input records per transaction (at most).
+const PER_TXN: usize = 10;
 const TXN_ID: &str = "eos-loop";
 const GROUP: &str = "eos-group";
 const LOOP_TIMEOUT: Duration = Duration::from_secs(240);
@@ -108,7 +110,8 @@ fn run_once(
         .clone()
         .set("transactional.id", TXN_ID)
         .set("transaction.timeout.ms", "10000")
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", "10000")
+        .set("socket.timeout.ms", "10000")
         .set("linger.ms", "5")
         .create()
         .map_err(|e| e.to_string())?;
@@ -119,7 +122,7 @@ fn run_once(
     loop {
         let mut batch = Vec::new();
         let poll_until = Instant::now() + Duration::from_millis(300);
-        while batch.len() < 20 && Instant::now() < poll_until {
+        while batch.len() < PER_TXN && Instant::now() < poll_until {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => batch.push((
                     m.partition(),
@@ -231,7 +234,10 @@ async fn exactly_once_loop_survives_kill_9_of_the_coordinator_and_a_leader() {
                 match run_once(&config, input, output, &committed) {
                     Ok(true) => break,
                     Ok(false) => failures.push("idle without finishing".to_string()),
-                    Err(e) => failures.push(e),
+                    Err(e) => {
+                        eprintln!("loop pass failed: {e}");
+                        failures.push(e)
+                    }
                 }
                 thread::sleep(Duration::from_millis(300));
             }
@@ -254,27 +260,34 @@ async fn exactly_once_loop_survives_kill_9_of_the_coordinator_and_a_leader() {
     };
 
     // Fault 1: kill -9 the transaction coordinator's node mid-stream, restart it.
-    wait_progress(&c, 60);
+    wait_progress(&c, 100);
+    let at_first = committed.load(Ordering::SeqCst);
     let port = c.ports[0].kafka_port;
     let coordinator = txn_coordinator(port, TXN_ID)
         .or_else(|| txn_coordinator(c.ports[1].kafka_port, TXN_ID))
         .expect("the transaction coordinator");
-    eprintln!("kill -9 of node {coordinator} (transaction coordinator)");
+    eprintln!("kill -9 of node {coordinator} (transaction coordinator) at {at_first} committed");
     c.node(coordinator).kill9();
     thread::sleep(Duration::from_secs(2));
     c.node(coordinator).start_again();
 
     // Fault 2: kill -9 the output partition 0's leader, restart it.
-    let target = committed.load(Ordering::SeqCst) + 60;
+    let target = committed.load(Ordering::SeqCst) + 100;
     wait_progress(&c, target.min(RECORDS));
+    let at_second = committed.load(Ordering::SeqCst);
     if let Some(leader) = any_view_leader(&c, output, 0) {
-        eprintln!("kill -9 of node {leader} (leader of {output}-0)");
+        eprintln!("kill -9 of node {leader} (leader of {output}-0) at {at_second} committed");
         c.node(leader).kill9();
         thread::sleep(Duration::from_secs(2));
         c.node(leader).start_again();
     }
 
     let failures = worker.join().expect("worker thread");
+    // The faults must have hit the stream, not its end.
+    assert!(
+        at_first < RECORDS && at_second < RECORDS,
+        "the loop finished before the faults ({at_first}, {at_second} of {RECORDS}): make it longer"
+    );
     eprintln!("loop restarts: {failures:?}");
     assert!(
         committed.load(Ordering::SeqCst) >= RECORDS,

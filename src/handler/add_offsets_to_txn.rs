@@ -17,5 +17,9 @@ pub async fn handle(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> AddOff
         TxnResponse::Code(c) => c,
         _ => kafka_protocol::error::ResponseError::UnknownServerError.code(),
     };
-    AddOffsetsToTxnResponse::default().with_error_code(code)
+    AddOffsetsToTxnResponse::default().with_error_code(super::errors::producer_fenced_for(
+        code,
+        ctx.api_version,
+        2,
+    ))
 }

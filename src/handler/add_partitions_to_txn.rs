@@ -115,7 +115,11 @@ async fn add(
                             let tp = TopicPartition::new(t.name.0.to_string(), *p);
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(*p)
-                                .with_partition_error_code(codes.get(&tp).copied().unwrap_or(0))
+                                .with_partition_error_code(super::errors::producer_fenced_for(
+                                    codes.get(&tp).copied().unwrap_or(0),
+                                    ctx.api_version,
+                                    2,
+                                ))
                         })
                         .collect(),
                 )

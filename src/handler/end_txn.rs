@@ -29,7 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse 
         ),
     };
     EndTxnResponse::default()
-        .with_error_code(code)
+        .with_error_code(super::errors::producer_fenced_for(code, ctx.api_version, 2))
         .with_producer_id(ProducerId(id))
         .with_producer_epoch(epoch)
 }

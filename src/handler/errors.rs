@@ -213,3 +213,13 @@ mod tests {
         );
     }
 }
+
+/// KIP-588: PRODUCER_FENCED exists only from a given version of each transactional API; older
+/// clients are answered INVALID_PRODUCER_EPOCH instead, as Kafka does.
+pub fn producer_fenced_for(error_code: i16, version: i16, first_version: i16) -> i16 {
+    if error_code == code::PRODUCER_FENCED && version < first_version {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        error_code
+    }
+}

@@ -25,7 +25,11 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
                 producer_id,
                 producer_epoch,
             } => InitProducerIdResponse::default()
-                .with_error_code(error_code)
+                .with_error_code(super::errors::producer_fenced_for(
+                    error_code,
+                    ctx.api_version,
+                    4,
+                ))
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(producer_epoch),
             _ => unavailable(),

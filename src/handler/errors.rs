@@ -147,6 +147,16 @@ pub fn controller(e: &ControllerError) -> i16 {
     }
 }
 
+/// KIP-588: PRODUCER_FENCED exists only from a given version of each transactional API; older
+/// clients are answered INVALID_PRODUCER_EPOCH instead, as Kafka does.
+pub fn producer_fenced_for(error_code: i16, version: i16, first_version: i16) -> i16 {
+    if error_code == code::PRODUCER_FENCED && version < first_version {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        error_code
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,15 +221,5 @@ mod tests {
             current_leader(&image, &tp(9), code::NOT_LEADER_OR_FOLLOWER),
             None
         );
-    }
-}
-
-/// KIP-588: PRODUCER_FENCED exists only from a given version of each transactional API; older
-/// clients are answered INVALID_PRODUCER_EPOCH instead, as Kafka does.
-pub fn producer_fenced_for(error_code: i16, version: i16, first_version: i16) -> i16 {
-    if error_code == code::PRODUCER_FENCED && version < first_version {
-        code::INVALID_PRODUCER_EPOCH
-    } else {
-        error_code
     }
 }

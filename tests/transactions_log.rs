@@ -246,11 +246,15 @@ impl Client<'_> {
     }
 }
 
+/// One shard; KIP-890 verification off (Kafka's `transaction.partition.verification.enable`):
+/// these tests play the coordinator themselves with raw WriteTxnMarkers, so there is no
+/// coordinator state for the partition leader to verify against.
 fn one_core() -> BrokerOpts {
     BrokerOpts {
         cores: 1,
         ..BrokerOpts::default()
     }
+    .with("transaction.partition.verification.enable", "false")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,4 +422,69 @@ async fn kill9_mid_transaction_and_after_an_abort_recovers_lso_and_txnindex() {
         34,
         "one aborted transaction, Kafka's entry size"
     );
+}
+
+/// KIP-890 part 1 with the real coordinator: a transactional batch for a partition the
+/// producer's transaction does not include is refused with INVALID_TXN_STATE (no hanging
+/// transaction is opened), and accepted once AddPartitionsToTxn added it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_verifies_a_transactions_first_batch_with_the_coordinator() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
+    const INVALID_TXN_STATE: i16 = 48;
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 2,
+            ..BrokerOpts::default()
+        }
+        .with("transaction.state.log.num.partitions", "2"),
+    );
+    let topic = unique_topic("txn-verify");
+    broker.create_topic(&topic, 1, &[]).await;
+    let c = Client {
+        addr: broker.bootstrap(),
+        topic: topic.clone(),
+    };
+    let txn_id = "txn-verify-1";
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(txn_id))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (pid, epoch) = loop {
+        let resp: InitProducerIdResponse =
+            call(c.addr, ApiKey::InitProducerId, 4, &init).expect("InitProducerId");
+        if resp.error_code == COORDINATOR_NOT_AVAILABLE && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(resp.error_code, NONE, "{}", broker.stderr_tail());
+        break (resp.producer_id.0, resp.producer_epoch);
+    };
+    // Not added to the transaction: refused, and nothing was appended.
+    assert_eq!(
+        c.produce(Some(txn_id), batch(pid, epoch, 0, 2, true)).0,
+        INVALID_TXN_STATE
+    );
+    let (_, hw, lso, _, _) = c.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso), (0, 0));
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(txn_id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![0])]);
+    let resp: AddPartitionsToTxnResponse =
+        call(c.addr, ApiKey::AddPartitionsToTxn, 3, &add).expect("AddPartitionsToTxn");
+    let code = resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+    assert_eq!(code, NONE);
+    assert_eq!(
+        c.produce(Some(txn_id), batch(pid, epoch, 0, 2, true)),
+        (NONE, 0)
+    );
+    let (_, hw, lso, _, _) = c.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso), (2, 0), "the verified transaction is open");
 }

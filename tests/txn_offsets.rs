@@ -16,9 +16,10 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, GroupId, InitProducerIdRequest,
-    InitProducerIdResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName,
-    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -32,7 +33,7 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const ILLEGAL_GENERATION: i16 = 22;
 const INVALID_GROUP_ID: i16 = 24;
-const INVALID_PRODUCER_EPOCH: i16 = 47;
+const PRODUCER_FENCED: i16 = 90;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 const GROUP: &str = "txn-offsets-group";
@@ -43,23 +44,50 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+/// A producer of the transactional id the requests below use, in a transaction that includes
+/// `GROUP`'s offsets partition (AddOffsetsToTxn): TxnOffsetCommit is verified with the
+/// transaction coordinator (KIP-890).
 fn init_producer_id(broker: &Broker, current: Option<(i64, i16)>) -> (i64, i16) {
     let (id, epoch) = current.unwrap_or((-1, -1));
     let req = InitProducerIdRequest::default()
-        .with_transactional_id(None)
+        .with_transactional_id(Some(TransactionalId(s(TXN_ID))))
         .with_transaction_timeout_ms(60_000)
         .with_producer_id(ProducerId(id))
         .with_producer_epoch(epoch);
-    let resp: InitProducerIdResponse =
-        call(broker.bootstrap(), ApiKey::InitProducerId, 4, &req).expect("InitProducerId");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let producer = loop {
+        let resp: InitProducerIdResponse =
+            call(broker.bootstrap(), ApiKey::InitProducerId, 4, &req).expect("InitProducerId");
+        // COORDINATOR_NOT_AVAILABLE while __transaction_state is created.
+        if resp.error_code == 15 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(
+            resp.error_code,
+            0,
+            "InitProducerId\n{}",
+            broker.stderr_tail()
+        );
+        break (resp.producer_id.0, resp.producer_epoch);
+    };
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(TXN_ID)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_group_id(GroupId(s(GROUP)));
+    let resp: AddOffsetsToTxnResponse =
+        call(broker.bootstrap(), ApiKey::AddOffsetsToTxn, 3, &add).expect("AddOffsetsToTxn");
     assert_eq!(
         resp.error_code,
         0,
-        "InitProducerId\n{}",
+        "AddOffsetsToTxn\n{}",
         broker.stderr_tail()
     );
-    (resp.producer_id.0, resp.producer_epoch)
+    producer
 }
+
+const TXN_ID: &str = "txn-offsets-test";
 
 fn txn_commit_request(
     group: &str,
@@ -84,7 +112,7 @@ fn txn_commit_request(
         }
     }
     TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(s("txn-offsets-test")))
+        .with_transactional_id(TransactionalId(s(TXN_ID)))
         .with_group_id(GroupId(s(group)))
         .with_producer_id(ProducerId(producer.0))
         .with_producer_epoch(producer.1)
@@ -219,7 +247,8 @@ async fn txn_offsets_stay_pending_across_restarts() {
             cores: 1,
             ..BrokerOpts::default()
         }
-        .with("offsets.topic.num.partitions", "1"),
+        .with("offsets.topic.num.partitions", "1")
+        .with("transaction.state.log.num.partitions", "1"),
     );
     let topic = unique_topic("txn-offsets");
     broker.create_topic(&topic, 3, &[]).await;
@@ -271,20 +300,19 @@ async fn txn_offsets_stay_pending_across_restarts() {
     );
     assert_pending(&broker, &topic, "after TxnOffsetCommit");
 
-    // KIP-360 bump: the same producer id at epoch + 1 fences the old epoch.
-    let bumped = init_producer_id(&broker, Some(producer));
-    assert_eq!(bumped, (producer.0, producer.1 + 1));
+    // The transaction's producer commits again; an epoch the coordinator never gave is fenced.
     let one =
         |p: (i64, i16), offset: i64| txn_commit_request(GROUP, p, -1, &[(&topic, 0, offset, "")]);
     assert_eq!(
-        txn_commit(&broker, &one(bumped, 50)),
+        txn_commit(&broker, &one(producer, 50)),
         vec![(topic.clone(), 0, 0)]
     );
     assert_eq!(
-        txn_commit(&broker, &one(producer, 51)),
-        vec![(topic.clone(), 0, INVALID_PRODUCER_EPOCH)],
-        "a zombie epoch is refused"
+        txn_commit(&broker, &one((producer.0, producer.1 + 1), 51)),
+        vec![(topic.clone(), 0, PRODUCER_FENCED)],
+        "an epoch the coordinator did not give is refused"
     );
+    let bumped = producer;
 
     // Member checks as OffsetCommit's: a generation for a group that does not exist.
     let codes = txn_commit(
@@ -306,7 +334,7 @@ async fn txn_offsets_stay_pending_across_restarts() {
     assert_pending(&broker, &topic, "after kill -9");
     assert_eq!(
         txn_commit(&broker, &one(producer, 52)),
-        vec![(topic.clone(), 0, INVALID_PRODUCER_EPOCH)],
-        "the open transaction's epoch is replayed"
+        vec![(topic.clone(), 0, 0)],
+        "the open transaction is replayed by both coordinators"
     );
 }

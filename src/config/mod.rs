@@ -164,6 +164,11 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
         "104857600",
     ),
     key("transaction.max.timeout.ms", Kind::Int, "900000"),
+    key(
+        "transaction.partition.verification.enable",
+        Kind::Bool,
+        "true",
+    ),
     key("transactional.id.expiration.ms", Kind::Int, "604800000"),
     key(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",

@@ -285,19 +285,41 @@ pub(crate) async fn txn_commit(
     response(&r, |ti, pi| codes[ti][pi])
 }
 
-/// The KIP-890 call point: the transaction coordinator (the lead's `src/txn/`) verifies that
-/// `producer_id`/`producer_epoch` has an ongoing transaction that includes this group's
-/// offsets partition (for v5, transactions v2, it adds the partition to the transaction
-/// itself, as AddOffsetsToTxn did before). Until it exists every request passes; its errors
-/// (INVALID_TXN_STATE, PRODUCER_FENCED, INVALID_PRODUCER_EPOCH, ...) go back per partition.
+/// KIP-890 for offsets: the transaction coordinator verifies that `producer_id` /
+/// `producer_epoch` has an ongoing transaction that includes this group's offsets partition;
+/// for v5 (transactions v2) it adds the partition to the transaction itself, as AddOffsetsToTxn
+/// did before. Its errors (INVALID_TXN_STATE, PRODUCER_FENCED, ...) go back per partition.
 async fn verify_transaction(
-    _c: &Rc<GroupCoordinator>,
-    _partition: i32,
-    _r: &TxnOffsetCommitRequest,
-    _version: i16,
+    c: &Rc<GroupCoordinator>,
+    partition: i32,
+    r: &TxnOffsetCommitRequest,
+    version: i16,
 ) -> Result<(), ResponseError> {
-    // KIP-890 VERIFICATION CALL POINT (transaction coordinator): not wired yet.
-    Ok(())
+    let Some(shard) = c.shard() else {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    };
+    if !shard
+        .config
+        .flag("transaction.partition.verification.enable")
+    {
+        return Ok(());
+    }
+    let tp = TopicPartition::new(super::OFFSETS_TOPIC, partition);
+    let codes = crate::txn::verify::verify(
+        &shard,
+        r.transactional_id.0.as_str(),
+        r.producer_id.0,
+        r.producer_epoch,
+        vec![tp.clone()],
+        version >= 5,
+    )
+    .await;
+    match ResponseError::try_from_code(codes.get(&tp).copied().unwrap_or(0)) {
+        None => Ok(()),
+        // The coordinator could not be asked: retriable for the client, as Kafka maps it.
+        Some(ResponseError::NotEnoughReplicas) => Err(ResponseError::CoordinatorNotAvailable),
+        Some(e) => Err(e),
+    }
 }
 
 /// A response with `code(topic index, partition index)` for every partition of `r`.

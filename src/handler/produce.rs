@@ -225,7 +225,15 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
         order.push((name, t.topic_id, indexes));
     }
-    if let (Some(id), false) = (req.transactional_id.as_ref(), txn_candidates.is_empty()) {
+    let verify = ctx
+        .shard
+        .config
+        .flag("transaction.partition.verification.enable");
+    if let (Some(id), false, true) = (
+        req.transactional_id.as_ref(),
+        txn_candidates.is_empty(),
+        verify,
+    ) {
         let failed = verify_transactional(ctx, id.as_str(), txn_candidates).await;
         if !failed.is_empty() {
             items.retain(|i| !failed.contains_key(&i.tp));

@@ -37,6 +37,12 @@ fn java_admin_topics_configs_partitions() {
     run_java(2, &["admin"]);
 }
 
+/// The transactional producer of kafka-clients 4.1, with transactions v2 (see TxnTest.java).
+#[test]
+fn java_transactions_v2_commit_abort_offsets_fencing() {
+    run_java(2, &["transactions"]);
+}
+
 #[test]
 fn java_producer_defaults_and_every_compression_read_back_exactly() {
     run_java(

@@ -14,6 +14,8 @@ import java.util.List;
  *   group classic|consumer         two consumers in a group: commits, a rebalance when the
  *                                  second joins, a takeover when the first leaves, and a
  *                                  restarted consumer that resumes from the committed offsets
+ *   transactions                   the transactional producer (transactions v2): commit, abort,
+ *                                  sendOffsetsToTransaction, read_committed, fencing
  * </pre>
  *
  * Each subcommand prints one "ok ..." line per check that passed and ends with "PASS name" and
@@ -34,6 +36,7 @@ public final class Main {
         try {
             switch (command) {
                 case "admin" -> AdminTest.run(bootstrap);
+                case "transactions" -> TxnTest.run(bootstrap);
                 case "produce-consume" -> {
                     if (rest.isEmpty()) {
                         usage();

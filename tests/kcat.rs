@@ -251,3 +251,51 @@ async fn readme_quickstart_with_the_default_relative_data_dir() {
     broker.restart();
     assert_eq!(kcat(&broker, &format, b""), expected);
 }
+
+/// kcat's transactional mode (librdkafka 2.0.2: one transaction committed at end of input),
+/// and a read_committed consumer that sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_produce_then_read_committed() {
+    let broker = Broker::start_with(
+        common::BrokerOpts::default().with("transaction.state.log.num.partitions", "2"),
+    );
+    let topic = common::unique_topic("kcat-txn");
+    broker.create_topic(&topic, 1, &[]).await;
+    let out = kcat_output(
+        &broker,
+        &[
+            "-P",
+            "-t",
+            &topic,
+            "-p",
+            "0",
+            "-X",
+            "transactional.id=kcat-tx-1",
+        ],
+        b"one\ntwo\nthree\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("Transaction successfully committed"),
+        "kcat transactional produce: {}\n{stderr}\n{}",
+        out.status,
+        broker.stderr_tail()
+    );
+    let read = kcat(
+        &broker,
+        &[
+            "-C",
+            "-t",
+            &topic,
+            "-X",
+            "isolation.level=read_committed",
+            "-e",
+            "-q",
+        ],
+        b"",
+    );
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        vec!["one", "two", "three"]
+    );
+}

@@ -488,3 +488,107 @@ async fn the_leader_verifies_a_transactions_first_batch_with_the_coordinator() {
     let (_, hw, lso, _, _) = c.fetch(0, READ_COMMITTED);
     assert_eq!((hw, lso), (2, 0), "the verified transaction is open");
 }
+
+/// Short sessions and lag bound, so a killed leader is replaced within seconds.
+const FAST: &[(&str, &str)] = &[
+    ("broker.session.timeout.ms", "3000"),
+    ("broker.heartbeat.interval.ms", "500"),
+    ("replica.lag.time.max.ms", "3000"),
+    ("replica.fetch.backoff.ms", "200"),
+    // These tests play the coordinator with raw WriteTxnMarkers (see `one_core`).
+    ("transaction.partition.verification.enable", "false"),
+];
+
+fn leader_of(c: &common::cluster::Cluster, via: i32, topic: &str) -> Option<(i32, usize)> {
+    let port = c.ports.iter().find(|p| p.node_id == via)?.kafka_port;
+    let view = common::cluster::metadata(port).ok()?;
+    let p = view.topics.get(topic)?.first()?.clone();
+    (p.leader >= 0).then_some((p.leader, p.isr.len()))
+}
+
+fn kafka_addr(c: &common::cluster::Cluster, id: i32) -> String {
+    let port = c
+        .ports
+        .iter()
+        .find(|p| p.node_id == id)
+        .map_or(0, |p| p.kafka_port);
+    format!("127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_the_markers_the_aborted_list_and_the_lso() {
+    let mut c = common::cluster::Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "txn-failover";
+    let port = c.ports[0].kafka_port;
+    c.wait("the topic created", || {
+        common::cluster::create_topic(port, topic, 1, 3).is_ok_and(|(e, _)| e == NONE || e == 36)
+    });
+    for id in 1..=3 {
+        c.wait(&format!("a full ISR seen by node {id}"), || {
+            leader_of(&c, id, topic).is_some_and(|(_, isr)| isr == 3)
+        });
+    }
+    let (leader, _) = leader_of(&c, 1, topic).expect("a leader");
+    let addr = kafka_addr(&c, leader);
+    let client = Client {
+        addr: &addr,
+        topic: topic.to_string(),
+    };
+    let (a, a_epoch) = client.init_producer_id();
+    let (b, b_epoch) = client.init_producer_id();
+    // The leader opens its log shortly after Metadata shows it.
+    c.wait("the first transactional produce", || {
+        client.produce(Some("a"), batch(a, a_epoch, 0, 2, true)) == (NONE, 0)
+    });
+    assert_eq!(
+        client.produce(Some("b"), batch(b, b_epoch, 0, 3, true)),
+        (NONE, 2)
+    );
+    assert_eq!(client.marker(a, a_epoch, false, 0), NONE);
+    assert_eq!(
+        client.produce(Some("a"), batch(a, a_epoch, 2, 1, true)),
+        (NONE, 6)
+    );
+    assert_eq!(client.marker(b, b_epoch, true, 0), NONE);
+    // a's second transaction (from 6) is open; its first (0..5) aborted; b committed at 7.
+    let (_, hw, lso, aborted, _) = client.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso, aborted), (8, 6, vec![(a, 0)]));
+
+    c.node(leader).kill9();
+    let survivor = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    c.wait("a new leader from the ISR", || {
+        leader_of(&c, survivor, topic).is_some_and(|(l, _)| l != leader)
+    });
+    let (new_leader, _) = leader_of(&c, survivor, topic).expect("a new leader");
+    let addr = kafka_addr(&c, new_leader);
+    let client = Client {
+        addr: &addr,
+        topic: topic.to_string(),
+    };
+    c.wait("the new leader's high watermark back at 8", || {
+        std::panic::catch_unwind(|| client.fetch(0, READ_UNCOMMITTED).1 == 8).unwrap_or(false)
+    });
+    let (_, hw, lso, aborted, read) = client.fetch(0, READ_COMMITTED);
+    assert_eq!(
+        (hw, lso),
+        (8, 6),
+        "a's open transaction holds the LSO on the new leader"
+    );
+    assert_eq!(
+        aborted,
+        vec![(a, 0)],
+        "the aborted list survived the failover"
+    );
+    assert_eq!(
+        read.iter().filter(|b| b.3).map(|b| b.0).collect::<Vec<_>>(),
+        vec![5],
+        "the abort marker replicated; below the LSO only"
+    );
+    assert!(client.producers().contains(&(a, i32::from(a_epoch), 0, 6)));
+    // The new leader completes a's open transaction.
+    assert_eq!(client.marker(a, a_epoch, false, 0), NONE);
+    let (_, hw, lso, aborted, _) = client.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso), (9, 9));
+    assert_eq!(aborted, vec![(a, 0), (a, 6)]);
+}

@@ -37,6 +37,11 @@ impl PartitionLog {
         opts: AppendOptions,
         limit: Option<Duration>,
     ) -> Result<AppendResult, StorageError> {
+        if self.unreplicated_txns.borrow().len()
+            >= crate::limits::UNREPLICATED_TXNS_PER_PARTITION_MAX
+        {
+            return Err(StorageError::ReplicationTimeout);
+        }
         let batch =
             txn_index::encode_marker_batch(producer_id.0, producer_epoch, marker, opts.now_ms);
         self.append_in_mode(place, batch, AppendMode::Leader(opts), limit)
@@ -153,7 +158,7 @@ impl PartitionLog {
         }
         if done.last_offset >= self.offsets.get().high_watermark {
             let mut unreplicated = self.unreplicated_txns.borrow_mut();
-            // Bounded by the batches above the high watermark: one marker is one batch.
+            // Bounded: leaders refuse markers beyond UNREPLICATED_TXNS_PER_PARTITION_MAX.
             unreplicated.push_back((done.first_offset, done.last_offset));
         }
     }

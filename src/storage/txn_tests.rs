@@ -317,3 +317,56 @@ fn retention_and_delete_records_stop_at_the_first_unstable_offset() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn a_damaged_snapshot_rebuilds_transactions_from_the_whole_log() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        two_transactions(&log).await;
+        marker(&log, 7, 0, false, 1).await.expect("abort 7");
+        // Enough after it for index entries: a clean open scans only the tail.
+        for i in 0..30 {
+            log.append(batch_at(i, 1, 100), opts(Acks::All, 0))
+                .await
+                .expect("plain");
+        }
+        manager.shutdown().await;
+        let snapshot = offset_file_path(&data_dir().join("t-0"), Offset(37), ".snapshot");
+        assert!(
+            io.exists(&snapshot),
+            "the clean close wrote the snapshot at the log end"
+        );
+        io.set_file_bytes(&snapshot, vec![0xff; 8]);
+        io.set_file_bytes(&txn_index_path(0), Vec::new());
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            log.last_stable_offset(),
+            Offset(4),
+            "producer 8's transaction found"
+        );
+        assert_eq!(
+            log.producer_state(ProducerId(8))
+                .and_then(|e| e.current_txn_first_offset),
+            Some(4)
+        );
+        assert_eq!(
+            log.all_aborted_transactions(),
+            vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 2,
+                last_offset: 6,
+                last_stable_offset: 4,
+            }]
+        );
+        manager.shutdown().await;
+    });
+}

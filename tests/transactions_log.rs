@@ -592,3 +592,96 @@ async fn a_new_leader_keeps_the_markers_the_aborted_list_and_the_lso() {
     assert_eq!((hw, lso), (9, 9));
     assert_eq!(aborted, vec![(a, 0), (a, 6)]);
 }
+
+/// Values polled from `consumer` until `want` arrived, then for `settle` more (nothing else
+/// may come); panics on a consumer error.
+fn poll_values(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    want: usize,
+    settle: Duration,
+) -> Vec<String> {
+    use rdkafka::Message;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut settled_at: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        if out.len() >= want {
+            let at = *settled_at.get_or_insert(now + settle);
+            if now >= at {
+                return out;
+            }
+        } else if now >= deadline {
+            panic!("only {out:?} of {want} values within 30 s");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into())
+            }
+            Some(Err(e)) => panic!("consumer error after {out:?}: {e}"),
+        }
+    }
+}
+
+fn assigned_consumer(
+    broker: &Broker,
+    topic: &str,
+    isolation: &str,
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer = broker.consumer(&[("isolation.level", isolation)]);
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(0))
+        .expect("offset");
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// librdkafka as the judge of the aborted list: its read_committed consumer drops the aborted
+/// transaction's records, stops at the open one, and gets it once it is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_read_committed_drops_aborted_records_and_waits_at_the_lso() {
+    let broker = Broker::start_with(one_core());
+    let topic = unique_topic("txn-rdkafka");
+    broker.create_topic(&topic, 1, &[]).await;
+    let c = Client {
+        addr: broker.bootstrap(),
+        topic: topic.clone(),
+    };
+    let (plain, plain_epoch) = c.init_producer_id();
+    let (a, a_epoch) = c.init_producer_id();
+    let (b, b_epoch) = c.init_producer_id();
+    assert_eq!(
+        c.produce(None, batch(plain, plain_epoch, 0, 2, false)).0,
+        NONE
+    );
+    assert_eq!(c.produce(Some("a"), batch(a, a_epoch, 0, 3, true)).0, NONE);
+    assert_eq!(c.produce(Some("b"), batch(b, b_epoch, 0, 2, true)).0, NONE);
+    assert_eq!(c.marker(a, a_epoch, false, 0), NONE);
+    assert_eq!(c.marker(b, b_epoch, true, 0), NONE);
+    // a's second transaction stays open for now.
+    assert_eq!(c.produce(Some("a"), batch(a, a_epoch, 3, 1, true)).0, NONE);
+
+    let committed = assigned_consumer(&broker, &topic, "read_committed");
+    let got = poll_values(&committed, 4, Duration::from_secs(1));
+    let expected: Vec<String> = [(plain, 0, 0), (plain, 0, 1), (b, 0, 0), (b, 0, 1)]
+        .iter()
+        .map(|(p, s, i)| format!("value-{p}-{s}-{i}"))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "no aborted record, nothing of the open transaction"
+    );
+    let uncommitted = assigned_consumer(&broker, &topic, "read_uncommitted");
+    assert_eq!(
+        poll_values(&uncommitted, 8, Duration::from_millis(500)).len(),
+        8
+    );
+
+    // The committed consumer is parked at the LSO; the commit lets it through.
+    assert_eq!(c.marker(a, a_epoch, true, 0), NONE);
+    let got = poll_values(&committed, 1, Duration::from_millis(500));
+    assert_eq!(got, vec![format!("value-{a}-3-0")]);
+}

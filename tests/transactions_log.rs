@@ -170,10 +170,21 @@ impl Client<'_> {
         offset: i64,
         isolation: i8,
     ) -> (i16, i64, i64, Vec<(i64, i64)>, Vec<(i64, i64, i64, bool)>) {
+        self.fetch_waiting(offset, isolation, 0)
+    }
+
+    /// [`fetch`](Self::fetch) as a long poll: min_bytes 1, up to `wait_ms`.
+    #[allow(clippy::type_complexity)]
+    fn fetch_waiting(
+        &self,
+        offset: i64,
+        isolation: i8,
+        wait_ms: i32,
+    ) -> (i16, i64, i64, Vec<(i64, i64)>, Vec<(i64, i64, i64, bool)>) {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
+            .with_max_wait_ms(wait_ms)
+            .with_min_bytes(i32::from(wait_ms > 0))
             .with_max_bytes(1 << 20)
             .with_isolation_level(isolation)
             .with_topics(vec![FetchTopic::default()
@@ -684,4 +695,52 @@ async fn librdkafka_read_committed_drops_aborted_records_and_waits_at_the_lso() 
     assert_eq!(c.marker(a, a_epoch, true, 0), NONE);
     let got = poll_values(&committed, 1, Duration::from_millis(500));
     assert_eq!(got, vec![format!("value-{a}-3-0")]);
+}
+
+/// A read_committed long poll parked at the LSO wakes when a marker moves the LSO (not at its
+/// max wait), while the high watermark alone moving (more of the open transaction) does not
+/// answer it with data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_long_poll_wakes_when_the_lso_advances() {
+    let broker = Broker::start_with(one_core());
+    let topic = unique_topic("txn-poll");
+    broker.create_topic(&topic, 1, &[]).await;
+    let addr = broker.bootstrap().to_string();
+    let c = Client {
+        addr: &addr,
+        topic: topic.clone(),
+    };
+    let (a, a_epoch) = c.init_producer_id();
+    assert_eq!(
+        c.produce(Some("a"), batch(a, a_epoch, 0, 2, true)),
+        (NONE, 0)
+    );
+    let poll_addr = addr.clone();
+    let poll_topic = topic.clone();
+    let poll = std::thread::spawn(move || {
+        let c = Client {
+            addr: &poll_addr,
+            topic: poll_topic,
+        };
+        let started = std::time::Instant::now();
+        let answer = c.fetch_waiting(0, READ_COMMITTED, 20_000);
+        (started.elapsed(), answer)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    // More of the open transaction: the high watermark moves, the LSO does not.
+    assert_eq!(
+        c.produce(Some("a"), batch(a, a_epoch, 2, 1, true)),
+        (NONE, 2)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!poll.is_finished(), "answered before the LSO moved");
+    assert_eq!(c.marker(a, a_epoch, true, 0), NONE);
+    let (elapsed, (e, hw, lso, aborted, read)) = poll.join().expect("poll thread");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "woke at the commit: {elapsed:?}"
+    );
+    assert_eq!((e, hw, lso), (NONE, 4, 4));
+    assert!(aborted.is_empty());
+    assert_eq!(read.iter().map(|b| b.0).collect::<Vec<_>>(), vec![0, 2, 3]);
 }

@@ -370,3 +370,44 @@ fn a_damaged_snapshot_rebuilds_transactions_from_the_whole_log() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn the_aborted_list_stops_at_the_first_indexed_batch_after_the_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let manager =
+            super::manager::LogManager::new(crate::model::ShardId(0), broker_config(&path));
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        log.append(txn_batch(7, 0, 0, 1), opts(Acks::All, 0))
+            .await
+            .expect("txn 7");
+        marker(&log, 7, 0, false, 0).await.expect("abort 7");
+        for i in 0..20 {
+            log.append(batch_at(i, 1, 100), opts(Acks::All, 0))
+                .await
+                .expect("plain");
+        }
+        log.append(txn_batch(8, 0, 0, 1), opts(Acks::All, 0))
+            .await
+            .expect("txn 8");
+        marker(&log, 8, 0, false, 0).await.expect("abort 8");
+        assert_eq!(log.all_aborted_transactions().len(), 2);
+        // One batch from 0: producer 8's transaction (at 22) is far past the range.
+        let slice = log
+            .read_slice_committed(Offset(0), 1, true)
+            .await
+            .expect("read");
+        let aborted: Vec<i64> = slice.aborted.iter().map(|t| t.producer_id).collect();
+        assert_eq!(aborted, vec![7]);
+        let all = log
+            .read_slice_committed(Offset(0), 1 << 20, true)
+            .await
+            .expect("read");
+        assert_eq!(all.aborted.len(), 2);
+        manager.shutdown().await;
+    });
+}

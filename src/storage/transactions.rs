@@ -193,6 +193,10 @@ impl PartitionLog {
                 }
                 return Err(err.into());
             }
+            if !self.segments.borrow().contains_key(base) {
+                // Retention deleted the segment during the write: its file goes too.
+                self.shard.io.remove_file(&path).await?;
+            }
         }
         Ok(())
     }

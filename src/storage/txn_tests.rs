@@ -411,3 +411,35 @@ fn the_aborted_list_stops_at_the_first_indexed_batch_after_the_range() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn a_follower_builds_the_same_transaction_state_from_the_leaders_bytes() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let leader = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open leader");
+        two_transactions(&leader).await;
+        marker(&leader, 7, 0, false, 2).await.expect("abort 7");
+        let follower_tp = crate::model::TopicPartition::new("t", 1);
+        let follower = manager
+            .open_partition(&follower_tp, uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open follower");
+        let read = leader.read(Offset(0), 1 << 20, true).await.expect("read");
+        follower
+            .append_as_follower(read.records, 0)
+            .await
+            .expect("follower append");
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.last_stable_offset(), leader.last_stable_offset());
+        assert_eq!(
+            follower.all_aborted_transactions(),
+            leader.all_aborted_transactions()
+        );
+        assert_eq!(follower.producers(), leader.producers());
+        manager.shutdown().await;
+    });
+}

@@ -163,6 +163,22 @@ impl PartitionLog {
         }
     }
 
+    /// A replicated log reopened with its high watermark at the log start: the last marker of
+    /// each producer (the only one that may not have been replicated) holds the LSO again
+    /// until the high watermark passes it, as it did before the restart.
+    pub(super) fn hold_completed_txns_above_hw(&self) {
+        let hw = self.offsets.get().high_watermark;
+        let mut held: Vec<(i64, i64)> = self
+            .producers
+            .borrow()
+            .entries()
+            .filter_map(|(_, e)| e.last_completed_txn)
+            .filter(|(_, marker)| *marker >= hw)
+            .collect();
+        held.sort_by_key(|(_, marker)| *marker);
+        *self.unreplicated_txns.borrow_mut() = held.into();
+    }
+
     /// Drops the completed transactions whose markers the high watermark passed.
     pub(super) fn forget_replicated_txns(&self, high_watermark: i64) {
         self.unreplicated_txns

@@ -443,3 +443,40 @@ fn a_follower_builds_the_same_transaction_state_from_the_leaders_bytes() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn a_reopened_replicated_log_counts_its_last_markers_only_below_the_high_watermark() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        two_transactions(&log).await;
+        marker(&log, 7, 0, true, 0).await.expect("commit 7");
+        marker(&log, 8, 0, true, 0).await.expect("commit 8");
+        manager.shutdown().await;
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("reopen");
+        log.start_replicated_from_log_start();
+        assert_eq!(log.last_stable_offset(), Offset(0));
+        // Both last markers (6, 7) hold the LSO until the high watermark passes them.
+        assert_eq!(
+            log.unreplicated_txns
+                .borrow()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![(2, 6), (4, 7)]
+        );
+        log.set_hw_bound(8);
+        assert_eq!(log.high_watermark(), Offset(8));
+        assert_eq!(log.last_stable_offset(), Offset(8));
+        assert!(log.unreplicated_txns.borrow().is_empty());
+        manager.shutdown().await;
+    });
+}

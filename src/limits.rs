@@ -104,6 +104,11 @@ pub const METADATA_SNAPSHOT_ENTRIES: u64 = 5_000;
 /// Batch ends a replicated partition remembers above its high watermark (24 bytes each); the
 /// oldest is dropped when full (the high watermark then waits for a later boundary).
 pub const HW_MARKS_PER_PARTITION_MAX: usize = 4096;
+/// Transactions completed by a marker not yet below a partition's high watermark (they hold
+/// its last stable offset; 16 bytes each). A leader refuses further markers beyond it
+/// (REQUEST_TIMED_OUT: the coordinator retries once the followers catch up); a follower holds
+/// at most what its leader held.
+pub const UNREPLICATED_TXNS_PER_PARTITION_MAX: usize = 65_536;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);

@@ -170,10 +170,21 @@ impl Client<'_> {
         offset: i64,
         isolation: i8,
     ) -> (i16, i64, i64, Vec<(i64, i64)>, Vec<(i64, i64, i64, bool)>) {
+        self.fetch_waiting(offset, isolation, 0)
+    }
+
+    /// [`fetch`](Self::fetch) as a long poll: min_bytes 1, up to `wait_ms`.
+    #[allow(clippy::type_complexity)]
+    fn fetch_waiting(
+        &self,
+        offset: i64,
+        isolation: i8,
+        wait_ms: i32,
+    ) -> (i16, i64, i64, Vec<(i64, i64)>, Vec<(i64, i64, i64, bool)>) {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
+            .with_max_wait_ms(wait_ms)
+            .with_min_bytes(i32::from(wait_ms > 0))
             .with_max_bytes(1 << 20)
             .with_isolation_level(isolation)
             .with_topics(vec![FetchTopic::default()
@@ -487,4 +498,249 @@ async fn the_leader_verifies_a_transactions_first_batch_with_the_coordinator() {
     );
     let (_, hw, lso, _, _) = c.fetch(0, READ_COMMITTED);
     assert_eq!((hw, lso), (2, 0), "the verified transaction is open");
+}
+
+/// Short sessions and lag bound, so a killed leader is replaced within seconds.
+const FAST: &[(&str, &str)] = &[
+    ("broker.session.timeout.ms", "3000"),
+    ("broker.heartbeat.interval.ms", "500"),
+    ("replica.lag.time.max.ms", "3000"),
+    ("replica.fetch.backoff.ms", "200"),
+    // These tests play the coordinator with raw WriteTxnMarkers (see `one_core`).
+    ("transaction.partition.verification.enable", "false"),
+];
+
+fn leader_of(c: &common::cluster::Cluster, via: i32, topic: &str) -> Option<(i32, usize)> {
+    let port = c.ports.iter().find(|p| p.node_id == via)?.kafka_port;
+    let view = common::cluster::metadata(port).ok()?;
+    let p = view.topics.get(topic)?.first()?.clone();
+    (p.leader >= 0).then_some((p.leader, p.isr.len()))
+}
+
+fn kafka_addr(c: &common::cluster::Cluster, id: i32) -> String {
+    let port = c
+        .ports
+        .iter()
+        .find(|p| p.node_id == id)
+        .map_or(0, |p| p.kafka_port);
+    format!("127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_the_markers_the_aborted_list_and_the_lso() {
+    let mut c = common::cluster::Cluster::start(3, FAST);
+    c.wait_ready_for_groups();
+    let topic = "txn-failover";
+    let port = c.ports[0].kafka_port;
+    c.wait("the topic created", || {
+        common::cluster::create_topic(port, topic, 1, 3).is_ok_and(|(e, _)| e == NONE || e == 36)
+    });
+    for id in 1..=3 {
+        c.wait(&format!("a full ISR seen by node {id}"), || {
+            leader_of(&c, id, topic).is_some_and(|(_, isr)| isr == 3)
+        });
+    }
+    let (leader, _) = leader_of(&c, 1, topic).expect("a leader");
+    let addr = kafka_addr(&c, leader);
+    let client = Client {
+        addr: &addr,
+        topic: topic.to_string(),
+    };
+    let (a, a_epoch) = client.init_producer_id();
+    let (b, b_epoch) = client.init_producer_id();
+    // The leader opens its log shortly after Metadata shows it.
+    c.wait("the first transactional produce", || {
+        client.produce(Some("a"), batch(a, a_epoch, 0, 2, true)) == (NONE, 0)
+    });
+    assert_eq!(
+        client.produce(Some("b"), batch(b, b_epoch, 0, 3, true)),
+        (NONE, 2)
+    );
+    assert_eq!(client.marker(a, a_epoch, false, 0), NONE);
+    assert_eq!(
+        client.produce(Some("a"), batch(a, a_epoch, 2, 1, true)),
+        (NONE, 6)
+    );
+    assert_eq!(client.marker(b, b_epoch, true, 0), NONE);
+    // a's second transaction (from 6) is open; its first (0..5) aborted; b committed at 7.
+    let (_, hw, lso, aborted, _) = client.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso, aborted), (8, 6, vec![(a, 0)]));
+
+    c.node(leader).kill9();
+    let survivor = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    c.wait("a new leader from the ISR", || {
+        leader_of(&c, survivor, topic).is_some_and(|(l, _)| l != leader)
+    });
+    let (new_leader, _) = leader_of(&c, survivor, topic).expect("a new leader");
+    let addr = kafka_addr(&c, new_leader);
+    let client = Client {
+        addr: &addr,
+        topic: topic.to_string(),
+    };
+    c.wait("the new leader's high watermark back at 8", || {
+        std::panic::catch_unwind(|| client.fetch(0, READ_UNCOMMITTED).1 == 8).unwrap_or(false)
+    });
+    let (_, hw, lso, aborted, read) = client.fetch(0, READ_COMMITTED);
+    assert_eq!(
+        (hw, lso),
+        (8, 6),
+        "a's open transaction holds the LSO on the new leader"
+    );
+    assert_eq!(
+        aborted,
+        vec![(a, 0)],
+        "the aborted list survived the failover"
+    );
+    assert_eq!(
+        read.iter().filter(|b| b.3).map(|b| b.0).collect::<Vec<_>>(),
+        vec![5],
+        "the abort marker replicated; below the LSO only"
+    );
+    assert!(client.producers().contains(&(a, i32::from(a_epoch), 0, 6)));
+    // The new leader completes a's open transaction.
+    assert_eq!(client.marker(a, a_epoch, false, 0), NONE);
+    let (_, hw, lso, aborted, _) = client.fetch(0, READ_COMMITTED);
+    assert_eq!((hw, lso), (9, 9));
+    assert_eq!(aborted, vec![(a, 0), (a, 6)]);
+}
+
+/// Values polled from `consumer` until `want` arrived, then for `settle` more (nothing else
+/// may come); panics on a consumer error.
+fn poll_values(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    want: usize,
+    settle: Duration,
+) -> Vec<String> {
+    use rdkafka::Message;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut settled_at: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        if out.len() >= want {
+            let at = *settled_at.get_or_insert(now + settle);
+            if now >= at {
+                return out;
+            }
+        } else if now >= deadline {
+            panic!("only {out:?} of {want} values within 30 s");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into())
+            }
+            Some(Err(e)) => panic!("consumer error after {out:?}: {e}"),
+        }
+    }
+}
+
+fn assigned_consumer(
+    broker: &Broker,
+    topic: &str,
+    isolation: &str,
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer = broker.consumer(&[("isolation.level", isolation)]);
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(0))
+        .expect("offset");
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// librdkafka as the judge of the aborted list: its read_committed consumer drops the aborted
+/// transaction's records, stops at the open one, and gets it once it is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_read_committed_drops_aborted_records_and_waits_at_the_lso() {
+    let broker = Broker::start_with(one_core());
+    let topic = unique_topic("txn-rdkafka");
+    broker.create_topic(&topic, 1, &[]).await;
+    let c = Client {
+        addr: broker.bootstrap(),
+        topic: topic.clone(),
+    };
+    let (plain, plain_epoch) = c.init_producer_id();
+    let (a, a_epoch) = c.init_producer_id();
+    let (b, b_epoch) = c.init_producer_id();
+    assert_eq!(
+        c.produce(None, batch(plain, plain_epoch, 0, 2, false)).0,
+        NONE
+    );
+    assert_eq!(c.produce(Some("a"), batch(a, a_epoch, 0, 3, true)).0, NONE);
+    assert_eq!(c.produce(Some("b"), batch(b, b_epoch, 0, 2, true)).0, NONE);
+    assert_eq!(c.marker(a, a_epoch, false, 0), NONE);
+    assert_eq!(c.marker(b, b_epoch, true, 0), NONE);
+    // a's second transaction stays open for now.
+    assert_eq!(c.produce(Some("a"), batch(a, a_epoch, 3, 1, true)).0, NONE);
+
+    let committed = assigned_consumer(&broker, &topic, "read_committed");
+    let got = poll_values(&committed, 4, Duration::from_secs(1));
+    let expected: Vec<String> = [(plain, 0, 0), (plain, 0, 1), (b, 0, 0), (b, 0, 1)]
+        .iter()
+        .map(|(p, s, i)| format!("value-{p}-{s}-{i}"))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "no aborted record, nothing of the open transaction"
+    );
+    let uncommitted = assigned_consumer(&broker, &topic, "read_uncommitted");
+    assert_eq!(
+        poll_values(&uncommitted, 8, Duration::from_millis(500)).len(),
+        8
+    );
+
+    // The committed consumer is parked at the LSO; the commit lets it through.
+    assert_eq!(c.marker(a, a_epoch, true, 0), NONE);
+    let got = poll_values(&committed, 1, Duration::from_millis(500));
+    assert_eq!(got, vec![format!("value-{a}-3-0")]);
+}
+
+/// A read_committed long poll parked at the LSO wakes when a marker moves the LSO (not at its
+/// max wait), while the high watermark alone moving (more of the open transaction) does not
+/// answer it with data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_long_poll_wakes_when_the_lso_advances() {
+    let broker = Broker::start_with(one_core());
+    let topic = unique_topic("txn-poll");
+    broker.create_topic(&topic, 1, &[]).await;
+    let addr = broker.bootstrap().to_string();
+    let c = Client {
+        addr: &addr,
+        topic: topic.clone(),
+    };
+    let (a, a_epoch) = c.init_producer_id();
+    assert_eq!(
+        c.produce(Some("a"), batch(a, a_epoch, 0, 2, true)),
+        (NONE, 0)
+    );
+    let poll_addr = addr.clone();
+    let poll_topic = topic.clone();
+    let poll = std::thread::spawn(move || {
+        let c = Client {
+            addr: &poll_addr,
+            topic: poll_topic,
+        };
+        let started = std::time::Instant::now();
+        let answer = c.fetch_waiting(0, READ_COMMITTED, 20_000);
+        (started.elapsed(), answer)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    // More of the open transaction: the high watermark moves, the LSO does not.
+    assert_eq!(
+        c.produce(Some("a"), batch(a, a_epoch, 2, 1, true)),
+        (NONE, 2)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!poll.is_finished(), "answered before the LSO moved");
+    assert_eq!(c.marker(a, a_epoch, true, 0), NONE);
+    let (elapsed, (e, hw, lso, aborted, read)) = poll.join().expect("poll thread");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "woke at the commit: {elapsed:?}"
+    );
+    assert_eq!((e, hw, lso), (NONE, 4, 4));
+    assert!(aborted.is_empty());
+    assert_eq!(read.iter().map(|b| b.0).collect::<Vec<_>>(), vec![0, 2, 3]);
 }

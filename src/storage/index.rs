@@ -55,6 +55,11 @@ impl OffsetIndex {
             .filter(|e| e.1 == position)
             .map(|e| e.0)
     }
+    /// The relative offset of the first entry at or after `position`, if any.
+    pub fn first_at_or_after(&self, position: u32) -> Option<u32> {
+        let at = self.entries.partition_point(|e| e.1 < position);
+        self.entries.get(at).map(|e| e.0)
+    }
     /// Drops entries whose relative offset is >= `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
         let at = self.entries.partition_point(|e| e.0 < relative_offset);

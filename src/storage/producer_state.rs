@@ -10,7 +10,8 @@
 //! `i16 version (=3)`, `u32 CRC-32C of everything after it`, `i32 producer count`, then per
 //! producer `i64 producer id`, `i16 epoch`, `i32 last sequence before the batches (i32::MIN:
 //! none)`, `i32 coordinator epoch (-1: none)`, `i64 first offset of the ongoing transaction
-//! (-1: none)`, `i64 last timestamp`, `i32 batch count`, then per batch `i32 first seq, i32
+//! (-1: none)`, `i64 last timestamp`, `i64 first offset, i64 marker offset` of the last
+//! completed transaction (-1, -1: none), `i32 batch count`, then per batch `i32 first seq, i32
 //! last seq, i64 first offset, i64 last offset, i64 max timestamp, i64 log append time (-1:
 //! CreateTime)`. Version 2 (no coordinator epoch, transaction or last timestamp) and version 1
 //! (neither last sequence nor log append time either) are still read. `<offset>` is the log end
@@ -63,9 +64,10 @@ pub struct ProducerEntry {
     /// Max timestamp of the last batch or marker appended.
     pub last_timestamp: i64,
     /// The last transaction a marker completed, `(first offset, marker offset)`: a
-    /// truncation that removes the marker makes the transaction ongoing again. In memory
-    /// only (one level: the coordinator ends a producer's next transaction only after this
-    /// marker is acknowledged, so a truncation of the unacknowledged tail removes at most one).
+    /// truncation that removes the marker makes the transaction ongoing again. One level:
+    /// the coordinator ends a producer's next transaction only after this marker is
+    /// acknowledged (below the high watermark), and truncations and snapshots cut only above
+    /// the high watermark, so at most one marker per producer is ever cut.
     pub last_completed_txn: Option<(i64, i64)>,
 }
 
@@ -347,6 +349,9 @@ impl ProducerStateManager {
             let txn = entry.current_txn_first_offset.unwrap_or(-1);
             body.extend_from_slice(&txn.to_be_bytes());
             body.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            let (done_first, done_marker) = entry.last_completed_txn.unwrap_or((-1, -1));
+            body.extend_from_slice(&done_first.to_be_bytes());
+            body.extend_from_slice(&done_marker.to_be_bytes());
             body.extend_from_slice(&(entry.batches.len() as i32).to_be_bytes());
             for b in &entry.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -382,10 +387,12 @@ impl ProducerStateManager {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
             let before = if v2 { reader.i32()? } else { NO_SEQUENCE };
-            let (coordinator_epoch, txn, last_timestamp) = if v3 {
-                (reader.i32()?, reader.i64()?, reader.i64()?)
+            let (coordinator_epoch, txn, last_timestamp, done) = if v3 {
+                let (epoch, txn, ts) = (reader.i32()?, reader.i64()?, reader.i64()?);
+                let (first, marker) = (reader.i64()?, reader.i64()?);
+                (epoch, txn, ts, (first >= 0).then_some((first, marker)))
             } else {
-                (NO_COORDINATOR_EPOCH, -1, -1)
+                (NO_COORDINATOR_EPOCH, -1, -1, None)
             };
             let mut entry = ProducerEntry {
                 epoch,
@@ -394,7 +401,7 @@ impl ProducerStateManager {
                 coordinator_epoch,
                 current_txn_first_offset: (txn >= 0).then_some(txn),
                 last_timestamp,
-                last_completed_txn: None,
+                last_completed_txn: done,
             };
             if txn >= 0 {
                 state.ongoing.insert((txn, id));
@@ -504,6 +511,7 @@ mod txn_tests {
         state.update(&txn_header(2, 0, 0, 12));
         assert_eq!(state.first_ongoing_offset(), Some(10));
         let decoded = ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("v3");
+        assert_eq!(decoded, state);
         assert_eq!(decoded.first_ongoing_offset(), Some(10));
         assert_eq!(
             decoded
@@ -538,7 +546,10 @@ mod txn_tests {
             state.check_marker(ProducerId(1), 0, stale),
             Err(StorageError::CoordinatorFenced { .. })
         ));
-        // A truncation below the marker makes the transaction ongoing again.
+        // A truncation below the marker makes the transaction ongoing again, from a
+        // snapshot too.
+        let mut state =
+            ProducerStateManager::decode_snapshot(&state.encode_snapshot()).expect("v3");
         state.truncate_to(Offset(13));
         assert_eq!(state.first_ongoing_offset(), Some(10));
         // One below its first batch removes it.

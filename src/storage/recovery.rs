@@ -109,6 +109,8 @@ pub(super) async fn load(
         txn_index.truncate_to(from);
     }
     let segment_bases: Vec<i64> = bases.iter().map(|b| b.0).collect();
+    // The first batch replayed into producer state (to find a gap after the snapshot).
+    let mut first_applied: Option<i64> = None;
     let mut apply = |header: &batch::BatchHeader, bytes: &[u8]| {
         leader_epoch = leader_epoch.max(header.partition_leader_epoch);
         // Kafka's `LogSegment.recover`: only a newer epoch is assigned; entries of batches
@@ -120,6 +122,7 @@ pub(super) async fn load(
             epochs.assign(header.partition_leader_epoch, header.base_offset);
         }
         if header.base_offset >= snapshot_offset {
+            first_applied.get_or_insert(header.base_offset);
             let rebuild = txn_rebuild_from.is_some_and(|from| header.base_offset >= from);
             let base = segment_floor(&segment_bases, header.base_offset);
             apply_batch(&mut producers, &mut txn_index, header, bytes, base, rebuild);
@@ -164,6 +167,7 @@ pub(super) async fn load(
     let mark = active.mark();
     let first_base = segments.keys().next().copied().unwrap_or(0);
     let log_end = mark.next_offset;
+    let mut rebuild = false;
     if snapshot_offset > log_end {
         // The snapshot describes batches the log no longer has (they were truncated): it
         // would answer duplicates for them. Rebuild producer state from the log instead.
@@ -171,7 +175,13 @@ pub(super) async fn load(
             "producer snapshot above the recovered log end: rebuilding producer state");
         let path = offset_file_path(&dir, Offset(snapshot_offset), SNAPSHOT_SUFFIX);
         io.remove_file(&path).await?;
-        (producers, txn_index) = rebuild_producers(&segments).await?;
+        rebuild = true;
+    } else if snapshot_offset.max(first_base) < first_applied.unwrap_or(log_end) {
+        // Batches between the snapshot (missing, damaged or old) and the scan were not
+        // replayed: an ongoing transaction or a marker among them would be lost.
+        tracing::warn!(partition = %tp, snapshot_offset, first_applied, log_end,
+            "producer snapshot older than the scanned log: rebuilding producer state");
+        rebuild = true;
     }
     if loaded_epochs.is_none() {
         // No (usable) leader-epoch-checkpoint, as in a data directory from before the file:
@@ -182,6 +192,9 @@ pub(super) async fn load(
     if end_at.is_some() && start.is_some_and(|scan| snapshot_offset < scan) {
         // The snapshot at the old recovery point was above the truncation and is gone: the
         // batches between the older snapshot and the scan would be missing.
+        rebuild = true;
+    }
+    if rebuild {
         (producers, txn_index) = rebuild_producers(&segments).await?;
     }
     // Rebuilt entries are durable before anything (the recovery point below) trusts them.

@@ -70,6 +70,7 @@ impl PartitionLog {
         offsets.check();
         self.hw_bound.set(Some(offsets.log_start));
         self.hw_marks.borrow_mut().clear();
+        self.hold_completed_txns_above_hw();
     }
 
     /// The replication bound, if the log is replicated.

@@ -831,6 +831,16 @@ impl Segment {
         Some(self.base_offset.0 + i64::from(relative))
     }
 
+    /// The offset of the first offset index entry at or after byte `position` (an entry holds
+    /// its batch's last offset, so every batch before `position` ends below it); `None` when
+    /// no entry lies there.
+    pub fn upper_bound_offset(&self, position: u64) -> Option<i64> {
+        let position = u32::try_from(position).ok()?;
+        let state = self.state.borrow();
+        let relative = state.offset_index.as_ref()?.first_at_or_after(position)?;
+        Some(self.base_offset.0 + i64::from(relative))
+    }
+
     /// Resets metadata to `position` (0 or an offset index entry), where the batch with base
     /// offset `start_offset` starts; drops the index entries from there on.
     fn reset_to(&self, position: u64, start_offset: i64) {

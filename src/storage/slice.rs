@@ -126,23 +126,30 @@ impl PartitionLog {
         if offset >= limit {
             return Ok(result);
         }
-        if limit_kind == Limit::LastStable {
-            result.aborted = self.aborted_transactions(offset, limit);
-        }
         let truncations = self.truncations.get();
         let located = match self
             .locate(offset, max_bytes, min_one_batch, &offsets)
             .await
         {
-            Ok(Some((segment, position, len))) => segment
-                .send_file()
-                .map(|file| Some((segment.path(LOG_SUFFIX), file, position, len)))
-                .map_err(StorageError::from),
+            Ok(Some((segment, position, len))) => {
+                // Kafka's `fetchUpperBoundOffset`: the aborted list need not reach past the
+                // first indexed batch after the range (else the limit).
+                let upper = segment
+                    .upper_bound_offset(position + len as u64)
+                    .map_or(limit, |o| Offset(o.min(limit.0)));
+                segment
+                    .send_file()
+                    .map(|file| Some((segment.path(LOG_SUFFIX), file, position, len, upper)))
+                    .map_err(StorageError::from)
+            }
             Ok(None) => Ok(None),
             Err(err) => Err(err),
         };
         match located {
-            Ok(Some((path, file, position, len))) => {
+            Ok(Some((path, file, position, len, upper))) => {
+                if limit_kind == Limit::LastStable {
+                    result.aborted = self.aborted_transactions(offset, upper);
+                }
                 result.file = Some((path, file));
                 result.position = position;
                 result.len = len;

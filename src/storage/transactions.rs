@@ -37,6 +37,11 @@ impl PartitionLog {
         opts: AppendOptions,
         limit: Option<Duration>,
     ) -> Result<AppendResult, StorageError> {
+        if self.unreplicated_txns.borrow().len()
+            >= crate::limits::UNREPLICATED_TXNS_PER_PARTITION_MAX
+        {
+            return Err(StorageError::ReplicationTimeout);
+        }
         let batch =
             txn_index::encode_marker_batch(producer_id.0, producer_epoch, marker, opts.now_ms);
         self.append_in_mode(place, batch, AppendMode::Leader(opts), limit)
@@ -153,9 +158,25 @@ impl PartitionLog {
         }
         if done.last_offset >= self.offsets.get().high_watermark {
             let mut unreplicated = self.unreplicated_txns.borrow_mut();
-            // Bounded by the batches above the high watermark: one marker is one batch.
+            // Bounded: leaders refuse markers beyond UNREPLICATED_TXNS_PER_PARTITION_MAX.
             unreplicated.push_back((done.first_offset, done.last_offset));
         }
+    }
+
+    /// A replicated log reopened with its high watermark at the log start: the last marker of
+    /// each producer (the only one that may not have been replicated) holds the LSO again
+    /// until the high watermark passes it, as it did before the restart.
+    pub(super) fn hold_completed_txns_above_hw(&self) {
+        let hw = self.offsets.get().high_watermark;
+        let mut held: Vec<(i64, i64)> = self
+            .producers
+            .borrow()
+            .entries()
+            .filter_map(|(_, e)| e.last_completed_txn)
+            .filter(|(_, marker)| *marker >= hw)
+            .collect();
+        held.sort_by_key(|(_, marker)| *marker);
+        *self.unreplicated_txns.borrow_mut() = held.into();
     }
 
     /// Drops the completed transactions whose markers the high watermark passed.
@@ -187,6 +208,10 @@ impl PartitionLog {
                     index.mark_dirty(*base);
                 }
                 return Err(err.into());
+            }
+            if !self.segments.borrow().contains_key(base) {
+                // Retention deleted the segment during the write: its file goes too.
+                self.shard.io.remove_file(&path).await?;
             }
         }
         Ok(())

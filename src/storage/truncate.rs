@@ -250,6 +250,12 @@ impl PartitionLog {
         segment.apply_cut(cut);
         self.producers.borrow_mut().truncate_to(Offset(end));
         self.truncate_txns(end);
+        {
+            let mut txn_index = self.txn_index.borrow_mut();
+            for gone in &doomed {
+                txn_index.remove_segment(gone.base_offset().0);
+            }
+        }
         self.epochs.borrow_mut().truncate_from_end(end);
         let mut offsets = self.offsets.get();
         assert_eq!(

@@ -317,3 +317,166 @@ fn retention_and_delete_records_stop_at_the_first_unstable_offset() {
         manager.shutdown().await;
     });
 }
+
+#[test]
+fn a_damaged_snapshot_rebuilds_transactions_from_the_whole_log() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        two_transactions(&log).await;
+        marker(&log, 7, 0, false, 1).await.expect("abort 7");
+        // Enough after it for index entries: a clean open scans only the tail.
+        for i in 0..30 {
+            log.append(batch_at(i, 1, 100), opts(Acks::All, 0))
+                .await
+                .expect("plain");
+        }
+        manager.shutdown().await;
+        let snapshot = offset_file_path(&data_dir().join("t-0"), Offset(37), ".snapshot");
+        assert!(
+            io.exists(&snapshot),
+            "the clean close wrote the snapshot at the log end"
+        );
+        io.set_file_bytes(&snapshot, vec![0xff; 8]);
+        io.set_file_bytes(&txn_index_path(0), Vec::new());
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            log.last_stable_offset(),
+            Offset(4),
+            "producer 8's transaction found"
+        );
+        assert_eq!(
+            log.producer_state(ProducerId(8))
+                .and_then(|e| e.current_txn_first_offset),
+            Some(4)
+        );
+        assert_eq!(
+            log.all_aborted_transactions(),
+            vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 2,
+                last_offset: 6,
+                last_stable_offset: 4,
+            }]
+        );
+        manager.shutdown().await;
+    });
+}
+
+#[test]
+fn the_aborted_list_stops_at_the_first_indexed_batch_after_the_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let manager =
+            super::manager::LogManager::new(crate::model::ShardId(0), broker_config(&path));
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        log.append(txn_batch(7, 0, 0, 1), opts(Acks::All, 0))
+            .await
+            .expect("txn 7");
+        marker(&log, 7, 0, false, 0).await.expect("abort 7");
+        for i in 0..20 {
+            log.append(batch_at(i, 1, 100), opts(Acks::All, 0))
+                .await
+                .expect("plain");
+        }
+        log.append(txn_batch(8, 0, 0, 1), opts(Acks::All, 0))
+            .await
+            .expect("txn 8");
+        marker(&log, 8, 0, false, 0).await.expect("abort 8");
+        assert_eq!(log.all_aborted_transactions().len(), 2);
+        // One batch from 0: producer 8's transaction (at 22) is far past the range.
+        let slice = log
+            .read_slice_committed(Offset(0), 1, true)
+            .await
+            .expect("read");
+        let aborted: Vec<i64> = slice.aborted.iter().map(|t| t.producer_id).collect();
+        assert_eq!(aborted, vec![7]);
+        let all = log
+            .read_slice_committed(Offset(0), 1 << 20, true)
+            .await
+            .expect("read");
+        assert_eq!(all.aborted.len(), 2);
+        manager.shutdown().await;
+    });
+}
+
+#[test]
+fn a_follower_builds_the_same_transaction_state_from_the_leaders_bytes() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let leader = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open leader");
+        two_transactions(&leader).await;
+        marker(&leader, 7, 0, false, 2).await.expect("abort 7");
+        let follower_tp = crate::model::TopicPartition::new("t", 1);
+        let follower = manager
+            .open_partition(&follower_tp, uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open follower");
+        let read = leader.read(Offset(0), 1 << 20, true).await.expect("read");
+        follower
+            .append_as_follower(read.records, 0)
+            .await
+            .expect("follower append");
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.last_stable_offset(), leader.last_stable_offset());
+        assert_eq!(
+            follower.all_aborted_transactions(),
+            leader.all_aborted_transactions()
+        );
+        assert_eq!(follower.producers(), leader.producers());
+        manager.shutdown().await;
+    });
+}
+
+#[test]
+fn a_reopened_replicated_log_counts_its_last_markers_only_below_the_high_watermark() {
+    run(|| async {
+        let io = FaultyIo::new();
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("open");
+        two_transactions(&log).await;
+        marker(&log, 7, 0, true, 0).await.expect("commit 7");
+        marker(&log, 8, 0, true, 0).await.expect("commit 8");
+        manager.shutdown().await;
+        let manager = fake_manager(&io, &data_dir());
+        let log = manager
+            .open_partition(&tp(), uuid::Uuid::nil(), small_config())
+            .await
+            .expect("reopen");
+        log.start_replicated_from_log_start();
+        assert_eq!(log.last_stable_offset(), Offset(0));
+        // Both last markers (6, 7) hold the LSO until the high watermark passes them.
+        assert_eq!(
+            log.unreplicated_txns
+                .borrow()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![(2, 6), (4, 7)]
+        );
+        log.set_hw_bound(8);
+        assert_eq!(log.high_watermark(), Offset(8));
+        assert_eq!(log.last_stable_offset(), Offset(8));
+        assert!(log.unreplicated_txns.borrow().is_empty());
+        manager.shutdown().await;
+    });
+}

@@ -325,3 +325,81 @@ fn snapshots_keep_pending_offsets_and_their_order() {
         f.logs.shutdown().await;
     });
 }
+
+/// A crash after a snapshot was appended but before the records it supersedes were dropped:
+/// replay reads the old records and then the snapshot; the state is the same.
+#[test]
+fn a_snapshot_replayed_after_the_records_it_restates_changes_nothing() {
+    use super::coordinator::encode_batch;
+    use super::records::BatchKind;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Fixture::open(&path, 100 << 20).await;
+        let c = f.coordinator().await;
+        // t-0: a transaction's offset superseded by one written later and committed first;
+        // t-1: pending only;
+        // t-2: two transactions, the later-written one (PRODUCER + 2) to win.
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER, 0, &[("t", 0, 10), ("t", 1, 11)])).await,
+            vec![0, 0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 1, 0, &[("t", 2, 100)])).await,
+            vec![0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 2, 0, &[("t", 2, 200)])).await,
+            vec![0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 9, 0, &[("t", 0, 50)])).await,
+            vec![0]
+        );
+        c.complete_transaction(0, PRODUCER + 9, 0, 0, true)
+            .await
+            .expect("marker");
+        let records = c.live_records(0);
+        let batch = encode_batch(&records, 1, BatchKind::Snapshot).expect("snapshot batch");
+        let opts = AppendOptions {
+            acks: Acks::All,
+            leader_epoch: f.log.leader_epoch(),
+            now_ms: 1,
+        };
+        f.log.append(batch, opts).await.expect("snapshot append");
+        let c = f.coordinator().await;
+        assert_eq!(fetch(&c, "t", 0, false).await, (0, 50));
+        assert_eq!(fetch(&c, "t", 0, true).await, (UNSTABLE, -1));
+        assert_eq!(fetch(&c, "t", 1, true).await, (UNSTABLE, -1));
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER + 2, 0, 0, true)
+                .await
+                .expect("marker"),
+            1
+        );
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER + 1, 0, 0, true)
+                .await
+                .expect("marker"),
+            0
+        );
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER, 0, 0, true)
+                .await
+                .expect("marker"),
+            1
+        );
+        assert_eq!(
+            fetch(&c, "t", 0, true).await,
+            (0, 50),
+            "superseded by the later transaction"
+        );
+        assert_eq!(fetch(&c, "t", 1, true).await, (0, 11));
+        assert_eq!(
+            fetch(&c, "t", 2, true).await,
+            (0, 200),
+            "the later-written transaction"
+        );
+        f.logs.shutdown().await;
+    });
+}

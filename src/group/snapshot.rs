@@ -30,7 +30,7 @@ impl GroupCoordinator {
     /// outside `write_lock` (the `txn_hook` path) are the exception: one placed below the
     /// snapshot but applied after the state was read would make the snapshot stale, so when
     /// one was applied meanwhile, the log is kept and the snapshot written again.
-    async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
+    pub(crate) async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
         let state = self.partition_state(partition);
         let _guard = state.write_lock.lock().await;
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);

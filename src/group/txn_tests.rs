@@ -403,3 +403,43 @@ fn a_snapshot_replayed_after_the_records_it_restates_changes_nothing() {
         f.logs.shutdown().await;
     });
 }
+
+/// A marker placed in the log before a snapshot but applied (by the hook) after the snapshot read
+/// the state: the snapshot is written again, so replay does not bring the ended transaction
+/// back as pending.
+#[test]
+fn a_marker_applied_during_a_snapshot_does_not_leave_the_transaction_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Rc::new(Fixture::open(&path, 100 << 20).await);
+        let c = f.coordinator().await;
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER, 0, &[("t", 0, 10)])).await,
+            vec![0]
+        );
+        let marker = {
+            let f = f.clone();
+            glommio::spawn_local(
+                async move { f.append_marker(PRODUCER, ControlType::Commit).await },
+            )
+        };
+        futures_lite::future::yield_now().await;
+        let snapshot = {
+            let c = c.clone();
+            glommio::spawn_local(async move { c.snapshot(0).await })
+        };
+        futures_lite::future::yield_now().await;
+        marker.await;
+        assert_eq!(c.marker_written(0, PRODUCER, true), 1);
+        snapshot.await.expect("snapshot");
+        assert_eq!(fetch(&c, "t", 0, true).await, (0, 10));
+        let c = f.coordinator().await;
+        assert_eq!(
+            fetch(&c, "t", 0, true).await,
+            (0, 10),
+            "replay: committed, not pending"
+        );
+        f.logs.shutdown().await;
+    });
+}

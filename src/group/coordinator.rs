@@ -154,6 +154,25 @@ impl GroupCoordinator {
 
     /// Serves one request for a group this shard owns.
     pub async fn handle(self: &Rc<Self>, req: GroupRequest) -> GroupResponse {
+        if let GroupRequest::CompleteTransaction {
+            partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        } = req
+        {
+            let done = self
+                .complete_transaction(
+                    partition,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                )
+                .await;
+            return GroupResponse::CompleteTransaction(done);
+        }
         let Some(group_id) = req.group_id().map(str::to_owned) else {
             return self.handle_shard_wide(req).await;
         };

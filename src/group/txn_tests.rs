@@ -264,12 +264,18 @@ fn a_later_plain_commit_wins_over_a_transaction_committed_after_it() {
         assert_eq!(fetch(&c, "t", 0, false).await, (0, 50));
         // Still unstable: the transaction is open.
         assert_eq!(fetch(&c, "t", 0, true).await, (UNSTABLE, -1));
-        assert_eq!(
-            c.complete_transaction(0, PRODUCER, 0, 0, true)
-                .await
-                .expect("marker"),
-            1
-        );
+        // Through the shard message WriteTxnMarkers sends (txn_hook::complete_transaction).
+        let marker = GroupRequest::CompleteTransaction {
+            partition: 0,
+            producer_id: PRODUCER,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: true,
+        };
+        match c.handle(marker).await {
+            GroupResponse::CompleteTransaction(done) => assert_eq!(done.expect("marker"), 1),
+            other => panic!("unexpected answer {other:?}"),
+        }
         assert_eq!(fetch(&c, "t", 0, true).await, (0, 50));
         assert_eq!(fetch(&c, "t", 1, true).await, (0, 11));
         let c = f.coordinator().await;

@@ -36,6 +36,7 @@ mod txn_tests;
 pub use coordinator::GroupCoordinator;
 pub use dispatch::dispatch;
 pub use request::{GroupRequest, GroupResponse};
+pub use txn_hook::txn_marker_written;
 
 /// Name of the internal topic that holds group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -349,10 +349,12 @@ impl GroupCoordinator {
                 .map_err(|e| GroupError::Read(e.to_string()))?;
             let mut last = next;
             for set in sets {
-                let snapshot = set.records.first().is_some_and(|r| {
-                    !r.transactional && super::records::is_snapshot_record(&r.headers)
-                });
-                if snapshot {
+                let snapshot = set
+                    .records
+                    .first()
+                    .filter(|r| !r.transactional)
+                    .and_then(|r| super::records::snapshot_record(&r.headers));
+                if snapshot == Some(true) {
                     // A snapshot states every open transaction of the partition anew.
                     self.clear_pending_of(partition);
                 }
@@ -374,7 +376,7 @@ impl GroupCoordinator {
                             producer_epoch: r.producer_epoch,
                             record_offset: Offset(r.offset),
                         }
-                    } else if snapshot {
+                    } else if snapshot.is_some() {
                         RecordOrigin::Snapshot
                     } else {
                         RecordOrigin::Plain

@@ -2,9 +2,12 @@
 //! which the log start moves past what it supersedes (how `__consumer_offsets` stays small).
 //! Runs on the partition's coordinator shard, under the partition's write lock.
 
+use bytes::{Bytes, BytesMut};
+
 use super::coordinator::{encode_batch, Group, GroupCoordinator, SNAPSHOT_ATTEMPTS_MAX};
 use super::records::{BatchKind, OffsetsRecord};
 use super::{now_ms, GroupError, OFFSETS_TOPIC};
+use crate::limits::GROUP_SNAPSHOT_BATCH_BYTES_MAX;
 use crate::model::TopicPartition;
 
 impl GroupCoordinator {
@@ -42,11 +45,12 @@ impl GroupCoordinator {
             let markers_before = state.markers_applied.get();
             let place = log.reserve_append();
             let records = self.live_records(partition);
+            let count = records.len();
             let base = if records.is_empty() {
                 drop(place);
                 log.log_end_offset()
             } else {
-                let batch = encode_batch(&records, now_ms(), BatchKind::Snapshot)?;
+                let batch = encode_snapshot(records, now_ms())?;
                 let (base, bytes) = self.append_encoded(partition, Some(place), batch).await?;
                 state.last_snapshot_bytes.set(bytes);
                 base
@@ -63,7 +67,7 @@ impl GroupCoordinator {
                 .map_err(|e| GroupError::Append(e.to_string()))?;
             tracing::info!(
                 partition,
-                records = records.len(),
+                records = count,
                 log_start = base.0,
                 "group state snapshot written"
             );
@@ -119,4 +123,54 @@ impl GroupCoordinator {
         }
         out
     }
+}
+
+/// Framing bytes a record adds to its key and value in a v2 batch, at most (attributes,
+/// varints, header).
+const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// Encodes a snapshot as batches of at most [`GROUP_SNAPSHOT_BATCH_BYTES_MAX`] bytes of
+/// records (one record alone may exceed it), appended together. Every pending transactional
+/// offset is in the first batch, so the batch where replay forgets the partition's open
+/// transactions is the one that states them all again: a snapshot torn after it (a crash
+/// before the append was durable) still leaves every open transaction; the rest only restates.
+pub(crate) fn encode_snapshot(records: Vec<OffsetsRecord>, now: i64) -> Result<Bytes, GroupError> {
+    encode_snapshot_in(records, now, GROUP_SNAPSHOT_BATCH_BYTES_MAX)
+}
+
+/// [`encode_snapshot`] with batches of at most `batch_bytes_max` bytes of records.
+pub(crate) fn encode_snapshot_in(
+    records: Vec<OffsetsRecord>,
+    now: i64,
+    batch_bytes_max: usize,
+) -> Result<Bytes, GroupError> {
+    let (pending, rest): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| matches!(r, OffsetsRecord::PendingOffset { .. }));
+    let mut out = BytesMut::new();
+    let mut chunk_bytes: usize = pending.iter().map(record_bytes).sum();
+    // The first batch holds every pending offset, whatever their size (bounded by the log's
+    // batch bound: past it the snapshot fails and the log is kept).
+    let mut chunk: Vec<OffsetsRecord> = pending;
+    let mut first = true;
+    for r in rest {
+        let n = record_bytes(&r);
+        if !chunk.is_empty() && chunk_bytes + n > batch_bytes_max {
+            out.extend_from_slice(&encode_batch(&chunk, now, BatchKind::Snapshot { first })?);
+            first = false;
+            chunk.clear();
+            chunk_bytes = 0;
+        }
+        chunk.push(r);
+        chunk_bytes += n;
+    }
+    if !chunk.is_empty() {
+        out.extend_from_slice(&encode_batch(&chunk, now, BatchKind::Snapshot { first })?);
+    }
+    Ok(out.freeze())
+}
+
+fn record_bytes(r: &OffsetsRecord) -> usize {
+    let (key, value) = r.encode();
+    key.len() + value.as_ref().map_or(0, |v| v.len()) + RECORD_OVERHEAD_BYTES
 }

@@ -336,8 +336,6 @@ fn snapshots_keep_pending_offsets_and_their_order() {
 /// replay reads the old records and then the snapshot; the state is the same.
 #[test]
 fn a_snapshot_replayed_after_the_records_it_restates_changes_nothing() {
-    use super::coordinator::encode_batch;
-    use super::records::BatchKind;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_owned();
     run(move || async move {
@@ -366,7 +364,7 @@ fn a_snapshot_replayed_after_the_records_it_restates_changes_nothing() {
             .await
             .expect("marker");
         let records = c.live_records(0);
-        let batch = encode_batch(&records, 1, BatchKind::Snapshot).expect("snapshot batch");
+        let batch = super::snapshot::encode_snapshot(records, 1).expect("snapshot batch");
         let opts = AppendOptions {
             acks: Acks::All,
             leader_epoch: f.log.leader_epoch(),
@@ -446,6 +444,85 @@ fn a_marker_applied_during_a_snapshot_does_not_leave_the_transaction_pending() {
             (0, 10),
             "replay: committed, not pending"
         );
+        f.logs.shutdown().await;
+    });
+}
+
+/// A snapshot of several batches: replay takes it whole; and torn after its first batch (the
+/// rest never written), the open transactions are all still there.
+#[test]
+fn a_snapshot_in_several_batches_keeps_pending_offsets_even_torn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Fixture::open(&path, 100 << 20).await;
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(
+                txn_commit(
+                    &c,
+                    txn_request(PRODUCER + i64::from(p), 0, &[("t", p, 100 + i64::from(p))])
+                )
+                .await,
+                vec![0]
+            );
+            assert_eq!(
+                txn_commit(
+                    &c,
+                    txn_request(PRODUCER + 100, 0, &[("u", p, i64::from(p))])
+                )
+                .await,
+                vec![0]
+            );
+        }
+        c.complete_transaction(0, PRODUCER + 100, 0, 0, true)
+            .await
+            .expect("marker");
+        let records = c.live_records(0);
+        let snapshot = super::snapshot::encode_snapshot_in(records, 1, 600).expect("snapshot");
+        let batches = crate::storage::batch::split_batches(&snapshot).expect("whole batches");
+        assert!(batches.len() > 3, "several batches: {}", batches.len());
+        let opts = || AppendOptions {
+            acks: Acks::All,
+            leader_epoch: f.log.leader_epoch(),
+            now_ms: 1,
+        };
+        // Torn: only the first batch (all the pending offsets) reached the log.
+        let (at, first) = batches[0];
+        let first_batch = snapshot.slice(at..at + first.size_bytes());
+        f.log
+            .append(first_batch, opts())
+            .await
+            .expect("first batch");
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(fetch(&c, "t", p, true).await, (UNSTABLE, -1));
+            assert_eq!(fetch(&c, "u", p, true).await, (0, i64::from(p)));
+        }
+        // The whole snapshot, and the log before it let go.
+        let base = f
+            .log
+            .append(snapshot, opts())
+            .await
+            .expect("snapshot")
+            .base_offset;
+        f.log.delete_records_before(base).await.expect("delete");
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(fetch(&c, "t", p, true).await, (UNSTABLE, -1));
+            assert_eq!(fetch(&c, "u", p, true).await, (0, i64::from(p)));
+        }
+        for p in 0..20 {
+            let commit = p % 2 == 0;
+            c.complete_transaction(0, PRODUCER + i64::from(p), 0, 0, commit)
+                .await
+                .expect("marker");
+        }
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            let expected = if p % 2 == 0 { 100 + i64::from(p) } else { -1 };
+            assert_eq!(fetch(&c, "t", p, true).await, (0, expected));
+        }
         f.logs.shutdown().await;
     });
 }

@@ -110,6 +110,10 @@ pub const HW_MARKS_PER_PARTITION_MAX: usize = 4096;
 /// at most what its leader held.
 pub const UNREPLICATED_TXNS_PER_PARTITION_MAX: usize = 65_536;
 
+/// Bytes of records per batch of a group coordinator snapshot (a snapshot of a large
+/// `__consumer_offsets` partition is several batches, each well under the log's batch bound).
+pub const GROUP_SNAPSHOT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+const _: () = assert!(GROUP_SNAPSHOT_BATCH_BYTES_MAX < crate::storage::batch::BATCH_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < SOCKET_REQUEST_BYTES_DEFAULT);
 const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= crate::storage::batch::BATCH_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT <= DECOMPRESSED_BATCH_BYTES_MAX);

@@ -402,3 +402,56 @@ fn pending_member_leaving_completes_the_join_phase() {
     assert_eq!(g.leave(pending.member_id.as_str(), None, 4), Ok(()));
     assert_eq!(rx.try_recv().unwrap().unwrap().generation_id, 2);
 }
+
+#[test]
+fn txn_commit_rules() {
+    let mut g = ClassicGroup::new("g".into(), 0);
+    // No member fields (TxnOffsetCommit v0-2, or a producer outside the group): accepted.
+    assert_eq!(g.validate_txn_commit("", None, -1), Ok(()));
+    let (a, mut rx) = handshake(&mut g, &["range"], 0);
+    g.tick(1, &config());
+    rx.try_recv().unwrap().unwrap();
+    // A rebalance in progress does not refuse a transactional commit (it does a plain one).
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    assert_eq!(g.validate_txn_commit(&a, None, 1), Ok(()));
+    assert_eq!(g.validate_txn_commit("", None, -1), Ok(()));
+    assert_eq!(
+        g.validate_txn_commit(&a, None, 0),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        g.validate_txn_commit("x", None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        g.validate_txn_commit(&a, Some("i9"), 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    // A static member's old incarnation is fenced.
+    let mut s = ClassicGroup::new("s".into(), 0);
+    let mut rx = later(s.join(
+        5,
+        client(),
+        &join_req("", Some("i1"), &["range"]),
+        &config(),
+        0,
+    ));
+    s.tick(1, &config());
+    let member = rx
+        .try_recv()
+        .unwrap()
+        .unwrap()
+        .member_id
+        .as_str()
+        .to_owned();
+    assert_eq!(s.validate_txn_commit(&member, Some("i1"), 1), Ok(()));
+    assert_eq!(
+        s.validate_txn_commit("old", Some("i1"), 1),
+        Err(ResponseError::FencedInstanceId)
+    );
+    g.mark_dead(2);
+    assert_eq!(
+        g.validate_txn_commit(&a, None, 1),
+        Err(ResponseError::CoordinatorNotAvailable)
+    );
+}

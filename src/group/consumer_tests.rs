@@ -175,3 +175,35 @@ fn regex_subscription_matches_whole_topic_names() {
     let r = g.heartbeat(1, c(), &hb_regex("b", "(t"), &Topics, &cfg, 0);
     assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
 }
+
+#[test]
+fn txn_commit_rules() {
+    let cfg = GroupConfig::default();
+    let mut g = ConsumerGroup::new("g".into(), 0);
+    // An empty group, or no member fields at all: accepted.
+    assert_eq!(g.validate_txn_commit("", None, -1), Ok(()));
+    let r = g.heartbeat(
+        1,
+        ClientInfo::default(),
+        &hb("a", 0, Some(&[])),
+        &Topics,
+        &cfg,
+        0,
+    );
+    assert_eq!(r.error_code, 0);
+    let epoch = r.member_epoch;
+    assert_eq!(g.validate_txn_commit("", None, -1), Ok(()));
+    assert_eq!(g.validate_txn_commit("a", None, epoch), Ok(()));
+    assert_eq!(
+        g.validate_txn_commit("a", None, epoch + 1),
+        Err(ResponseError::FencedMemberEpoch)
+    );
+    assert_eq!(
+        g.validate_txn_commit("a", None, epoch - 1),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        g.validate_txn_commit("x", None, epoch),
+        Err(ResponseError::UnknownMemberId)
+    );
+}

@@ -69,8 +69,8 @@ pub(crate) struct OffsetsPartition {
     /// the permit free for a caller that re-acquires before the woken waiter runs.
     pub(crate) write_lock: crate::order::OrderQueue,
     loaded: Cell<bool>,
-    bytes_since_snapshot: Cell<u64>,
-    last_snapshot_bytes: Cell<u64>,
+    pub(super) bytes_since_snapshot: Cell<u64>,
+    pub(super) last_snapshot_bytes: Cell<u64>,
     /// Transaction markers applied that were appended outside `write_lock` (by
     /// [`super::txn_hook::txn_marker_written`]); a snapshot that sees it move while it was
     /// written may be stale and is written again (see `snapshot`).
@@ -96,7 +96,7 @@ pub(crate) enum RecordOrigin {
 pub struct GroupCoordinator {
     shard_id: ShardId,
     pub(crate) config: GroupConfig,
-    logs: Rc<LogManager>,
+    pub(super) logs: Rc<LogManager>,
     shard: RefCell<Weak<Shard>>,
     pub(crate) groups: RefCell<HashMap<String, Group>>,
     partitions: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
@@ -110,7 +110,7 @@ pub struct GroupCoordinator {
 const REPLAY_READ_BYTES_MAX: usize = 1 << 20;
 
 /// Snapshots written in a row when transaction markers keep landing while one is written.
-const SNAPSHOT_ATTEMPTS_MAX: usize = 3;
+pub(super) const SNAPSHOT_ATTEMPTS_MAX: usize = 3;
 
 impl GroupCoordinator {
     pub fn new(shard_id: ShardId, broker: Arc<BrokerConfig>, logs: Rc<LogManager>) -> Rc<Self> {
@@ -154,6 +154,25 @@ impl GroupCoordinator {
 
     /// Serves one request for a group this shard owns.
     pub async fn handle(self: &Rc<Self>, req: GroupRequest) -> GroupResponse {
+        if let GroupRequest::CompleteTransaction {
+            partition,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        } = req
+        {
+            let done = self
+                .complete_transaction(
+                    partition,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                )
+                .await;
+            return GroupResponse::CompleteTransaction(done);
+        }
         let Some(group_id) = req.group_id().map(str::to_owned) else {
             return self.handle_shard_wide(req).await;
         };
@@ -312,10 +331,12 @@ impl GroupCoordinator {
                 .map_err(|e| GroupError::Read(e.to_string()))?;
             let mut last = next;
             for set in sets {
-                let snapshot = set.records.first().is_some_and(|r| {
-                    !r.transactional && super::records::is_snapshot_record(&r.headers)
-                });
-                if snapshot {
+                let snapshot = set
+                    .records
+                    .first()
+                    .filter(|r| !r.transactional)
+                    .and_then(|r| super::records::snapshot_record(&r.headers));
+                if snapshot == Some(true) {
                     // A snapshot states every open transaction of the partition anew.
                     self.clear_pending_of(partition);
                 }
@@ -337,7 +358,7 @@ impl GroupCoordinator {
                             producer_epoch: r.producer_epoch,
                             record_offset: Offset(r.offset),
                         }
-                    } else if snapshot {
+                    } else if snapshot.is_some() {
                         RecordOrigin::Snapshot
                     } else {
                         RecordOrigin::Plain
@@ -513,21 +534,6 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Writes a snapshot of `partition` once enough was appended since the last one.
-    pub(crate) async fn maybe_snapshot(&self, partition: i32) {
-        let state = self.partition_state(partition);
-        let due = self
-            .config
-            .snapshot_bytes_min
-            .max(2 * state.last_snapshot_bytes.get());
-        if state.bytes_since_snapshot.get() >= due {
-            state.bytes_since_snapshot.set(0);
-            if let Err(e) = self.snapshot(partition).await {
-                tracing::warn!(partition, error = %e, "group state snapshot failed");
-            }
-        }
-    }
-
     /// Counts `bytes` appended to `partition` towards its next snapshot.
     pub(crate) fn add_appended(&self, partition: i32, bytes: u64) {
         let state = self.partition_state(partition);
@@ -587,103 +593,6 @@ impl GroupCoordinator {
             e => GroupError::Append(e.to_string()),
         })?;
         Ok((result.base_offset, len))
-    }
-
-    /// Writes every live record of the partition as one batch, then drops what precedes it.
-    ///
-    /// The batch takes its place in the log at the moment the state is read, so every record
-    /// applied before is below it and every later one above it. Transaction markers appended
-    /// outside `write_lock` (the `txn_hook` path) are the exception: one placed below the
-    /// snapshot but applied after the state was read would make the snapshot stale, so when
-    /// one was applied meanwhile, the log is kept and the snapshot written again.
-    async fn snapshot(&self, partition: i32) -> Result<(), GroupError> {
-        let state = self.partition_state(partition);
-        let _guard = state.write_lock.lock().await;
-        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-        for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
-            let log = self
-                .logs
-                .get(&tp)
-                .ok_or(GroupError::OffsetsPartitionMissing(partition))?;
-            let markers_before = state.markers_applied.get();
-            let place = log.reserve_append();
-            let records = self.live_records(partition);
-            let base = if records.is_empty() {
-                drop(place);
-                log.log_end_offset()
-            } else {
-                let batch = encode_batch(&records, now_ms(), BatchKind::Snapshot)?;
-                let (base, bytes) = self.append_encoded(partition, Some(place), batch).await?;
-                state.last_snapshot_bytes.set(bytes);
-                base
-            };
-            if state.markers_applied.get() != markers_before {
-                tracing::warn!(
-                    partition,
-                    "a transaction marker was applied while the snapshot was written; writing it again"
-                );
-                continue;
-            }
-            log.delete_records_before(base)
-                .await
-                .map_err(|e| GroupError::Append(e.to_string()))?;
-            tracing::info!(
-                partition,
-                records = records.len(),
-                log_start = base.0,
-                "group state snapshot written"
-            );
-            return Ok(());
-        }
-        // Due again at the next write: a later snapshot supersedes a stale one on replay.
-        state.bytes_since_snapshot.set(u64::MAX / 2);
-        Err(GroupError::Append(
-            "transaction markers kept landing while the snapshot was written".into(),
-        ))
-    }
-
-    /// The records that rebuild the current state of every group in `partition`.
-    fn live_records(&self, partition: i32) -> Vec<OffsetsRecord> {
-        let groups = self.groups.borrow();
-        let mut out = Vec::new();
-        for (id, g) in groups.iter() {
-            if self.partition_for(id) != partition {
-                continue;
-            }
-            match g {
-                Group::Classic(c) => out.push(OffsetsRecord::Group {
-                    group: id.clone(),
-                    value: Some(c.to_record()),
-                }),
-                Group::Consumer(c) => out.push(OffsetsRecord::ConsumerGroup {
-                    group: id.clone(),
-                    epoch: Some(c.group_epoch()),
-                }),
-            }
-            for (tp, o) in g.offsets().iter() {
-                out.push(OffsetsRecord::Offset {
-                    group: id.clone(),
-                    tp: tp.clone(),
-                    value: Some(o.clone()),
-                });
-            }
-            for (producer_id, txn) in g.offsets().pending() {
-                for (tp, p) in &txn.offsets {
-                    out.push(OffsetsRecord::PendingOffset {
-                        group: id.clone(),
-                        tp: tp.clone(),
-                        producer_id,
-                        pending: super::records::PendingOffsetValue {
-                            producer_epoch: txn.producer_epoch,
-                            record_offset: p.record_offset,
-                            superseded: p.superseded,
-                            value: p.value.clone(),
-                        },
-                    });
-                }
-            }
-        }
-        out
     }
 
     async fn timer_loop(self: Rc<Self>) {

@@ -11,7 +11,8 @@
 //! - [`consumer`]: the KIP-848 group state machine; [`assignor`] computes targets.
 //! - [`offsets`]: committed offsets of one group, with retention.
 //! - [`records`]: the `__consumer_offsets` key/value codec (Kafka's format).
-//! - [`coordinator`]: the per-shard async front: persistence, replay, timers.
+//! - [`coordinator`]: the per-shard async front: persistence, replay, timers; `snapshot`
+//!   keeps the offsets log small.
 //! - [`txn`]: TxnOffsetCommit (pending transactional offsets) and transaction markers;
 //!   [`txn_hook`] is the entry for markers written by WriteTxnMarkers.
 //!
@@ -26,6 +27,7 @@ pub mod offsets;
 pub mod ops;
 pub mod records;
 pub mod request;
+mod snapshot;
 pub mod txn;
 pub mod txn_hook;
 #[cfg(test)]
@@ -34,6 +36,7 @@ mod txn_tests;
 pub use coordinator::GroupCoordinator;
 pub use dispatch::dispatch;
 pub use request::{GroupRequest, GroupResponse};
+pub use txn_hook::txn_marker_written;
 
 /// Name of the internal topic that holds group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -197,6 +197,9 @@ pub(crate) async fn handle(
         GroupRequest::ListGroups(..) => GroupResponse::ListGroups(
             ListGroupsResponse::default().with_error_code(ResponseError::InvalidRequest.code()),
         ),
+        GroupRequest::CompleteTransaction { .. } => GroupResponse::CompleteTransaction(Err(
+            super::GroupError::Append("a marker is not a group request".into()),
+        )),
     }
 }
 
@@ -786,5 +789,8 @@ pub fn error_response(req: &GroupRequest, e: ResponseError) -> GroupResponse {
                 .with_group_id(GroupId(sb(g.clone())))
                 .with_error_code(code),
         ),
+        GroupRequest::CompleteTransaction { .. } => GroupResponse::CompleteTransaction(Err(
+            super::GroupError::Append(format!("refused: {e:?}")),
+        )),
     }
 }

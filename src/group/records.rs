@@ -44,8 +44,10 @@ pub enum BatchKind {
     Plain,
     /// A compacted snapshot of the partition's live state: plain records, each with the
     /// [`SNAPSHOT_HEADER`] header, so that replay knows they restate older commits (a restated
-    /// offset does not supersede a pending transactional one).
-    Snapshot,
+    /// offset does not supersede a pending transactional one). `first`: the snapshot's first
+    /// batch (header value `start`), which holds its pending offsets; replay forgets the
+    /// partition's open transactions there and takes the snapshot's.
+    Snapshot { first: bool },
     /// A transactional batch (attributes bit 4) of one producer: TxnOffsetCommit's offsets,
     /// pending until that producer's control batch. Base sequence -1 (no idempotence check).
     Transactional {
@@ -57,11 +59,18 @@ pub enum BatchKind {
 /// The record header that marks a snapshot batch's records (Kafka's loaders ignore headers).
 pub const SNAPSHOT_HEADER: &str = "sluice.snapshot";
 
-/// Whether a record's headers mark it as a snapshot's.
-pub fn is_snapshot_record(
+/// The [`SNAPSHOT_HEADER`] value of a snapshot's first batch.
+pub const SNAPSHOT_START: &[u8] = b"start";
+
+/// Whether a record's headers mark it as a snapshot's: `None` if not, `Some(true)` for the
+/// snapshot's first batch.
+pub fn snapshot_record(
     headers: &kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>,
-) -> bool {
-    headers.keys().any(|k| k.as_str() == SNAPSHOT_HEADER)
+) -> Option<bool> {
+    headers
+        .iter()
+        .find(|(k, _)| k.as_str() == SNAPSHOT_HEADER)
+        .map(|(_, v)| v.as_deref() == Some(SNAPSHOT_START))
 }
 
 /// Encodes (key, value) records as one uncompressed v2 batch of `kind`, offsets relative.
@@ -74,17 +83,18 @@ pub fn encode_batch_of(
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
     let (transactional, producer_id, producer_epoch) = match kind {
-        BatchKind::Plain | BatchKind::Snapshot => (false, -1, -1),
+        BatchKind::Plain | BatchKind::Snapshot { .. } => (false, -1, -1),
         BatchKind::Transactional {
             producer_id,
             producer_epoch,
         } => (true, producer_id, producer_epoch),
     };
     let mut headers = kafka_protocol::indexmap::IndexMap::new();
-    if kind == BatchKind::Snapshot {
+    if let BatchKind::Snapshot { first } = kind {
+        let value = first.then(|| Bytes::from_static(SNAPSHOT_START));
         headers.insert(
             kafka_protocol::protocol::StrBytes::from_static_str(SNAPSHOT_HEADER),
-            None,
+            value,
         );
     }
     let recs: Vec<Record> = records
@@ -708,12 +718,16 @@ mod tests {
             (3, -1, -1)
         );
         assert_eq!(header.size_bytes(), plain.len());
-        let snap = encode_batch_of(&pairs, 5, BatchKind::Snapshot).unwrap();
+        let snap = encode_batch_of(&pairs, 5, BatchKind::Snapshot { first: true }).unwrap();
         let mut buf = snap.clone();
         let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
         let r = &sets[0].records[0];
         assert!(!r.transactional && r.producer_id == -1);
-        assert!(is_snapshot_record(&r.headers));
+        assert_eq!(snapshot_record(&r.headers), Some(true));
+        let later = encode_batch_of(&pairs, 5, BatchKind::Snapshot { first: false }).unwrap();
+        let mut buf = later.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        assert_eq!(snapshot_record(&sets[0].records[0].headers), Some(false));
         let marker = encode_marker_batch(77, 2, 0, ControlType::Commit, 5).unwrap();
         let mut buf = marker.clone();
         let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();

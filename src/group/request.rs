@@ -46,6 +46,16 @@ pub enum GroupRequest {
     OffsetDelete(i16, OffsetDeleteRequest),
     ConsumerGroupHeartbeat(i16, ClientInfo, ConsumerGroupHeartbeatRequest),
     ConsumerGroupDescribe(i16, String),
+    /// An end-transaction marker for `__consumer_offsets` partition `partition` (owned by the
+    /// receiving shard), from WriteTxnMarkers: the coordinator writes it and applies it (see
+    /// `group::txn_hook::complete_transaction`).
+    CompleteTransaction {
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    },
 }
 
 impl GroupRequest {
@@ -65,6 +75,7 @@ impl GroupRequest {
             GroupRequest::OffsetDelete(_, r) => Some(r.group_id.0.as_str()),
             GroupRequest::ConsumerGroupHeartbeat(_, _, r) => Some(r.group_id.0.as_str()),
             GroupRequest::ConsumerGroupDescribe(_, g) => Some(g.as_str()),
+            GroupRequest::CompleteTransaction { .. } => None,
         }
     }
 }
@@ -85,4 +96,6 @@ pub enum GroupResponse {
     OffsetDelete(OffsetDeleteResponse),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerGroupDescribe(ConsumerDescribedGroup),
+    /// How many pending offsets became committed, or why the marker was not written.
+    CompleteTransaction(Result<usize, super::GroupError>),
 }

@@ -264,12 +264,18 @@ fn a_later_plain_commit_wins_over_a_transaction_committed_after_it() {
         assert_eq!(fetch(&c, "t", 0, false).await, (0, 50));
         // Still unstable: the transaction is open.
         assert_eq!(fetch(&c, "t", 0, true).await, (UNSTABLE, -1));
-        assert_eq!(
-            c.complete_transaction(0, PRODUCER, 0, 0, true)
-                .await
-                .expect("marker"),
-            1
-        );
+        // Through the shard message WriteTxnMarkers sends (txn_hook::complete_transaction).
+        let marker = GroupRequest::CompleteTransaction {
+            partition: 0,
+            producer_id: PRODUCER,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: true,
+        };
+        match c.handle(marker).await {
+            GroupResponse::CompleteTransaction(done) => assert_eq!(done.expect("marker"), 1),
+            other => panic!("unexpected answer {other:?}"),
+        }
         assert_eq!(fetch(&c, "t", 0, true).await, (0, 50));
         assert_eq!(fetch(&c, "t", 1, true).await, (0, 11));
         let c = f.coordinator().await;
@@ -322,6 +328,201 @@ fn snapshots_keep_pending_offsets_and_their_order() {
         let c = f.coordinator().await;
         assert_eq!(fetch(&c, "t", 0, true).await, (0, 10));
         assert_eq!(fetch(&c, "t", 1, true).await, (0, -1));
+        f.logs.shutdown().await;
+    });
+}
+
+/// A crash after a snapshot was appended but before the records it supersedes were dropped:
+/// replay reads the old records and then the snapshot; the state is the same.
+#[test]
+fn a_snapshot_replayed_after_the_records_it_restates_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Fixture::open(&path, 100 << 20).await;
+        let c = f.coordinator().await;
+        // t-0: a transaction's offset superseded by one written later and committed first;
+        // t-1: pending only;
+        // t-2: two transactions, the later-written one (PRODUCER + 2) to win.
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER, 0, &[("t", 0, 10), ("t", 1, 11)])).await,
+            vec![0, 0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 1, 0, &[("t", 2, 100)])).await,
+            vec![0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 2, 0, &[("t", 2, 200)])).await,
+            vec![0]
+        );
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER + 9, 0, &[("t", 0, 50)])).await,
+            vec![0]
+        );
+        c.complete_transaction(0, PRODUCER + 9, 0, 0, true)
+            .await
+            .expect("marker");
+        let records = c.live_records(0);
+        let batch = super::snapshot::encode_snapshot(records, 1).expect("snapshot batch");
+        let opts = AppendOptions {
+            acks: Acks::All,
+            leader_epoch: f.log.leader_epoch(),
+            now_ms: 1,
+        };
+        f.log.append(batch, opts).await.expect("snapshot append");
+        let c = f.coordinator().await;
+        assert_eq!(fetch(&c, "t", 0, false).await, (0, 50));
+        assert_eq!(fetch(&c, "t", 0, true).await, (UNSTABLE, -1));
+        assert_eq!(fetch(&c, "t", 1, true).await, (UNSTABLE, -1));
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER + 2, 0, 0, true)
+                .await
+                .expect("marker"),
+            1
+        );
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER + 1, 0, 0, true)
+                .await
+                .expect("marker"),
+            0
+        );
+        assert_eq!(
+            c.complete_transaction(0, PRODUCER, 0, 0, true)
+                .await
+                .expect("marker"),
+            1
+        );
+        assert_eq!(
+            fetch(&c, "t", 0, true).await,
+            (0, 50),
+            "superseded by the later transaction"
+        );
+        assert_eq!(fetch(&c, "t", 1, true).await, (0, 11));
+        assert_eq!(
+            fetch(&c, "t", 2, true).await,
+            (0, 200),
+            "the later-written transaction"
+        );
+        f.logs.shutdown().await;
+    });
+}
+
+/// A marker placed in the log before a snapshot but applied (by the hook) after the snapshot read
+/// the state: the snapshot is written again, so replay does not bring the ended transaction
+/// back as pending.
+#[test]
+fn a_marker_applied_during_a_snapshot_does_not_leave_the_transaction_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Rc::new(Fixture::open(&path, 100 << 20).await);
+        let c = f.coordinator().await;
+        assert_eq!(
+            txn_commit(&c, txn_request(PRODUCER, 0, &[("t", 0, 10)])).await,
+            vec![0]
+        );
+        let marker = {
+            let f = f.clone();
+            glommio::spawn_local(
+                async move { f.append_marker(PRODUCER, ControlType::Commit).await },
+            )
+        };
+        futures_lite::future::yield_now().await;
+        let snapshot = {
+            let c = c.clone();
+            glommio::spawn_local(async move { c.snapshot(0).await })
+        };
+        futures_lite::future::yield_now().await;
+        marker.await;
+        assert_eq!(c.marker_written(0, PRODUCER, true), 1);
+        snapshot.await.expect("snapshot");
+        assert_eq!(fetch(&c, "t", 0, true).await, (0, 10));
+        let c = f.coordinator().await;
+        assert_eq!(
+            fetch(&c, "t", 0, true).await,
+            (0, 10),
+            "replay: committed, not pending"
+        );
+        f.logs.shutdown().await;
+    });
+}
+
+/// A snapshot of several batches: replay takes it whole; and torn after its first batch (the
+/// rest never written), the open transactions are all still there.
+#[test]
+fn a_snapshot_in_several_batches_keeps_pending_offsets_even_torn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    run(move || async move {
+        let f = Fixture::open(&path, 100 << 20).await;
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(
+                txn_commit(
+                    &c,
+                    txn_request(PRODUCER + i64::from(p), 0, &[("t", p, 100 + i64::from(p))])
+                )
+                .await,
+                vec![0]
+            );
+            assert_eq!(
+                txn_commit(
+                    &c,
+                    txn_request(PRODUCER + 100, 0, &[("u", p, i64::from(p))])
+                )
+                .await,
+                vec![0]
+            );
+        }
+        c.complete_transaction(0, PRODUCER + 100, 0, 0, true)
+            .await
+            .expect("marker");
+        let records = c.live_records(0);
+        let snapshot = super::snapshot::encode_snapshot_in(records, 1, 600).expect("snapshot");
+        let batches = crate::storage::batch::split_batches(&snapshot).expect("whole batches");
+        assert!(batches.len() > 3, "several batches: {}", batches.len());
+        let opts = || AppendOptions {
+            acks: Acks::All,
+            leader_epoch: f.log.leader_epoch(),
+            now_ms: 1,
+        };
+        // Torn: only the first batch (all the pending offsets) reached the log.
+        let (at, first) = batches[0];
+        let first_batch = snapshot.slice(at..at + first.size_bytes());
+        f.log
+            .append(first_batch, opts())
+            .await
+            .expect("first batch");
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(fetch(&c, "t", p, true).await, (UNSTABLE, -1));
+            assert_eq!(fetch(&c, "u", p, true).await, (0, i64::from(p)));
+        }
+        // The whole snapshot, and the log before it let go.
+        let base = f
+            .log
+            .append(snapshot, opts())
+            .await
+            .expect("snapshot")
+            .base_offset;
+        f.log.delete_records_before(base).await.expect("delete");
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            assert_eq!(fetch(&c, "t", p, true).await, (UNSTABLE, -1));
+            assert_eq!(fetch(&c, "u", p, true).await, (0, i64::from(p)));
+        }
+        for p in 0..20 {
+            let commit = p % 2 == 0;
+            c.complete_transaction(0, PRODUCER + i64::from(p), 0, 0, commit)
+                .await
+                .expect("marker");
+        }
+        let c = f.coordinator().await;
+        for p in 0..20 {
+            let expected = if p % 2 == 0 { 100 + i64::from(p) } else { -1 };
+            assert_eq!(fetch(&c, "t", p, true).await, (0, expected));
+        }
         f.logs.shutdown().await;
     });
 }

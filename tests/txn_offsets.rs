@@ -90,6 +90,24 @@ fn init_producer_id(broker: &Broker, current: Option<(i64, i16)>) -> (i64, i16) 
 
 const TXN_ID: &str = "txn-offsets-test";
 
+/// A producer id and epoch from InitProducerId without a transactional id.
+fn plain_producer_id(broker: &Broker) -> (i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp: InitProducerIdResponse =
+        call(broker.bootstrap(), ApiKey::InitProducerId, 4, &req).expect("InitProducerId");
+    assert_eq!(
+        resp.error_code,
+        0,
+        "InitProducerId\n{}",
+        broker.stderr_tail()
+    );
+    (resp.producer_id.0, resp.producer_epoch)
+}
+
 fn txn_commit_request(
     group: &str,
     producer: (i64, i16),
@@ -355,7 +373,10 @@ async fn markers_through_write_txn_markers_commit_and_abort() {
             cores: 2,
             ..BrokerOpts::default()
         }
-        .with("offsets.topic.num.partitions", "1"),
+        .with("offsets.topic.num.partitions", "1")
+        // This test plays the transaction coordinator (raw WriteTxnMarkers): no coordinator
+        // state to verify against.
+        .with("transaction.partition.verification.enable", "false"),
     );
     let versions: ApiVersionsResponse = call(
         broker.bootstrap(),
@@ -390,8 +411,8 @@ async fn markers_through_write_txn_markers_commit_and_abort() {
             call(broker.bootstrap(), ApiKey::WriteTxnMarkers, 1, &req).expect("WriteTxnMarkers");
         resp.markers[0].topics[0].partitions[0].error_code
     };
-    let a = init_producer_id(&broker, None);
-    let b = init_producer_id(&broker, None);
+    let a = plain_producer_id(&broker);
+    let b = plain_producer_id(&broker);
     let codes = txn_commit(
         &broker,
         &txn_commit_request(GROUP, a, -1, &[(&topic, 0, 42, "a"), (&topic, 1, 43, "b")]),

@@ -107,6 +107,13 @@ pub struct ProducerPerfArgs {
     /// A properties file of producer settings (k=v lines; # comments).
     #[arg(long = "producer.config")]
     pub producer_config: Option<PathBuf>,
+    /// Produce in transactions with this transactional id (Kafka's tool's --transactional-id).
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+    /// Records per transaction with --transactional-id (Kafka's tool bounds a transaction by
+    /// time, --transaction-duration-ms; a count makes runs comparable).
+    #[arg(long, default_value_t = 1000, requires = "transactional_id")]
+    pub transaction_records: u64,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -28,6 +28,8 @@ const RANDOM_PAYLOADS_COUNT: usize = 64;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Back-off when librdkafka's local queue is full (Kafka's send() would block instead).
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(200);
+/// Bound on init, commit (its flush included) of one transaction.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Delivery errors printed in full; later ones are only counted.
 const ERRORS_PRINTED_MAX: u64 = 10;
 
@@ -53,8 +55,22 @@ pub fn run(args: &ProducerPerfArgs) -> Result<()> {
         start,
         stats: Mutex::new(Stats::new(start)),
     };
+    let mut config = config;
+    if let Some(id) = &args.transactional_id {
+        config.set("transactional.id", id);
+    }
     let producer: ThreadedProducer<PerfContext> =
         ThreadedProducer::from_config_and_context(&config, context).context("creating producer")?;
+    // Transactions: commit every --transaction-records records; commit latency (the flush of
+    // the transaction's records included, as in Kafka's tool) goes in its own histogram.
+    let mut commits = report::latency_histogram();
+    let per_txn = args.transaction_records.max(1);
+    if args.transactional_id.is_some() {
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .context("init_transactions")?;
+        producer.begin_transaction().context("begin_transaction")?;
+    }
 
     let mut throttler = ThroughputThrottler::new(args.throughput, start);
     let mut rng = XorShift64::new(0x5eed_cafe);
@@ -79,6 +95,23 @@ pub fn run(args: &ProducerPerfArgs) -> Result<()> {
         if throttler.should_throttle(sent + 1, send_start) {
             throttler.throttle(std::thread::sleep);
         }
+        if args.transactional_id.is_some() && (sent + 1) % per_txn == 0 {
+            let t = Instant::now();
+            producer
+                .commit_transaction(TXN_TIMEOUT)
+                .context("commit_transaction")?;
+            let _ = commits.record(t.elapsed().as_micros() as u64);
+            if sent + 1 < args.num_records {
+                producer.begin_transaction().context("begin_transaction")?;
+            }
+        }
+    }
+    if args.transactional_id.is_some() && args.num_records % per_txn != 0 {
+        let t = Instant::now();
+        producer
+            .commit_transaction(TXN_TIMEOUT)
+            .context("commit_transaction")?;
+        let _ = commits.record(t.elapsed().as_micros() as u64);
     }
     producer
         .flush(FLUSH_TIMEOUT)
@@ -90,6 +123,13 @@ pub fn run(args: &ProducerPerfArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("stats lock poisoned"))?;
     let elapsed = start.elapsed();
     let summary = stats.print_total(elapsed);
+    let commit_latency = (!commits.is_empty()).then(|| LatencySummaryMs::of(&commits));
+    if let Some(c) = &commit_latency {
+        println!(
+            "{} transactions of up to {per_txn} records; commit latency ms: p50 {:.2}, p99 {:.2}, max {:.2}",
+            c.count, c.p50, c.p99, c.max
+        );
+    }
     if stats.errors > 0 {
         eprintln!("{} records failed delivery", stats.errors);
     }
@@ -104,6 +144,8 @@ pub fn run(args: &ProducerPerfArgs) -> Result<()> {
         "record_size": args.record_size,
         "payload_file": args.payload_file,
         "throughput": args.throughput,
+        "transactional_id": args.transactional_id,
+        "transaction_records": args.transactional_id.as_ref().map(|_| args.transaction_records),
         "producer_props": effective.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
     let figures = json!({
@@ -114,6 +156,11 @@ pub fn run(args: &ProducerPerfArgs) -> Result<()> {
         "records_per_second": summary.records_per_second,
         "mb_per_second": summary.mb_per_second,
         "latency_ms": summary.latency,
+        "transactions": commit_latency.as_ref().map(|c| json!({
+            "records_per_transaction": per_txn,
+            "commits": c.count,
+            "commit_latency_ms": c,
+        })),
     });
     report::write_report(&args.common, "producer-perf", parameters, figures)
 }

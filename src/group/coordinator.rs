@@ -748,6 +748,7 @@ pub fn config_from(broker: &BrokerConfig) -> GroupConfig {
         // Kafka compacts __consumer_offsets segment by segment; a snapshot per segment's
         // worth of appends keeps the log as bounded.
         snapshot_bytes_min: int("offsets.topic.segment.bytes", 104_857_600).max(1024) as u64,
+        verify_transactions: broker.flag("transaction.partition.verification.enable"),
         ..d
     }
 }

@@ -89,6 +89,9 @@ pub struct GroupConfig {
     pub snapshot_bytes_min: u64,
     /// Period of the coordinator's timer task (session/rebalance deadlines).
     pub tick_interval_ms: u64,
+    /// `transaction.partition.verification.enable`: TxnOffsetCommit is verified with the
+    /// transaction coordinator (KIP-890).
+    pub verify_transactions: bool,
 }
 
 impl Default for GroupConfig {
@@ -107,6 +110,7 @@ impl Default for GroupConfig {
             consumer_max_group_size: usize::MAX,
             snapshot_bytes_min: 104_857_600,
             tick_interval_ms: 100,
+            verify_transactions: true,
         }
     }
 }

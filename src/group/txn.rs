@@ -295,15 +295,12 @@ async fn verify_transaction(
     r: &TxnOffsetCommitRequest,
     version: i16,
 ) -> Result<(), ResponseError> {
+    if !c.config.verify_transactions {
+        return Ok(());
+    }
     let Some(shard) = c.shard() else {
         return Err(ResponseError::CoordinatorNotAvailable);
     };
-    if !shard
-        .config
-        .flag("transaction.partition.verification.enable")
-    {
-        return Ok(());
-    }
     let tp = TopicPartition::new(super::OFFSETS_TOPIC, partition);
     let codes = crate::txn::verify::verify(
         &shard,

@@ -57,6 +57,11 @@ impl Fixture {
                 "offsets.topic.segment.bytes".to_string(),
                 snapshot_bytes.to_string(),
             ),
+            // No transaction coordinator here: the group side alone (KIP-890 off).
+            (
+                "transaction.partition.verification.enable".to_string(),
+                "false".to_string(),
+            ),
         ];
         let broker = Arc::new(BrokerConfig::build(None, &[], &overrides, Some(1)).expect("config"));
         let logs = LogManager::new(ShardId(0), crate::storage::StorageBrokerConfig::new(dir));

@@ -154,6 +154,9 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("auto.leader.rebalance.enable", Kind::Bool, "true"),
     key("leader.imbalance.check.interval.seconds", Kind::Long, "300"),
     key("leader.imbalance.per.broker.percentage", Kind::Int, "10"),
+    // Operations (see admin/ and metrics/).
+    key("admin.listener", Kind::String, "127.0.0.1:9644"),
+    key("metrics.partition.series.max", Kind::Int, "1000"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -383,6 +386,17 @@ impl BrokerConfig {
     }
 
     /// Like `get_i64`, for keys validated at build time; falls back to `default`.
+    /// `admin.listener`: `HOST:PORT` of the HTTP admin listener, `None` for `-1` (off).
+    pub fn admin_listener(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.get("admin.listener").trim();
+        if text == "-1" || text.is_empty() {
+            return Ok(None);
+        }
+        resolve(text)
+            .map(Some)
+            .ok_or_else(|| invalid("admin.listener", text, "expected HOST:PORT or -1"))
+    }
+
     pub fn int(&self, key: &str, default: i64) -> i64 {
         self.get(key).trim().parse().unwrap_or(default)
     }

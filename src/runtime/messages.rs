@@ -52,6 +52,8 @@ pub enum ShardRequest {
     Group(Box<crate::group::GroupRequest>),
     /// DescribeQuorum: the metadata quorum's state, as shard 0's Raft member sees it.
     DescribeQuorum,
+    /// A scrape: this shard's metrics snapshot (see `metrics::gather`).
+    Metrics,
 }
 
 impl ShardRequest {
@@ -60,7 +62,7 @@ impl ShardRequest {
     pub fn is_data_work(&self) -> bool {
         !matches!(
             self,
-            ShardRequest::ApplyImage(_) | ShardRequest::Controller(_)
+            ShardRequest::ApplyImage(_) | ShardRequest::Controller(_) | ShardRequest::Metrics
         )
     }
 }
@@ -78,6 +80,7 @@ pub enum ShardResponse {
     DeleteRecords(Vec<(TopicPartition, i16, i64)>),
     LogDirs(Vec<(TopicPartition, u64)>),
     Group(crate::group::GroupResponse),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

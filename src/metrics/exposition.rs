@@ -437,6 +437,11 @@ fn per_partition(w: &mut Exposition, shards: &[ShardSnapshot], node: &NodeView) 
             "A hosted partition's log bytes.",
             |p| p.size_bytes as f64,
         ),
+        (
+            "sluice_partition_under_replicated",
+            "1 for a partition led here whose ISR is smaller than its replica set.",
+            |p| f64::from(u8::from(p.under_replicated)),
+        ),
     ];
     for (name, help, value) in series {
         w.gauge(name, help);

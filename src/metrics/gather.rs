@@ -13,6 +13,8 @@ use crate::runtime::Shard;
 pub struct PartitionSnapshot {
     pub tp: TopicPartition,
     pub leader: bool,
+    /// Led here, with an ISR smaller than the replica set.
+    pub under_replicated: bool,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
     pub high_watermark: i64,
@@ -110,6 +112,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         out.partitions.push(PartitionSnapshot {
             tp: tp.clone(),
             leader,
+            under_replicated: leader && part.isr.len() < part.replicas.len(),
             log_start_offset: log.log_start_offset().get(),
             log_end_offset: log.log_end_offset().get(),
             high_watermark: log.high_watermark().get(),

@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 
+pub mod client;
+pub mod cluster;
+pub mod configs;
 pub mod group;
+pub mod log_dump;
+pub mod output;
+pub mod topic;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,6 +29,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Inspect and manage consumer groups (like kafka-consumer-groups).
     Group(group::GroupArgs),
+    /// Create, list, describe, alter and delete topics (like kafka-topics).
+    Topic(topic::TopicArgs),
+    /// The cluster: id and controller, brokers, the metadata quorum (like kafka-metadata-quorum).
+    Cluster(cluster::ClusterArgs),
+    /// Describe and alter topic and broker configs (like kafka-configs).
+    Config(configs::ConfigArgs),
+    /// Offline tools for a data directory's files (like kafka-dump-log).
+    Log(log_dump::LogArgs),
     /// Format a data directory for a cluster (like `kafka-storage format`).
     Format(FormatArgs),
     /// Print a new random cluster id (like `kafka-storage random-uuid`).

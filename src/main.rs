@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Group(args) => sluice::cli::group::run(args),
+        Command::Topic(args) => sluice::cli::topic::run(args),
+        Command::Cluster(args) => sluice::cli::cluster::run(args),
+        Command::Config(args) => sluice::cli::configs::run(args),
+        Command::Log(args) => sluice::cli::log_dump::run(args),
         Command::Format(args) => format(args),
         Command::RandomUuid => {
             println!(

@@ -8,6 +8,7 @@ pub mod configs;
 pub mod group;
 pub mod log_dump;
 pub mod output;
+pub mod partition;
 pub mod topic;
 
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +36,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Describe and alter topic and broker configs (like kafka-configs).
     Config(configs::ConfigArgs),
+    /// Reassign partitions and elect leaders (like kafka-reassign-partitions, kafka-leader-election).
+    Partition(partition::PartitionArgs),
     /// Offline tools for a data directory's files (like kafka-dump-log).
     Log(log_dump::LogArgs),
     /// Format a data directory for a cluster (like `kafka-storage format`).

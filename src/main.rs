@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => sluice::cli::topic::run(args),
         Command::Cluster(args) => sluice::cli::cluster::run(args),
         Command::Config(args) => sluice::cli::configs::run(args),
+        Command::Partition(args) => sluice::cli::partition::run(args),
         Command::Log(args) => sluice::cli::log_dump::run(args),
         Command::Format(args) => format(args),
         Command::RandomUuid => {

@@ -336,6 +336,50 @@ fn cluster_and_topic_commands_on_three_nodes() {
             })
         },
     );
+    // Preferred leaders are already leading: Kafka's ELECTION_NOT_NEEDED, in words.
+    let elected = json(
+        "partition",
+        &first,
+        &["elect-leaders", "--partitions", &format!("{topic}:0,1")],
+    );
+    let results: Vec<&str> = elected
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["result"].as_str())
+        .collect();
+    assert_eq!(results.len(), 2, "{elected}");
+    assert!(
+        results
+            .iter()
+            .all(|r| *r == "elected" || r.starts_with("ELECTION_NOT_NEEDED")),
+        "{elected}"
+    );
+    // A reassignment that reverses the replica order, waited for with progress on stderr.
+    let (ok, out) = sluice(&[
+        "partition",
+        "--bootstrap-server",
+        &first,
+        "reassign",
+        "--topic",
+        &topic,
+        "--partition",
+        "0",
+        "--replicas",
+        "3,2,1",
+        "--wait-s",
+        "60",
+    ]);
+    assert!(ok && out.contains("reassignment complete"), "{out}");
+    wait_until("partition 0's replicas to be 3,2,1", QUORUM_TIMEOUT, || {
+        let parts = json("topic", &first, &["describe", &topic]);
+        parts
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|p| p["replicas"] == serde_json::json!([3, 2, 1]))
+    });
+    let ongoing = json("partition", &first, &["list-reassignments"]);
+    assert_eq!(ongoing.as_array().map(Vec::len), Some(0), "{ongoing}");
     let (ok, out) = sluice(&[
         "topic",
         "--bootstrap-server",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub mod client;
 pub mod cluster;
 pub mod configs;
+pub mod data;
 pub mod group;
 pub mod log_dump;
 pub mod output;
@@ -38,6 +39,10 @@ pub enum Command {
     Config(configs::ConfigArgs),
     /// Reassign partitions and elect leaders (like kafka-reassign-partitions, kafka-leader-election).
     Partition(partition::PartitionArgs),
+    /// Produce records from stdin or a file, one per line (like kafka-console-producer).
+    Produce(data::ProduceArgs),
+    /// Print records of a topic (like kafka-console-consumer).
+    Consume(data::ConsumeArgs),
     /// Offline tools for a data directory's files (like kafka-dump-log).
     Log(log_dump::LogArgs),
     /// Format a data directory for a cluster (like `kafka-storage format`).

@@ -21,6 +21,8 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(args) => sluice::cli::cluster::run(args),
         Command::Config(args) => sluice::cli::configs::run(args),
         Command::Partition(args) => sluice::cli::partition::run(args),
+        Command::Produce(args) => sluice::cli::data::produce(args),
+        Command::Consume(args) => sluice::cli::data::consume(args),
         Command::Log(args) => sluice::cli::log_dump::run(args),
         Command::Format(args) => format(args),
         Command::RandomUuid => {

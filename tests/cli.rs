@@ -243,6 +243,106 @@ async fn topic_config_and_log_dump_on_one_broker() {
     ]);
     assert!(!ok && out.contains("opening"), "{out}");
 
+    // produce from a file (keys, a header, zstd) and consume it back as JSON, then by group.
+    let lines: Vec<String> = (0..100).map(|i| format!("key-{i}:value-{i}")).collect();
+    let file = broker.data_dir().with_file_name("input.txt");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write input");
+    let (ok, out) = sluice(&[
+        "produce",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        &topic,
+        "--key-separator",
+        ":",
+        "--header",
+        "origin=cli",
+        "--compression",
+        "zstd",
+        "--batch-records",
+        "30",
+        "--file",
+        &file.display().to_string(),
+    ]);
+    assert!(ok && out.contains("100"), "{out}");
+    let (ok, out) = sluice(&[
+        "consume",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        &topic,
+        "--format",
+        "json",
+        "--idle-timeout-ms",
+        "1500",
+    ]);
+    assert!(ok, "{out}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let keyed: Vec<_> = records.iter().filter(|r| r["key"].is_string()).collect();
+    assert_eq!((records.len(), keyed.len()), (130, 100), "{out}");
+    for r in keyed {
+        let key = r["key"].as_str().expect("key");
+        assert_eq!(
+            r["value"].as_str(),
+            Some(key.replace("key", "value").as_str())
+        );
+        assert_eq!(r["headers"]["origin"], "cli");
+        // Kafka's default partitioner: murmur2 of the key (its vectors: the unit test).
+        let hash = sluice::cli::data::murmur2(key.as_bytes()) & 0x7fff_ffff;
+        assert_eq!(r["partition"].as_u64(), Some(u64::from(hash % 3)), "{r}");
+    }
+    let (ok, out) = sluice(&[
+        "consume",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        &topic,
+        "--group",
+        "cli-g",
+        "--idle-timeout-ms",
+        "1500",
+    ]);
+    assert!(
+        ok && out.contains("consumed 130 records"),
+        "30 earlier + 100: {out}"
+    );
+    let (ok, out) = sluice(&[
+        "consume",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        &topic,
+        "--group",
+        "cli-g",
+        "--idle-timeout-ms",
+        "1000",
+    ]);
+    assert!(
+        ok && out.contains("consumed 0 records"),
+        "the group committed where it stopped: {out}"
+    );
+    let (ok, out) = sluice(&[
+        "consume",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        &topic,
+        "--partition",
+        "0",
+        "--from",
+        "25",
+        "--max-messages",
+        "3",
+    ]);
+    assert!(
+        ok && out.contains("consumed 3 records") && out.contains("record-025-"),
+        "{out}"
+    );
+
     let (ok, out) = sluice(&["topic", "--bootstrap-server", &b, "delete", &topic]);
     assert!(ok && out.contains("deleted"), "{out}");
     let (ok, out) = sluice(&["topic", "--bootstrap-server", &b, "delete", &topic]);

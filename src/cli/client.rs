@@ -47,7 +47,14 @@ impl Client {
         })
     }
 
-    pub fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
+    /// Sends a request that gets no response (acks=0 Produce).
+    pub fn send_only<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<()> {
+        let frame = self.frame(req, version)?;
+        self.stream.write_all(&frame)?;
+        Ok(())
+    }
+
+    fn frame<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<BytesMut> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -60,6 +67,11 @@ impl Client {
         let mut frame = BytesMut::with_capacity(body.len() + 4);
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
+        Ok(frame)
+    }
+
+    pub fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
+        let frame = self.frame(req, version)?;
         self.stream.write_all(&frame)?;
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;

@@ -275,7 +275,7 @@ fn describe_kip848(
     Ok(d.group_state.to_string())
 }
 
-fn fetch_committed(
+pub(crate) fn fetch_committed(
     client: &mut Client,
     group: &str,
 ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
@@ -297,7 +297,7 @@ fn fetch_committed(
 }
 
 /// ListOffsets at `timestamp` (-1 latest, -2 earliest) for each partition.
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut Client,
     parts: &[(String, i32)],
     timestamp: i64,

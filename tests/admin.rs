@@ -489,3 +489,29 @@ fn under_replicated_goes_to_one_when_a_follower_dies_and_back_to_zero() {
     let (status, ready) = json(c.node(follower_id).admin_addr(), "/v1/ready");
     assert_eq!(status, 200, "{ready}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("log.format", "json"),
+    );
+    assert_eq!(get(broker.admin_addr(), "/v1/health").0, 200);
+    let text = std::fs::read_to_string(broker.stderr_path()).expect("broker stderr");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("==== harness"))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}

@@ -157,6 +157,7 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     // Operations (see admin/ and metrics/).
     key("admin.listener", Kind::String, "127.0.0.1:9644"),
     key("metrics.partition.series.max", Kind::Int, "1000"),
+    key("log.format", Kind::String, "plain"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -311,6 +312,10 @@ impl BrokerConfig {
                 &inter,
                 "must name one of the listeners",
             ));
+        }
+        let log_format = self.get("log.format").trim().to_ascii_lowercase();
+        if log_format != "plain" && log_format != "json" {
+            return Err(invalid("log.format", &log_format, "expected plain or json"));
         }
         let rack = self.get("broker.rack").trim().to_string();
         self.rack = (!rack.is_empty()).then_some(rack);

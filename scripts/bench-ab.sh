@@ -53,7 +53,7 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$BROKER_PID/stat"; }
 
 start_broker() { # start_broker BIN LOG
     rm -rf "$WORK/data"; mkdir -p "$WORK/data"
-    taskset -c "$BROKER_CPUS" "$1" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 \
+    taskset -c "$BROKER_CPUS" "$1" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --override admin.listener=127.0.0.1:0 \
         --cores "$CORES" >"$2" 2>&1 &
     BROKER_PID=$!
     BOOTSTRAP=""

@@ -120,7 +120,7 @@ start_broker() { # start_broker CORES CPU_LIST
     local cores=$1 cpus=$2
     rm -rf "$WORK/data"; mkdir -p "$WORK/data"
     : >"$RESULTS/broker-${cores}shard.log"
-    taskset -c "$cpus" "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --cores "$cores" \
+    taskset -c "$cpus" "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --override admin.listener=127.0.0.1:0 --cores "$cores" \
         >"$RESULTS/broker-${cores}shard.log" 2>&1 &
     BROKER_PID=$!
     BOOTSTRAP=""
@@ -244,7 +244,7 @@ if [ "${SKIP_GROUPS:-0}" != 1 ]; then
     group_log="$RESULTS/broker-groups-1shard.log"
     rm -rf "$WORK/data"; mkdir -p "$WORK/data"
     # shellcheck disable=SC2086 # GROUP_BROKER_FLAGS is deliberately word-split
-    taskset -c 0 "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --cores 1 \
+    taskset -c 0 "$BROKER_BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --override admin.listener=127.0.0.1:0 --cores 1 \
         ${GROUP_BROKER_FLAGS:-} >"$group_log" 2>&1 &
     BROKER_PID=$!
     BOOTSTRAP=""

@@ -58,6 +58,7 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
+admin.listener=127.0.0.1:0
 EOF
 }
 
@@ -85,7 +86,7 @@ start_node() {
         sleep 0.1
         waited=$((waited + 1))
     done
-    echo "node $id: pid $(cat "$dir/pid"), $(grep '^LISTENING ' "$dir/stdout"), log $dir/stderr.log"
+    echo "node $id: pid $(cat "$dir/pid"), $(grep '^LISTENING ' "$dir/stdout"), $(grep '^ADMIN LISTENING ' "$dir/stdout"), log $dir/stderr.log"
 }
 
 stop_node() {

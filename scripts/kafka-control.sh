@@ -103,7 +103,7 @@ minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 start_sluice() {
     local blog="$RESULTS/kafka-control-sluice.log"
     mkdir -p "$WORK/sluice"
-    taskset -c 0 "$BROKER_BIN" serve --data-dir "$WORK/sluice" --listen 127.0.0.1:0 --cores 1 \
+    taskset -c 0 "$BROKER_BIN" serve --data-dir "$WORK/sluice" --listen 127.0.0.1:0 --override admin.listener=127.0.0.1:0 --cores 1 \
         --override group.initial.rebalance.delay.ms=0 >"$blog" 2>&1 &
     BROKER_PID=$!
     BOOTSTRAP=""

@@ -2,7 +2,15 @@
 
 use std::path::PathBuf;
 
+pub mod client;
+pub mod cluster;
+pub mod configs;
+pub mod data;
 pub mod group;
+pub mod log_dump;
+pub mod output;
+pub mod partition;
+pub mod topic;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,6 +31,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Inspect and manage consumer groups (like kafka-consumer-groups).
     Group(group::GroupArgs),
+    /// Create, list, describe, alter and delete topics (like kafka-topics).
+    Topic(topic::TopicArgs),
+    /// The cluster: id and controller, brokers, the metadata quorum (like kafka-metadata-quorum).
+    Cluster(cluster::ClusterArgs),
+    /// Describe and alter topic and broker configs (like kafka-configs).
+    Config(configs::ConfigArgs),
+    /// Reassign partitions and elect leaders (like kafka-reassign-partitions, kafka-leader-election).
+    Partition(partition::PartitionArgs),
+    /// Produce records from stdin or a file, one per line (like kafka-console-producer).
+    Produce(data::ProduceArgs),
+    /// Print records of a topic (like kafka-console-consumer).
+    Consume(data::ConsumeArgs),
+    /// Offline tools for a data directory's files (like kafka-dump-log).
+    Log(log_dump::LogArgs),
     /// Format a data directory for a cluster (like `kafka-storage format`).
     Format(FormatArgs),
     /// Print a new random cluster id (like `kafka-storage random-uuid`).

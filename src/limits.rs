@@ -128,3 +128,21 @@ const _: () = assert!(MESH_REQUESTS_IN_PROGRESS_MAX >= INFLIGHT_REQUESTS_PER_CON
 const _: () = assert!(MESH_WAITS_PARKED_MAX >= MESH_REQUESTS_IN_PROGRESS_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX >= FRAME_READ_CHUNK_BYTES);
 const _: () = assert!(METADATA_LOG_READ_BYTES_MAX as u64 <= METADATA_LOG_SEGMENT_BYTES);
+
+/// Open connections of the HTTP admin listener (shard 0); past it a new one is closed at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 16;
+/// Bytes of an admin request head (no endpoint takes a body); a larger one is a 400.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Headers of an admin request; more is a 400.
+pub const ADMIN_HEADERS_MAX: usize = 32;
+/// How long one admin exchange (read, answer, write) may take before the connection closes.
+pub const ADMIN_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
+/// Kafka API keys counted per API (keys at or above it count only as bytes).
+pub const METRICS_API_KEYS_MAX: usize = 96;
+/// Distinct (API, error code) pairs a shard counts apart; further pairs count as `OTHER`.
+pub const METRICS_ERROR_SERIES_MAX: usize = 512;
+/// Highest latency a histogram records apart (longer ones count as this): 5 minutes, in µs.
+pub const METRICS_LATENCY_MICROS_MAX: u64 = 300_000_000;
+/// Partitions one shard describes one by one in a scrape snapshot (`/v1/partitions`, the
+/// per-partition series); the rest count only in the totals.
+pub const METRICS_PARTITION_SNAPSHOTS_MAX: usize = 20_000;

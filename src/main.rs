@@ -3,20 +3,32 @@ use sluice::cli::{Cli, Command};
 use sluice::config::BrokerConfig;
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     // SLUICE_LOG, else RUST_LOG, else info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if log_format(&cli) == "json" {
+        // One JSON object per line for log shippers (`log.format=json`).
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     fail_fast_on_panic();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Group(args) => sluice::cli::group::run(args),
+        Command::Topic(args) => sluice::cli::topic::run(args),
+        Command::Cluster(args) => sluice::cli::cluster::run(args),
+        Command::Config(args) => sluice::cli::configs::run(args),
+        Command::Partition(args) => sluice::cli::partition::run(args),
+        Command::Produce(args) => sluice::cli::data::produce(args),
+        Command::Consume(args) => sluice::cli::data::consume(args),
+        Command::Log(args) => sluice::cli::log_dump::run(args),
         Command::Format(args) => format(args),
         Command::RandomUuid => {
             println!(
@@ -33,6 +45,34 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `log.format` (`plain` or `json`), read before logging starts: `--override log.format=…`,
+/// else `SLUICE_LOG_FORMAT`, else the `--config` file's `log.format`, else plain.
+fn log_format(cli: &Cli) -> String {
+    let Command::Serve(args) = &cli.command else {
+        return std::env::var("SLUICE_LOG_FORMAT").unwrap_or_default();
+    };
+    let from_flags = args.property_overrides().ok().and_then(|o| {
+        o.into_iter()
+            .rev()
+            .find(|(k, _)| k == "log.format")
+            .map(|(_, v)| v)
+    });
+    let from_file = || {
+        let text = std::fs::read_to_string(args.config.as_deref()?).ok()?;
+        sluice::config::parse_properties(&text)
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == "log.format")
+            .map(|(_, v)| v)
+    };
+    from_flags
+        .or_else(|| std::env::var("SLUICE_LOG_FORMAT").ok())
+        .or_else(from_file)
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// A panic anywhere ends the process (STYLE: fail fast). Without this a panic unwinds out of

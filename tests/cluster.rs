@@ -82,6 +82,7 @@ fn format_records_the_cluster_and_a_foreign_or_mismatched_directory_is_refused()
         let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
         c.args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
             .args(["--cores", "1", "--node-id", node])
+            .args(["--override", "admin.listener=-1"])
             .args(extra);
         c
     };

@@ -362,7 +362,8 @@ impl Cluster {
                  advertised.listeners=PLAINTEXT://{addr}:{KAFKA_PORT}\n\
                  controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
                  listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-                 group.initial.rebalance.delay.ms=0\noffsets.topic.num.partitions=1\n"
+                 group.initial.rebalance.delay.ms=0\noffsets.topic.num.partitions=1\n\
+                 admin.listener=-1\n"
             );
             for (k, v) in FAST {
                 properties.push_str(&format!("{k}={v}\n"));

@@ -170,6 +170,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--cores", "1"])
+            .args(["--override", "admin.listener=127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

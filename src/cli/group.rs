@@ -6,12 +6,9 @@
 //! with `--execute` (a dry run prints the plan), as Kafka's tool does.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Buf;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -21,9 +18,11 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, DeleteGroupsRequest,
     DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, RequestHeader, TopicName,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::client::{check, Client};
 
 #[derive(Args, Debug)]
 pub struct GroupArgs {
@@ -102,16 +101,6 @@ pub fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
-}
-
-fn check(code: i16, what: &str) -> anyhow::Result<()> {
-    if code == 0 {
-        return Ok(());
-    }
-    match kafka_protocol::error::ResponseError::try_from_code(code) {
-        Some(e) => bail!("{what}: {e} ({code})"),
-        None => bail!("{what}: error code {code}"),
-    }
 }
 
 fn list(client: &mut Client, states: Vec<String>, types: Vec<String>) -> anyhow::Result<()> {
@@ -286,7 +275,7 @@ fn describe_kip848(
     Ok(d.group_state.to_string())
 }
 
-fn fetch_committed(
+pub(crate) fn fetch_committed(
     client: &mut Client,
     group: &str,
 ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
@@ -308,7 +297,7 @@ fn fetch_committed(
 }
 
 /// ListOffsets at `timestamp` (-1 latest, -2 earliest) for each partition.
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut Client,
     parts: &[(String, i32)],
     timestamp: i64,
@@ -469,62 +458,4 @@ fn resolve_partitions(client: &mut Client, specs: &[String]) -> anyhow::Result<V
     }
     out.sort();
     Ok(out)
-}
-
-/// A blocking Kafka client: one request at a time on one connection.
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-/// Largest response the CLI accepts.
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
-
-impl Client {
-    fn connect(addr: &str) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_nodelay(true)?;
-        Ok(Client {
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-cli")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        req.encode(&mut body, version)?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame)?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let len = i32::from_be_bytes(len);
-        if len < 0 || len as usize > RESPONSE_BYTES_MAX {
-            bail!("response of {len} bytes");
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.stream.read_exact(&mut buf)?;
-        let mut buf = Bytes::from(buf);
-        let header = kafka_protocol::messages::ResponseHeader::decode(
-            &mut buf,
-            <R::Response as HeaderVersion>::header_version(version),
-        )?;
-        if header.correlation_id != self.correlation_id {
-            bail!(
-                "correlation id {} != {}",
-                header.correlation_id,
-                self.correlation_id
-            );
-        }
-        R::Response::decode(&mut buf, version)
-    }
 }

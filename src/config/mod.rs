@@ -180,6 +180,10 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
         Kind::Int,
         "3600000",
     ),
+    // Operations (see admin/ and metrics/).
+    key("admin.listener", Kind::String, "127.0.0.1:9644"),
+    key("metrics.partition.series.max", Kind::Int, "1000"),
+    key("log.format", Kind::String, "plain"),
 ];
 
 /// Kafka keys with no meaning in Sluice's design; accepted without a warning.
@@ -333,6 +337,10 @@ impl BrokerConfig {
                 "must name one of the listeners",
             ));
         }
+        let log_format = self.get("log.format").trim().to_ascii_lowercase();
+        if log_format != "plain" && log_format != "json" {
+            return Err(invalid("log.format", &log_format, "expected plain or json"));
+        }
         let rack = self.get("broker.rack").trim().to_string();
         self.rack = (!rack.is_empty()).then_some(rack);
         let get = |k: &str| self.get(k).to_string();
@@ -407,6 +415,17 @@ impl BrokerConfig {
     }
 
     /// Like `get_i64`, for keys validated at build time; falls back to `default`.
+    /// `admin.listener`: `HOST:PORT` of the HTTP admin listener, `None` for `-1` (off).
+    pub fn admin_listener(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.get("admin.listener").trim();
+        if text == "-1" || text.is_empty() {
+            return Ok(None);
+        }
+        resolve(text)
+            .map(Some)
+            .ok_or_else(|| invalid("admin.listener", text, "expected HOST:PORT or -1"))
+    }
+
     pub fn int(&self, key: &str, default: i64) -> i64 {
         self.get(key).trim().parse().unwrap_or(default)
     }

@@ -141,6 +141,8 @@ pub fn produce(
                             .stats
                             .produced_bytes
                             .set(shard.stats.produced_bytes.get() + size);
+                        let records = (r.last_offset.get() - r.base_offset.get() + 1).max(0);
+                        crate::metrics::with(|m| m.records_in(records as u64));
                     }
                     Err(e) => {
                         log_storage_error(&item.tp, &e, "append");

@@ -278,6 +278,7 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
             }
         },
     };
+    crate::metrics::count_response_errors(header.request_api_key, &response);
     match frame::encode_response(ctx.correlation_id, key, ctx.api_version, &response) {
         Ok(bytes) => Reply::Response(bytes),
         Err(e) => {
@@ -288,6 +289,7 @@ pub async fn dispatch(ctx: RequestContext, header: RequestHeader, request: Reque
 }
 
 fn fetch_reply(ctx: &RequestContext, response: ResponseKind, files: fetch::FileParts) -> Reply {
+    crate::metrics::count_response_errors(ApiKey::Fetch as i16, &response);
     let encoded = match frame::encode_response(
         ctx.correlation_id,
         ApiKey::Fetch,

@@ -164,8 +164,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLim
         shard.stats.requests.set(shard.stats.requests.get() + 1);
         let this = seq;
         seq += 1;
+        let frame_bytes = frame.len() + 4;
         let reply_task = match frame::decode_request(frame) {
             Ok(Decoded::Request(header, request)) => {
+                let (api_key, started) = (header.request_api_key, Instant::now());
                 let gate = Rc::new(ResponseGate::new(responses.clone(), this));
                 let ctx =
                     handler::RequestContext::new(shard.clone(), &header, &peer, Some(order.take()))
@@ -175,6 +177,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLim
                 // the response's bytes count until the writer has written them.
                 glommio::spawn_local(async move {
                     let reply = handler::dispatch(ctx, header, *request).await;
+                    crate::metrics::with(|m| {
+                        m.request_done(api_key, started.elapsed(), frame_bytes, reply_len(&reply))
+                    });
                     drop(permit);
                     let held = responses.hold(reply_bytes(&reply));
                     gate.release();
@@ -205,6 +210,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Rc<ConnectionLim
     writer_task.await;
     drop((reader, buffer_permit));
     shard.open_sockets.borrow_mut().remove(&connection_id);
+}
+
+/// The bytes a reply sends (file ranges included).
+fn reply_len(reply: &Reply) -> usize {
+    match reply {
+        Reply::Pieces(pieces) => pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len(),
+                Piece::File(f) => f.len,
+            })
+            .sum(),
+        other => reply_bytes(other),
+    }
 }
 
 /// The bytes a reply holds in memory (file ranges hold none).

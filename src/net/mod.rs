@@ -51,6 +51,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Arc<Atom
         ),
         response_bytes_max: limits::RESPONSE_QUEUED_BYTES_PER_CONNECTION_MAX,
     });
+    crate::metrics::with(|m| m.set_request_budget(conn_limits.budget.clone()));
     let per_ip: Rc<RefCell<HashMap<IpAddr, usize>>> = Rc::new(RefCell::new(HashMap::new()));
     let refusals = RefusalLog::default();
     loop {

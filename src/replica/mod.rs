@@ -99,6 +99,20 @@ pub struct LeaderState {
     start_offset: i64,
 }
 
+impl LeaderState {
+    /// Each follower's lag behind `log_end` (offsets; -1 before its first fetch) and the ms
+    /// since it was last caught up (for metrics).
+    pub fn follower_lag(&self, log_end: i64, now_ms: i64) -> Vec<(i32, i64, i64)> {
+        self.followers
+            .iter()
+            .map(|(id, p)| {
+                let offsets = p.offset.map_or(-1, |o| (log_end - o).max(0));
+                (*id, offsets, (now_ms - p.last_caught_up_ms).max(0))
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub enum Role {
     Leader(LeaderState),

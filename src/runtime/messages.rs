@@ -64,6 +64,8 @@ pub enum ShardRequest {
     Txn(Box<crate::txn::TxnRequest>),
     /// DescribeQuorum: the metadata quorum's state, as shard 0's Raft member sees it.
     DescribeQuorum,
+    /// A scrape: this shard's metrics snapshot (see `metrics::gather`).
+    Metrics,
 }
 
 impl ShardRequest {
@@ -72,7 +74,7 @@ impl ShardRequest {
     pub fn is_data_work(&self) -> bool {
         !matches!(
             self,
-            ShardRequest::ApplyImage(_) | ShardRequest::Controller(_)
+            ShardRequest::ApplyImage(_) | ShardRequest::Controller(_) | ShardRequest::Metrics
         )
     }
 }
@@ -94,6 +96,7 @@ pub enum ShardResponse {
     Group(crate::group::GroupResponse),
     Txn(Box<crate::txn::TxnResponse>),
     OngoingTxns(Vec<bool>),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }

@@ -49,6 +49,8 @@ struct Boot {
     advertised: (String, u16),
     /// The cluster id this node must belong to: stored in meta.properties, else configured.
     expected_cluster_id: Option<String>,
+    /// The bound `admin.listener` socket: shard 0's only (see `admin`).
+    admin: Option<std::net::TcpListener>,
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Prints `LISTENING <addr>` on stdout once
@@ -95,6 +97,11 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         Some(_) => -1,
         None => config.node_id,
     }));
+    let mut admin = crate::admin::bind(&config)?;
+    let admin_addr = match &admin {
+        Some(l) => Some(l.local_addr().context("admin listener address")?),
+        None => None,
+    };
     let nr = config.cores;
     tracing::info!(shards = nr, %addr, data_dir = %config.data_dir.display(), cluster_id = %image.cluster_id, "starting");
 
@@ -115,6 +122,7 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         controller_id,
         advertised: (host, port),
         expected_cluster_id,
+        admin: None,
     };
     // Pin shard i to the i-th CPU this process may run on (taskset/cgroups respected).
     let cpus = allowed_cpus();
@@ -136,6 +144,7 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
             controller_id: boot.controller_id.clone(),
             advertised: boot.advertised.clone(),
             expected_cluster_id: boot.expected_cluster_id.clone(),
+            admin: if i == 0 { admin.take() } else { None },
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
@@ -162,6 +171,10 @@ pub fn run(mut config: BrokerConfig) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(reservation);
+    // Before LISTENING, so whoever waits for that line knows the admin address by then.
+    if let Some(admin_addr) = admin_addr {
+        println!("ADMIN LISTENING {admin_addr}");
+    }
     println!("LISTENING {addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -311,7 +324,7 @@ pub(crate) fn offsets_topic_command(
     }
 }
 
-async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow::Result<()> {
+async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, mut boot: Boot) -> anyhow::Result<()> {
     let (senders, receivers) = mesh
         .requests
         .join()
@@ -358,6 +371,12 @@ async fn shard_main(id: ShardId, nr: usize, mesh: Meshes, boot: Boot) -> anyhow:
     }
     shard.groups.start(shard.clone());
     shard.txns.start(shard.clone());
+    if let Some(admin) = boot.admin.take() {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves here.
+        let admin = unsafe { glommio::net::TcpListener::from_raw_fd(admin.into_raw_fd()) };
+        glommio::spawn_local(crate::admin::serve(shard.clone(), admin, boot.stop.clone())).detach();
+    }
     let listener = glommio::net::TcpListener::bind(boot.addr)
         .map_err(|e| anyhow::anyhow!("shard {} binding {}: {e}", id.0, boot.addr))?;
     boot.ready.fetch_add(1, Ordering::SeqCst);
@@ -504,6 +523,11 @@ pub fn dispatch_local(shard: Rc<Shard>, request: ShardRequest) -> LocalWork {
             let node = shard.cluster.borrow().clone();
             ShardResponse::Quorum(node.map(|n| n.raft.quorum_state()))
         }),
+        ShardRequest::Metrics => {
+            Box::pin(
+                async move { ShardResponse::Metrics(Box::new(crate::metrics::snapshot(&shard))) },
+            )
+        }
         ShardRequest::Group(req) => {
             Box::pin(async move { ShardResponse::Group(shard.groups.handle(*req).await) })
         }

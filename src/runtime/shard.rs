@@ -245,6 +245,9 @@ impl Shard {
             return;
         }
         *self.image.borrow_mut() = image.clone();
+        if self.id.0 == 0 {
+            crate::metrics::with(|m| m.image_changed(&old, &image));
+        }
         // One pass at a time, against the newest image: a pass still at work for an older one
         // would otherwise reopen a partition a newer one removed (a reassignment's removed
         // replica) once the newer pass took it out of the log manager.

@@ -109,7 +109,10 @@ impl PartitionLog {
         let active = self.active_segment();
         let committed = active.committed_mark();
         let file = active.log_file().await?;
-        if let Err(err) = file.fdatasync().await {
+        let started = std::time::Instant::now();
+        let synced = file.fdatasync().await;
+        crate::metrics::with(|m| m.fdatasync(started.elapsed()));
+        if let Err(err) = synced {
             self.fail_stop(&err);
             return Err(StorageError::Io(err));
         }

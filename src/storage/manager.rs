@@ -204,6 +204,9 @@ impl LogManager {
         } else {
             Vec::new()
         };
+        if !dirty.is_empty() || !due.is_empty() {
+            crate::metrics::with(|m| m.flush_round());
+        }
         let all = dirty.iter().chain(due.iter());
         let results = futures::future::join_all(all.map(|log| log.flush(false))).await;
         for err in results.into_iter().filter_map(Result::err) {

@@ -5,6 +5,8 @@
 //!
 //! Rules the harness keeps so tests stay parallel-safe:
 //! - ports: `--listen 127.0.0.1:0`; the broker prints `LISTENING 127.0.0.1:<port>` on stdout;
+//!   the admin listener likewise on `admin.listener=127.0.0.1:0` (`ADMIN LISTENING …`), never
+//!   the default 9644 that parallel brokers would fight over;
 //! - files: one `tempfile` dir per broker, holding `data/` and `broker-stderr.log`;
 //! - time: nothing sleeps to assert; waits poll with a named bound and panic with context.
 #![allow(dead_code)]
@@ -58,6 +60,8 @@ pub struct BrokerOpts {
     pub listen: Option<String>,
     /// A server.properties text, written beside the data dir and passed as `--config`.
     pub config_text: Option<String>,
+    /// `admin.listener` (given before `overrides`, which may replace it).
+    pub admin_listener: String,
 }
 
 impl Default for BrokerOpts {
@@ -70,6 +74,7 @@ impl Default for BrokerOpts {
             default_data_dir: false,
             listen: Some("127.0.0.1:0".to_string()),
             config_text: None,
+            admin_listener: "127.0.0.1:0".to_string(),
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Broker {
     // Dropped last: the data dir must outlive the process.
     child: Option<Child>,
     bootstrap: String,
+    /// `host:port` of the admin listener, once it printed `ADMIN LISTENING`.
+    admin: Option<String>,
     starts: u32,
     // Set once a panic message carried the stderr tail, so Drop does not print it again.
     tail_shown: std::cell::Cell<bool>,
@@ -111,12 +118,20 @@ impl Broker {
             opts,
             child: None,
             bootstrap: String::new(),
+            admin: None,
             starts: 0,
             tail_shown: std::cell::Cell::new(false),
             root,
         };
         broker.spawn();
         broker
+    }
+
+    /// `host:port` of the HTTP admin listener (panics when it is off).
+    pub fn admin_addr(&self) -> &str {
+        self.admin
+            .as_deref()
+            .expect("the broker's admin listener is off")
     }
 
     /// `host:port` to give clients as `bootstrap.servers`.
@@ -275,6 +290,9 @@ impl Broker {
             command.arg("--config").arg(path);
         }
         command.args(["--cores", &self.opts.cores.to_string()]);
+        command
+            .arg("--override")
+            .arg(format!("admin.listener={}", self.opts.admin_listener));
         for (key, value) in &self.opts.overrides {
             command.arg("--override").arg(format!("{key}={value}"));
         }
@@ -310,8 +328,10 @@ impl Broker {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(address) = line.strip_prefix("LISTENING ") {
-                    let _ = sender.send(address.trim().to_string());
+                if let Some(address) = line.strip_prefix("ADMIN LISTENING ") {
+                    let _ = sender.send((true, address.trim().to_string()));
+                } else if let Some(address) = line.strip_prefix("LISTENING ") {
+                    let _ = sender.send((false, address.trim().to_string()));
                 }
             }
         });
@@ -319,11 +339,14 @@ impl Broker {
         self.bootstrap = self.wait_listening(&receiver);
     }
 
-    fn wait_listening(&mut self, receiver: &mpsc::Receiver<String>) -> String {
+    fn wait_listening(&mut self, receiver: &mpsc::Receiver<(bool, String)>) -> String {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        self.admin = None;
         loop {
             match receiver.recv_timeout(Duration::from_millis(50)) {
-                Ok(address) => return address,
+                // The broker prints ADMIN LISTENING (when on) before LISTENING.
+                Ok((true, address)) => self.admin = Some(address),
+                Ok((false, address)) => return address,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // stdout closed: the process is exiting; let try_wait below report it.

@@ -46,7 +46,8 @@ class Broker:
 
     def _start(self):
         args = [str(sluice_bin()), "serve", "--data-dir", str(self.data_dir),
-                "--listen", "127.0.0.1:0", "--cores", "2"]
+                "--listen", "127.0.0.1:0", "--cores", "2",
+                "--override", "admin.listener=127.0.0.1:0"]
         for key, value in self.overrides.items():
             args += ["--override", f"{key}={value}"]
         stderr = open(self.stderr_path, "ab")

@@ -122,7 +122,7 @@ impl Node {
              advertised.listeners=PLAINTEXT://127.0.0.1:{kp}\n\
              controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
              listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={data}\n",
+             log.dirs={data}\nadmin.listener=127.0.0.1:0\n",
             id = self.id,
             kp = self.kafka_port,
             cp = self.controller_port,

@@ -28,7 +28,8 @@ pub mod truncate;
 pub mod waiters;
 
 pub use config::{
-    Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult, StorageBrokerConfig,
+    Acks, AppendOptions, AppendResult, CleanerConfig, CompactionConfig, FlushPolicy, LogConfig,
+    ReadResult, StorageBrokerConfig,
 };
 pub use error::StorageError;
 pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};

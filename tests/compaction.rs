@@ -194,3 +194,179 @@ async fn compaction_configs_are_accepted_with_kafka_names() {
         );
     }
 }
+
+/// Broker options for cleaning tests: a cleaner that wakes every 100 ms, one core.
+fn cleaning_broker() -> Broker {
+    Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("log.cleaner.backoff.ms", "100"),
+    )
+}
+
+/// The topic configs of a small compacted topic that the cleaner picks up at once.
+const COMPACTED: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "4096"),
+    ("min.cleanable.dirty.ratio", "0.01"),
+    ("delete.retention.ms", "1500"),
+    ("file.delete.delay.ms", "0"),
+];
+
+/// What the log must converge to: key → (offset, value) of its latest record.
+type Latest = std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
+
+/// Produces `updates` rounds over `keys` keys (every fifth key of the last round a tombstone),
+/// then `fillers` records with keys of their own; returns the latest record per key.
+async fn write_updates(
+    producer: &FutureProducer,
+    topic: &str,
+    round_base: usize,
+    rounds: usize,
+    keys: usize,
+    tombstones: bool,
+    latest: &mut Latest,
+) {
+    let mut sent: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    for round in round_base..round_base + rounds {
+        for k in 0..keys {
+            let key = format!("key-{k:04}").into_bytes();
+            let tombstone = tombstones && round == round_base + rounds - 1 && k % 5 == 0;
+            let value = (!tombstone)
+                .then(|| format!("value-{k}-round-{round}-{}", "x".repeat(k % 40)).into_bytes());
+            sent.push((key, value));
+        }
+    }
+    let records = sent
+        .iter()
+        .map(|(k, v)| {
+            let r = FutureRecord::to(topic).partition(0).key(&k[..]);
+            match v {
+                Some(v) => r.payload(&v[..]),
+                None => r,
+            }
+        })
+        .collect();
+    let outcomes = deliveries(producer, records).await;
+    for ((k, v), o) in sent.into_iter().zip(outcomes) {
+        let offset = o.unwrap_or_else(|e| panic!("delivery failed: {e:?}"));
+        latest.insert(k, (offset, v));
+    }
+}
+
+/// The records of the partition as key → list of (offset, value) (from the log start).
+fn consumed(broker: &Broker, topic: &str) -> Latest {
+    let mut out = Latest::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in broker.read_partition(topic, 0) {
+        let key = r
+            .key
+            .clone()
+            .expect("every record of a compacted topic has a key");
+        assert!(seen.insert(r.offset), "offset {} served twice", r.offset);
+        if out.insert(key.clone(), (r.offset, r.value)).is_some() {
+            // A key seen twice: not (yet) compacted; marked so the comparison fails.
+            out.insert(key, (-1, None));
+        }
+    }
+    out
+}
+
+/// Polls until the partition holds exactly `want` (one record per key, at its original offset).
+fn wait_compacted(broker: &Broker, topic: &str, want: &Latest, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = consumed(broker, topic);
+        if &got == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let differing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .take(5)
+                .collect();
+            panic!(
+                "{what}: {topic} not compacted to the latest values ({} keys wanted, {} found); e.g. {differing:?}\n{}",
+                want.len(),
+                got.len(),
+                broker.stderr_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Fills the active segment with records of keys used once, so that every update written
+/// before is in sealed (cleanable) segments; they join `latest`.
+async fn roll_past(producer: &FutureProducer, topic: &str, tag: &str, latest: &mut Latest) {
+    // Incompressible values, so that compressed batches fill segments too.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ tag.len() as u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                (state >> 56) as u8
+            })
+            .collect()
+    };
+    let keys: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
+        .map(|i| (format!("filler-{tag}-{i:03}").into_bytes(), noise(150)))
+        .collect();
+    let records = keys
+        .iter()
+        .map(|(k, v)| {
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(&k[..])
+                .payload(&v[..])
+        })
+        .collect();
+    for ((k, v), o) in keys.iter().zip(deliveries(producer, records).await) {
+        latest.insert(k.clone(), (o.expect("filler delivered"), Some(v.clone())));
+    }
+}
+
+/// Many updates per key and tombstones, in every codec: after cleaning a consumer from offset 0
+/// sees exactly the latest value of each key at its original offset; tombstones stay for
+/// delete.retention.ms after their first cleaning and are then removed; a clean restart and a
+/// kill -9 keep the cleaned log as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_keeps_the_latest_value_per_key_in_every_codec() {
+    let mut broker = cleaning_broker();
+    let mut topics = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = unique_topic(&format!("compact-{codec}"));
+        broker.create_topic(&topic, 1, COMPACTED).await;
+        let producer = broker.producer(&[
+            ("compression.type", codec),
+            ("linger.ms", "1"),
+            ("batch.num.messages", "20"),
+        ]);
+        let mut latest = Latest::new();
+        write_updates(&producer, &topic, 0, 6, 50, true, &mut latest).await;
+        roll_past(&producer, &topic, "a", &mut latest).await;
+        // First cleaning: the tombstones are kept (their delete horizon is set now).
+        wait_compacted(&broker, &topic, &latest, codec);
+        // After delete.retention.ms, a later pass (more data makes the log dirty) removes them.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        write_updates(&producer, &topic, 100, 1, 10, false, &mut latest).await;
+        roll_past(&producer, &topic, "b", &mut latest).await;
+        latest.retain(|k, (_, v)| v.is_some() || !k.starts_with(b"key-"));
+        wait_compacted(&broker, &topic, &latest, codec);
+        topics.push((topic, latest));
+    }
+    broker.restart();
+    for (topic, latest) in &topics {
+        assert_eq!(&consumed(&broker, topic), latest, "after a clean restart");
+    }
+    broker.kill9();
+    broker.start_again();
+    for (topic, latest) in &topics {
+        assert_eq!(&consumed(&broker, topic), latest, "after kill -9");
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod appender;
 pub mod batch;
+pub mod cleaner;
 pub mod config;
 pub mod decompress;
 pub mod error;

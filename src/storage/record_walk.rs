@@ -159,6 +159,29 @@ pub fn walk_records<S: RecordSource>(
 pub fn walk_records_with_keys<S: RecordSource>(
     header: &BatchHeader,
     source: &mut S,
+    visit: impl FnMut(i32, i64, bool),
+) -> Result<RecordsSummary, RecordDefect> {
+    walk(header, source, true, visit)
+}
+
+/// The walk over a stored batch, which a log cleaner may have rebuilt (`storage::cleaner`): the
+/// offset deltas increase up to the header's last offset delta but may have gaps. `visit` gets
+/// each record's offset delta (not its index) and timestamp.
+pub fn walk_stored_records<S: RecordSource>(
+    header: &BatchHeader,
+    source: &mut S,
+    mut visit: impl FnMut(i32, i64),
+) -> Result<RecordsSummary, RecordDefect> {
+    walk(header, source, false, |delta, timestamp, _| {
+        visit(delta, timestamp)
+    })
+}
+
+/// `strict`: offset deltas are exactly 0..count (a produced batch); else increasing.
+fn walk<S: RecordSource>(
+    header: &BatchHeader,
+    source: &mut S,
+    strict: bool,
     mut visit: impl FnMut(i32, i64, bool),
 ) -> Result<RecordsSummary, RecordDefect> {
     let log_append_time = header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0;
@@ -168,13 +191,26 @@ pub fn walk_records_with_keys<S: RecordSource>(
         timestamp_bounds: None,
         keyless: 0,
     };
+    let mut previous_delta = -1i64;
     for index in 0..header.record_count.max(0) {
         let mut walker = Walker {
             source: &mut *source,
             record: index,
             claimed: header.record_count,
         };
-        let (timestamp_delta, key_null) = walker.record()?;
+        let (timestamp_delta, offset_delta, key_null) = walker.record()?;
+        let delta_ok = if strict {
+            offset_delta == i64::from(index)
+        } else {
+            offset_delta > previous_delta && offset_delta <= i64::from(header.last_offset_delta)
+        };
+        if !delta_ok {
+            return Err(RecordDefect::OffsetDelta {
+                record: index,
+                found: offset_delta,
+            });
+        }
+        previous_delta = offset_delta;
         let timestamp = if log_append_time {
             header.max_timestamp
         } else {
@@ -183,7 +219,7 @@ pub fn walk_records_with_keys<S: RecordSource>(
                 .checked_add(timestamp_delta)
                 .ok_or(RecordDefect::Timestamp { record: index })?
         };
-        visit(index, timestamp, key_null);
+        visit(offset_delta as i32, timestamp, key_null);
         summary.count = index + 1;
         summary.keyless += i32::from(key_null);
         summary.max_timestamp = summary.max_timestamp.max(timestamp);
@@ -222,9 +258,10 @@ struct Walker<'s, S> {
 }
 
 impl<S: RecordSource> Walker<'_, S> {
-    /// Walks one record and returns its timestamp delta and whether its key is null.
+    /// Walks one record and returns its timestamp delta, offset delta and whether its key is
+    /// null.
     #[inline]
-    fn record(&mut self) -> Result<(i64, bool), RecordDefect> {
+    fn record(&mut self) -> Result<(i64, i64, bool), RecordDefect> {
         let record = self.record;
         let length = self.varint()?;
         let available = self.source.remaining_max();
@@ -240,12 +277,6 @@ impl<S: RecordSource> Walker<'_, S> {
         self.byte()?; // attributes: unused in v2, as in Kafka
         let timestamp_delta = self.varlong()?;
         let offset_delta = self.varint()?;
-        if offset_delta != i64::from(record) {
-            return Err(RecordDefect::OffsetDelta {
-                record,
-                found: offset_delta,
-            });
-        }
         let key_null = self.bytes("key", end, true)?;
         self.bytes("value", end, true)?;
         let headers = self.varint()?;
@@ -268,7 +299,7 @@ impl<S: RecordSource> Walker<'_, S> {
                 read,
             });
         }
-        Ok((timestamp_delta, key_null))
+        Ok((timestamp_delta, offset_delta, key_null))
     }
 
     /// A length varint and that many bytes, which must end within the record (`-1` = null).

@@ -489,3 +489,68 @@ async fn kill_9_during_cleaning_loses_no_latest_value() {
     // The cleaner did run between the crashes.
     wait_compacted(&broker, &topic, &latest, "after the crashes");
 }
+
+/// Kafka Connect-style usage of `__consumer_offsets`: a group commits the same partitions many
+/// times; the compacted offsets partition shrinks to about one record per key, and the latest
+/// commits survive the cleaning, a clean restart and a kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_compaction_of_consumer_offsets_and_restarts() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let mut broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("log.cleaner.backoff.ms", "100")
+        .with("offsets.topic.num.partitions", "1")
+        .with("offsets.topic.segment.bytes", "4096"),
+    );
+    let topic = unique_topic("connect-offsets");
+    broker.create_topic(&topic, 3, &[]).await;
+    let configs = broker.topic_configs("__consumer_offsets").await;
+    assert_eq!(configs["cleanup.policy"].as_deref(), Some("compact"));
+    let group = unique_topic("connect-group");
+    const COMMITS: i64 = 300;
+    {
+        let consumer = broker.consumer(&[("group.id", &group)]);
+        for i in 1..=COMMITS {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..3 {
+                tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(i * (p as i64 + 1)))
+                    .expect("offset");
+            }
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .unwrap_or_else(|e| panic!("commit {i}: {e}\n{}", broker.stderr_tail()));
+        }
+    }
+    common::wait_until(
+        "__consumer_offsets to be compacted",
+        Duration::from_secs(60),
+        || (broker.read_partition("__consumer_offsets", 0).len() as i64) < COMMITS,
+    );
+    let check = |broker: &Broker, when: &str| {
+        let probe = broker.consumer(&[("group.id", &group)]);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition(&topic, p);
+        }
+        let committed = probe
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("OffsetFetch {when}: {e}"));
+        for e in committed.elements() {
+            assert_eq!(
+                e.offset(),
+                rdkafka::Offset::Offset(COMMITS * (e.partition() as i64 + 1)),
+                "{when}: partition {}",
+                e.partition()
+            );
+        }
+    };
+    check(&broker, "after compaction");
+    broker.restart();
+    check(&broker, "after a clean restart");
+    broker.kill9();
+    broker.start_again();
+    check(&broker, "after kill -9");
+}

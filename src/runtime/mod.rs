@@ -289,7 +289,7 @@ fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Resu
     Ok(image)
 }
 
-/// Creates `__consumer_offsets` (Kafka's settings for it: `offsets.topic.*`, kept forever).
+/// Creates `__consumer_offsets` (Kafka's settings for it: `offsets.topic.*`, compacted).
 pub(crate) fn offsets_topic_command(
     config: &BrokerConfig,
     replication_factor: i16,
@@ -299,7 +299,9 @@ pub(crate) fn offsets_topic_command(
         "segment.bytes".to_string(),
         config.get("offsets.topic.segment.bytes").to_string(),
     );
-    configs.insert("retention.ms".to_string(), "-1".to_string());
+    // Kafka's: compacted, so the latest commit of each group/partition is kept forever.
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("compression.type".to_string(), "producer".to_string());
     ControllerCommand::CreateTopic {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         id: uuid::Uuid::new_v4(),

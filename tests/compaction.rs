@@ -554,3 +554,63 @@ async fn committed_offsets_survive_compaction_of_consumer_offsets_and_restarts()
     broker.start_again();
     check(&broker, "after kill -9");
 }
+
+/// `compact,delete` also deletes segments by retention.ms; `compact` alone never does (its
+/// retention.ms is ignored, as in Kafka).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_delete_honours_retention_and_compact_alone_does_not() {
+    let broker = Broker::start_with(
+        BrokerOpts {
+            cores: 1,
+            ..BrokerOpts::default()
+        }
+        .with("log.cleaner.backoff.ms", "100")
+        .with("log.retention.check.interval.ms", "200"),
+    );
+    let both = unique_topic("compact-delete");
+    let compact = unique_topic("compact-only");
+    let retention = [("retention.ms", "2000")];
+    for (topic, policy) in [(&both, "compact,delete"), (&compact, "compact")] {
+        let mut configs: Vec<(&str, &str)> = COMPACTED
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "cleanup.policy")
+            .collect();
+        configs.push(("cleanup.policy", policy));
+        configs.extend_from_slice(&retention);
+        broker.create_topic(topic, 1, &configs).await;
+        let producer = broker.producer(&[("linger.ms", "1"), ("batch.num.messages", "20")]);
+        let mut latest = Latest::new();
+        write_updates(&producer, topic, 0, 3, 40, false, &mut latest).await;
+        roll_past(&producer, topic, "a", &mut latest).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // New data rolls the old segments out of the active one; retention then sees them expired.
+    for topic in [&both, &compact] {
+        let producer = broker.producer(&[("linger.ms", "1"), ("batch.num.messages", "20")]);
+        let mut latest = Latest::new();
+        roll_past(&producer, topic, "b", &mut latest).await;
+    }
+    common::wait_until(
+        "retention of the compact,delete topic",
+        Duration::from_secs(30),
+        || broker.watermarks(&both, 0).0 > 0,
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        broker.watermarks(&compact, 0).0,
+        0,
+        "a compact-only topic lost its head to retention.ms"
+    );
+    let keys: std::collections::BTreeSet<Vec<u8>> = broker
+        .read_partition(&compact, 0)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .filter(|k| k.starts_with(b"key-"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        40,
+        "every key of the compact-only topic is still there"
+    );
+}

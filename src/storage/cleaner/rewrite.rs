@@ -436,3 +436,6 @@ fn read_field(bytes: &[u8], at: &mut usize, end: usize) -> Option<Option<(usize,
     *at = stop;
     Some(Some((start, stop)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -273,3 +273,6 @@ pub async fn clean_dirtiest(manager: &LogManager) -> bool {
 pub fn forget(state: &CleanerState, tp: &TopicPartition) {
     state.checkpoints.borrow_mut().remove(tp);
 }
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,9 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// a stream and refuses the batch (CORRUPT_MESSAGE) past this, so a decompression bomb costs a
 /// bounded amount of CPU and no memory. The same as the largest batch the log stores
 /// (`storage::batch::BATCH_BYTES_MAX`): what a consumer holds in memory for one batch.
+/// KIP-467 record errors listed in one partition's Produce answer (one per keyless record on a
+/// compacted topic); a batch under `message.max.bytes` holds fewer records than this.
+pub const PRODUCE_RECORD_ERRORS_MAX: usize = 1 << 18;
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The buffer per shard that the record walk reads decompressed bytes through.
 pub const DECOMPRESSION_SCRATCH_BYTES: usize = 32 * 1024;

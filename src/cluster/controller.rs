@@ -316,6 +316,7 @@ pub fn apply(
             for (k, v) in &configs {
                 topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
             }
+            topic::validate_together(&configs).map_err(ControllerError::InvalidConfig)?;
             t.configs = configs;
             election::elect_unclean_where_leaderless(&mut next);
             let t = next.topics.get(name).ok_or(ControllerError::UnknownTopic)?;
@@ -392,6 +393,7 @@ fn create_topic(
     for (k, v) in configs {
         topic::validate(k, v).map_err(ControllerError::InvalidConfig)?;
     }
+    topic::validate_together(configs).map_err(ControllerError::InvalidConfig)?;
     let replicas = match assignment {
         Some(manual) => {
             if manual.len() != usize::try_from(partitions).unwrap_or(0) {
@@ -564,8 +566,12 @@ fn altered(
                         out.remove(key);
                     }
                     (2 | 3, Some(v)) if kind == crate::config::Kind::List => {
+                        // Kafka appends to (subtracts from) the current value, which is the
+                        // default where the topic has no override.
                         let mut items: Vec<String> = out
                             .get(key)
+                            .map(String::as_str)
+                            .or_else(|| topic::find(key).map(|k| k.fixed_default))
                             .map(|s| {
                                 s.split(',')
                                     .map(|x| x.trim().to_string())

@@ -89,6 +89,26 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     key("log.flush.interval.ms", Kind::Long, ""),
     key("log.message.timestamp.type", Kind::String, "CreateTime"),
     key("log.cleanup.policy", Kind::List, "delete"),
+    // Log compaction (see storage::cleaner).
+    key("log.cleaner.enable", Kind::Bool, "true"),
+    key("log.cleaner.threads", Kind::Int, "1"),
+    key("log.cleaner.dedupe.buffer.size", Kind::Long, "134217728"),
+    key("log.cleaner.io.buffer.size", Kind::Int, "524288"),
+    key("log.cleaner.io.buffer.load.factor", Kind::Double, "0.9"),
+    key(
+        "log.cleaner.io.max.bytes.per.second",
+        Kind::Double,
+        "1.7976931348623157E308",
+    ),
+    key("log.cleaner.backoff.ms", Kind::Long, "15000"),
+    key("log.cleaner.min.cleanable.ratio", Kind::Double, "0.5"),
+    key("log.cleaner.min.compaction.lag.ms", Kind::Long, "0"),
+    key(
+        "log.cleaner.max.compaction.lag.ms",
+        Kind::Long,
+        "9223372036854775807",
+    ),
+    key("log.cleaner.delete.retention.ms", Kind::Long, "86400000"),
     key("log.segment.delete.delay.ms", Kind::Long, "60000"),
     key("log.dir.min.free.bytes", Kind::Long, "-1"),
     key("log.dir.min.free.percent", Kind::Double, "-1"),
@@ -195,7 +215,6 @@ pub const IGNORED_KEYS: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
-    "log.cleaner.enable",
 ];
 
 /// The broker's configuration: the effective properties, and typed fields read from them.

@@ -41,7 +41,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         Some("compression.type"),
         "producer",
     ),
-    tk("delete.retention.ms", Kind::Long, None, "86400000"),
+    tk(
+        "delete.retention.ms",
+        Kind::Long,
+        Some("log.cleaner.delete.retention.ms"),
+        "86400000",
+    ),
     tk(
         "file.delete.delay.ms",
         Kind::Long,
@@ -77,6 +82,24 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         Kind::String,
         Some("log.message.timestamp.type"),
         "CreateTime",
+    ),
+    tk(
+        "max.compaction.lag.ms",
+        Kind::Long,
+        Some("log.cleaner.max.compaction.lag.ms"),
+        "9223372036854775807",
+    ),
+    tk(
+        "min.cleanable.dirty.ratio",
+        Kind::Double,
+        Some("log.cleaner.min.cleanable.ratio"),
+        "0.5",
+    ),
+    tk(
+        "min.compaction.lag.ms",
+        Kind::Long,
+        Some("log.cleaner.min.compaction.lag.ms"),
+        "0",
     ),
     tk(
         "min.insync.replicas",
@@ -246,10 +269,17 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                     return bad("must be delete and/or compact");
                 }
             }
-            if v.contains("compact") {
-                return bad("log compaction is not supported yet");
+        }
+        "min.cleanable.dirty.ratio" => {
+            let r = v.parse::<f64>().unwrap_or(f64::NAN);
+            if !(0.0..=1.0).contains(&r) {
+                return bad("must be in [0, 1]");
             }
         }
+        "min.compaction.lag.ms" | "delete.retention.ms" if v.parse::<i64>().unwrap_or(-1) < 0 => {
+            return bad("must be >= 0")
+        }
+        "max.compaction.lag.ms" if v.parse::<i64>().unwrap_or(0) < 1 => return bad("must be >= 1"),
         "compression.type"
             if !matches!(
                 v,
@@ -285,6 +315,44 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Cleanup policy flags of one `cleanup.policy` value (`delete`, `compact`, or both).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub fn parse(value: &str) -> CleanupPolicy {
+        let has = |name: &str| value.split(',').any(|p| p.trim() == name);
+        CleanupPolicy {
+            delete: has("delete"),
+            compact: has("compact"),
+        }
+    }
+}
+
+/// Checks between keys of one topic's overrides, as Kafka's `LogConfig.validateValues`:
+/// `min.compaction.lag.ms` may not exceed `max.compaction.lag.ms`. Keys not overridden take
+/// Kafka's defaults here (the controller applies commands without a broker's configuration).
+pub fn validate_together(overrides: &BTreeMap<String, String>) -> Result<(), String> {
+    let long = |key: &str| {
+        overrides
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| find(key).map(|k| k.fixed_default))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms")) {
+        if min > max {
+            return Err(format!(
+                "conflict topic config setting min.compaction.lag.ms ({min}) > max.compaction.lag.ms ({max})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +366,32 @@ mod tests {
         assert!(validate("retention.disk.percent", "12.5").is_ok());
         assert!(validate("retention.disk.percent", "150").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn compaction_keys_are_accepted_with_kafka_ranges() {
+        for policy in ["delete", "compact", "compact,delete", "delete, compact"] {
+            assert!(validate("cleanup.policy", policy).is_ok(), "{policy}");
+        }
+        assert!(validate("cleanup.policy", "compacted").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
+        assert!(validate("min.compaction.lag.ms", "-1").is_err());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate("delete.retention.ms", "100").is_ok());
+        assert_eq!(
+            CleanupPolicy::parse("compact, delete"),
+            CleanupPolicy {
+                delete: true,
+                compact: true
+            }
+        );
+        let mut o = BTreeMap::new();
+        o.insert("min.compaction.lag.ms".to_string(), "10".to_string());
+        assert!(validate_together(&o).is_ok());
+        o.insert("max.compaction.lag.ms".to_string(), "5".to_string());
+        assert!(validate_together(&o).is_err());
     }
 
     #[test]

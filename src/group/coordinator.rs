@@ -7,9 +7,12 @@
 //! - writes every commit and group change to that partition with acks=all *before*
 //!   applying it and answering (so an acknowledged commit survives a crash),
 //! - serialises appends per partition, so log order is apply order,
-//! - writes a compacted snapshot of the live state once the records appended since the
-//!   last one exceed `offsets.topic.segment.bytes` (and twice the last snapshot's size)
-//!   records and advances the log start past what it supersedes,
+//! - leaves keeping the partition small to the log cleaner: `__consumer_offsets` is created
+//!   with `cleanup.policy=compact`, as Kafka's, and every record is keyed (tombstones delete);
+//!   only a partition of a topic created before that (not compacted) still gets the old
+//!   scheme: a snapshot of the live state once the records appended since the last one exceed
+//!   `offsets.topic.segment.bytes` (and twice the last snapshot's size), then DeleteRecords
+//!   past what it supersedes,
 //! - runs the timer task (session/rebalance deadlines, offset retention).
 //!
 //! Architecture Invariant: no `RefCell` borrow of `groups` is held across an `.await`.

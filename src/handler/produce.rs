@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 
@@ -115,6 +116,37 @@ async fn verify_transactional(
     failed
 }
 
+/// KIP-467 on a compacted topic: a record without a key is refused, and with it the whole batch
+/// (Kafka's `LogValidator.validateKey` and `processRecordErrors`). Returns the partition's error
+/// message and the per-record errors, or `None` if every record has a key.
+fn keyless_record_errors(
+    tp: &TopicPartition,
+    data: &Bytes,
+    batch: &ValidBatch,
+) -> Option<(String, Vec<(i32, String)>)> {
+    if batch.records.keyless == 0 {
+        return None;
+    }
+    let why = format!("Compacted topic cannot accept message without key in topic partition {tp}.");
+    let indexes = records::keyless_records(
+        data,
+        &batch.header,
+        crate::limits::PRODUCE_RECORD_ERRORS_MAX,
+    );
+    let errors: Vec<(i32, String)> = indexes.into_iter().map(|i| (i, why.clone())).collect();
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+        .collect();
+    let message = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        batch.records.keyless,
+        shown.join(", ")
+    );
+    Some((message, errors))
+}
+
 /// Returns `None` for acks=0 (Kafka writes no response).
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let v = ctx.api_version;
@@ -123,6 +155,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let acks = req.acks;
     let timeout_ms = req.timeout_ms;
     let mut answers: HashMap<TopicPartition, ProduceResult> = HashMap::new();
+    // KIP-467 per-record errors of refused batches (v8+).
+    let mut record_errors: HashMap<TopicPartition, Vec<(i32, String)>> = HashMap::new();
     let mut order: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
     let mut items = Vec::new();
     let mut txn_candidates: Vec<(TopicPartition, i64, i16)> = Vec::new();
@@ -146,6 +180,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             setting("message.timestamp.before.max.ms").and_then(|v| v.parse::<i64>().ok());
         let after_max =
             setting("message.timestamp.after.max.ms").and_then(|v| v.parse::<i64>().ok());
+        let compacted =
+            setting("cleanup.policy").is_some_and(|v| topic::CleanupPolicy::parse(&v).compact);
         let mut indexes = Vec::new();
         for p in t.partition_data {
             let tp = TopicPartition::new(name.clone(), p.index);
@@ -208,6 +244,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             "Timestamp {ts} of a record is out of range (message.timestamp.before.max.ms / after.max.ms)"
                         );
                         answers.insert(tp.clone(), fail(code::INVALID_TIMESTAMP, Some(msg)));
+                    } else if let Some((msg, errors)) = compacted
+                        .then(|| keyless_record_errors(&tp, &data, &valid))
+                        .flatten()
+                    {
+                        tracing::debug!(partition = %tp, keyless = valid.records.keyless, client = ?ctx.client_id, "produce rejected: keyless records on a compacted topic");
+                        answers.insert(tp.clone(), fail(code::INVALID_RECORD, Some(msg)));
+                        record_errors.insert(tp.clone(), errors);
                     } else {
                         let records = if create_time {
                             with_records_max_timestamp(data, &valid)
@@ -298,6 +341,17 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             }
                             if v >= 8 {
                                 pr = pr.with_error_message(a.error_message.clone().map(str_bytes));
+                                let errors = record_errors.remove(&tp).unwrap_or_default();
+                                pr.record_errors = errors
+                                    .into_iter()
+                                    .map(|(index, message)| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(index)
+                                            .with_batch_index_error_message(Some(str_bytes(
+                                                message,
+                                            )))
+                                    })
+                                    .collect();
                             }
                             // KIP-951: where the partition's leader is now.
                             let hint = errors::current_leader(&image, &tp, a.error_code);

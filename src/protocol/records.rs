@@ -11,7 +11,9 @@ use bytes::Bytes;
 
 use crate::storage::batch::{verify_batch, BatchDefect, BatchHeader, BATCH_HEADER_BYTES};
 use crate::storage::decompress;
-use crate::storage::record_walk::{walk_records, RecordDefect, RecordsSummary, SliceSource};
+use crate::storage::record_walk::{
+    walk_records, walk_records_with_keys, RecordDefect, RecordsSummary, SliceSource,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
@@ -103,6 +105,31 @@ pub fn validate_produce(records: &Bytes, max_bytes: usize) -> Result<ValidBatch,
         header,
         records: summary,
     })
+}
+
+/// The indexes (within the batch) of the records whose key is null, at most `max` of them, for
+/// KIP-467 `record_errors` on a compacted topic. Only called for a batch that `validate_produce`
+/// accepted and whose summary counted keyless records, so the walk cannot fail here; a failure
+/// gives the indexes found before it.
+pub fn keyless_records(records: &[u8], header: &BatchHeader, max: usize) -> Vec<i32> {
+    let mut out = Vec::new();
+    let payload = records
+        .get(BATCH_HEADER_BYTES..header.size_bytes())
+        .unwrap_or(&[]);
+    let mut visit = |index: i32, _timestamp: i64, key_null: bool| {
+        if key_null && out.len() < max {
+            out.push(index);
+        }
+    };
+    let codec = (header.attributes & crate::storage::batch::COMPRESSION_MASK) as u8;
+    if codec == 0 {
+        let _ = walk_records_with_keys(header, &mut SliceSource::new(payload), &mut visit);
+    } else {
+        let _ = decompress::with_records(codec, payload, |source| {
+            walk_records_with_keys(header, source, &mut visit)
+        });
+    }
+    out
 }
 
 /// Walks the records of a batch whose header is checked; `payload` = the bytes after the header.
@@ -321,6 +348,52 @@ pub mod tests {
         let compressed = zero_records_zstd(60, 1 << 20);
         let b = Bytes::from(raw_batch(60, 59, 4, -1, &compressed));
         assert_eq!(validate_produce(&b, 1 << 20).unwrap().records.count, 60);
+    }
+
+    #[test]
+    fn keyless_records_are_counted_and_found_in_every_codec() {
+        use kafka_protocol::records::RecordBatchEncoder;
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let records: Vec<Record> = (0..5)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    sequence: i as i32 - 1,
+                    timestamp: 1_700_000_000_000,
+                    // Records 1 and 3 have no key; 4 has an empty (present) key.
+                    key: match i {
+                        1 | 3 => None,
+                        4 => Some(Bytes::new()),
+                        _ => Some(Bytes::from_static(b"k")),
+                    },
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: c,
+                },
+            )
+            .unwrap();
+            let b = buf.freeze();
+            let valid = validate_produce(&b, 1 << 20).unwrap();
+            assert_eq!(valid.records.keyless, 2, "{c:?}");
+            assert_eq!(keyless_records(&b, &valid.header, 100), vec![1, 3]);
+            assert_eq!(keyless_records(&b, &valid.header, 1), vec![1]);
+        }
+        let b = batch(&[b"a"], Compression::None);
+        assert_eq!(validate_produce(&b, 1 << 20).unwrap().records.keyless, 1);
     }
 
     #[test]

@@ -302,7 +302,7 @@ fn initial_image(config: &BrokerConfig, host: String, port: u16) -> anyhow::Resu
     Ok(image)
 }
 
-/// Creates `__consumer_offsets` (Kafka's settings for it: `offsets.topic.*`, kept forever).
+/// Creates `__consumer_offsets` (Kafka's settings for it: `offsets.topic.*`, compacted).
 pub(crate) fn offsets_topic_command(
     config: &BrokerConfig,
     replication_factor: i16,
@@ -312,7 +312,9 @@ pub(crate) fn offsets_topic_command(
         "segment.bytes".to_string(),
         config.get("offsets.topic.segment.bytes").to_string(),
     );
-    configs.insert("retention.ms".to_string(), "-1".to_string());
+    // Kafka's: compacted, so the latest commit of each group/partition is kept forever.
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("compression.type".to_string(), "producer".to_string());
     ControllerCommand::CreateTopic {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         id: uuid::Uuid::new_v4(),
@@ -643,5 +645,20 @@ fn storage_config(c: &BrokerConfig) -> crate::storage::StorageBrokerConfig {
         flush_interval_messages: (flush_messages > 0 && flush_messages < i64::MAX)
             .then_some(flush_messages as u64),
         flush_interval_ms: pos("log.flush.interval.ms").filter(|v| *v > 0),
+        cleaner: cleaner_config(c),
+    }
+}
+
+/// `log.cleaner.*`; the buffer and the I/O rate are Kafka's per-broker totals, split over shards.
+fn cleaner_config(c: &BrokerConfig) -> crate::storage::config::CleanerConfig {
+    let shards = c.cores.max(1) as f64;
+    let rate = c.float("log.cleaner.io.max.bytes.per.second", f64::MAX);
+    crate::storage::config::CleanerConfig {
+        enable: c.get("log.cleaner.enable").trim() != "false",
+        dedupe_buffer_bytes: (c.int("log.cleaner.dedupe.buffer.size", 134_217_728).max(0) as f64
+            / shards) as u64,
+        io_max_bytes_per_second: (rate.is_finite() && rate > 0.0 && rate < 1e300)
+            .then_some(rate / shards),
+        backoff_ms: c.int("log.cleaner.backoff.ms", 15_000).max(1) as u64,
     }
 }

@@ -401,6 +401,27 @@ pub fn log_config(broker: &BrokerConfig, t: &TopicImage) -> LogConfig {
             .map(|(v, _)| v == "LogAppendTime")
             .unwrap_or(false),
         file_delete_delay_ms: int("file.delete.delay.ms").max(0) as u64,
+        compaction: compaction_config(&eff),
+    }
+}
+
+/// `cleanup.policy` and the cleaner's topic keys.
+fn compaction_config(
+    eff: &std::collections::BTreeMap<&'static str, (String, Source)>,
+) -> crate::storage::config::CompactionConfig {
+    let defaults = crate::storage::config::CompactionConfig::default();
+    let get = |k: &str| eff.get(k).map(|(v, _)| v.trim());
+    let long = |k: &str, d: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
+    let policy = topic::CleanupPolicy::parse(get("cleanup.policy").unwrap_or("delete"));
+    crate::storage::config::CompactionConfig {
+        delete: policy.delete,
+        compact: policy.compact,
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+        max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+        delete_retention_ms: long("delete.retention.ms", defaults.delete_retention_ms).max(0),
     }
 }
 

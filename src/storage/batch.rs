@@ -7,7 +7,7 @@
 //! attributes i16 @21, lastOffsetDelta i32 @23, baseTimestamp i64 @27, maxTimestamp i64 @35,
 //! producerId i64 @43, producerEpoch i16 @51, baseSequence i32 @53, recordCount i32 @57; records @61.
 
-use super::record_walk::{walk_records, SliceSource};
+use super::record_walk::{walk_stored_records, SliceSource};
 
 const BASE_OFFSET_AT: usize = 0;
 const BATCH_LENGTH_AT: usize = 8;
@@ -263,11 +263,11 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     };
     let codec = (header.attributes & COMPRESSION_MASK) as u8;
     if codec == 0 {
-        walk_records(&header, &mut SliceSource::new(payload), &mut push).ok()?;
+        walk_stored_records(&header, &mut SliceSource::new(payload), &mut push).ok()?;
     } else {
         // Stored batches were walked at produce time; a failure here means corruption.
         super::decompress::with_records(codec, payload, |source| {
-            walk_records(&header, source, &mut push)
+            walk_stored_records(&header, source, &mut push)
         })
         .ok()?
         .ok()?;

@@ -39,6 +39,39 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// `file.delete.delay.ms`
     pub file_delete_delay_ms: u64,
+    /// `cleanup.policy` (`delete`, `compact`, or both) and the cleaner's topic settings.
+    pub compaction: CompactionConfig,
+}
+
+/// A topic's `cleanup.policy` and the settings of its log cleaner (`storage::cleaner`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactionConfig {
+    /// `cleanup.policy` contains `delete`: retention.ms/retention.bytes delete old segments.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log with dirty records older than this is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long tombstones stay once cleaned.
+    pub delete_retention_ms: i64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            delete: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DAY_MS as i64,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -57,6 +90,7 @@ impl Default for LogConfig {
             flush_ms: None,
             log_append_time: false,
             file_delete_delay_ms: 60_000,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -78,6 +112,33 @@ pub struct StorageBrokerConfig {
     pub flush_interval_messages: Option<u64>,
     /// `log.flush.interval.ms` (default for topics without `flush.ms`).
     pub flush_interval_ms: Option<u64>,
+    /// The shard's log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
+}
+
+/// Broker settings of one shard's log cleaner. Kafka's values are per broker; each shard's cleaner
+/// gets `1/shards` of the dedupe buffer and of the I/O rate, so the broker total is Kafka's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`
+    pub enable: bool,
+    /// `log.cleaner.dedupe.buffer.size / shards`: bounds the key → offset map of one pass.
+    pub dedupe_buffer_bytes: u64,
+    /// `log.cleaner.io.max.bytes.per.second / shards` (read + written); `None` = unthrottled.
+    pub io_max_bytes_per_second: Option<f64>,
+    /// `log.cleaner.backoff.ms`: the sleep when no log is cleanable.
+    pub backoff_ms: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enable: true,
+            dedupe_buffer_bytes: 128 * MIB,
+            io_max_bytes_per_second: None,
+            backoff_ms: 15_000,
+        }
+    }
 }
 
 impl StorageBrokerConfig {
@@ -90,6 +151,7 @@ impl StorageBrokerConfig {
             capacity_override_bytes: None,
             flush_interval_messages: None,
             flush_interval_ms: None,
+            cleaner: CleanerConfig::default(),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! - zstd (4): zstd frames.
 //!
 //! Only the walk decompresses (Produce validation, and ListOffsets by timestamp, which needs
-//! each record's timestamp); the compressed bytes are stored and served as they came.
+//! each record's timestamp), and the log cleaner (`decompress_all`, `storage::cleaner`), which
+//! rebuilds the batches it compacts; otherwise the compressed bytes are stored and served as
+//! they came.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -65,6 +67,30 @@ pub fn with_records<T>(
         };
         Ok(walk(&mut source))
     })
+}
+
+/// The whole decompressed records of `payload`, for the log cleaner (`storage::cleaner`), which
+/// rebuilds batches: bounded by [`DECOMPRESSED_BATCH_BYTES_MAX`], the stream checked complete.
+pub fn decompress_all(codec: u8, payload: &[u8]) -> Result<Vec<u8>, SourceError> {
+    let mut decoder = Decoder::new(codec, payload)?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; DECOMPRESSION_SCRATCH_BYTES];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SourceError::Codec(e.to_string())),
+        };
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > DECOMPRESSED_BATCH_BYTES_MAX {
+            return Err(SourceError::OverBudget(DECOMPRESSED_BATCH_BYTES_MAX as u64));
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    decoder.complete().map_err(SourceError::Codec)?;
+    Ok(out)
 }
 
 /// A [`RecordSource`] over a decompressing stream.

@@ -19,6 +19,18 @@ pub const TMP_SUFFIX: &str = ".tmp";
 /// Appended to the files of a segment that retention removed; they are unlinked after
 /// `file.delete.delay.ms` (Kafka's `.deleted`), and at the next start at the latest.
 pub const DELETED_SUFFIX: &str = ".deleted";
+/// Appended to a segment's file names while the cleaner writes its cleaned copy
+/// (`<base>.log.cleaned`); discarded by recovery (see `cleaner::swap`).
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+/// A cleaned segment committed to replace the segments it covers; recovery completes the swap.
+pub const SWAP_SUFFIX: &str = ".swap";
+/// Present in a partition directory once the cleaner has replaced a segment of it (ours; Kafka
+/// has no such file): its segments may have gaps between batches, which recovery then accepts
+/// even if the topic's policy is no longer `compact`.
+pub const CLEANED_MARKER_FILE: &str = "cleaned-segments";
+/// Kafka's `cleaner-offset-checkpoint` (in the data directory): per partition, the first offset
+/// the cleaner has not cleaned. Shard 0 writes this name, shard N `cleaner-offset-checkpoint-N`.
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Present in a partition directory only while the partition is cleanly closed.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 /// Kafka's `partition.metadata` (version and topic id).

@@ -66,6 +66,8 @@ pub struct LogManager {
     opening: RefCell<HashSet<TopicPartition>>,
     opened: WakerSet,
     capacity_bytes: Cell<u64>,
+    /// The log cleaner's checkpoint and stats (`storage::cleaner`).
+    cleaner: super::cleaner::CleanerState,
 }
 
 impl LogManager {
@@ -93,6 +95,7 @@ impl LogManager {
             opening: RefCell::new(HashSet::new()),
             opened: WakerSet::default(),
             capacity_bytes: Cell::new(capacity),
+            cleaner: super::cleaner::CleanerState::default(),
         })
     }
 
@@ -148,6 +151,7 @@ impl LogManager {
     /// Delete topic: closes the log (pending appends fail with `Closed`) and deletes its directory.
     pub async fn remove_partition(&self, tp: &TopicPartition) -> Result<(), StorageError> {
         let log = self.partitions.borrow_mut().remove(tp);
+        super::cleaner::forget(&self.cleaner, tp);
         let dir = self.context.broker.data_dir.join(tp.dir_name());
         if let Some(log) = log {
             let _append = log.append_lock.lock().await;
@@ -183,7 +187,28 @@ impl LogManager {
         let weak = Rc::downgrade(self);
         glommio::spawn_local(flusher_loop(weak.clone(), self.context.clone())).detach();
         glommio::spawn_local(ticker_loop(self.context.clone())).detach();
+        if self.context.broker.cleaner.enable {
+            glommio::spawn_local(super::cleaner::cleaner_loop(weak.clone())).detach();
+        }
         glommio::spawn_local(maintenance_loop(weak)).detach();
+    }
+
+    // ---- for the log cleaner (storage::cleaner) ----
+    pub fn is_closed(&self) -> bool {
+        self.context.closed.get()
+    }
+    pub fn broker_config(&self) -> &StorageBrokerConfig {
+        &self.context.broker
+    }
+    pub fn io(&self) -> &Rc<dyn StorageIo> {
+        &self.context.io
+    }
+    pub fn cleaner_state(&self) -> &super::cleaner::CleanerState {
+        &self.cleaner
+    }
+    /// What this shard's cleaner did since start-up.
+    pub fn cleaner_stats(&self) -> super::cleaner::CleanerStats {
+        *self.cleaner.stats.borrow()
     }
 
     /// One group commit: flushes every log with queued appends (all at once). The flusher task

@@ -6,6 +6,7 @@
 
 pub mod appender;
 pub mod batch;
+pub mod cleaner;
 pub mod config;
 pub mod decompress;
 pub mod error;
@@ -30,7 +31,8 @@ pub mod txn_index;
 pub mod waiters;
 
 pub use config::{
-    Acks, AppendOptions, AppendResult, FlushPolicy, LogConfig, ReadResult, StorageBrokerConfig,
+    Acks, AppendOptions, AppendResult, CleanerConfig, CompactionConfig, FlushPolicy, LogConfig,
+    ReadResult, StorageBrokerConfig,
 };
 pub use error::StorageError;
 pub use io::{DiskSpace, FileKind, GlommioIo, IoBuffer, IoFile, StorageIo};

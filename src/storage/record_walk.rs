@@ -137,6 +137,8 @@ pub struct RecordsSummary {
     pub max_timestamp: i64,
     /// (smallest, largest) record timestamp other than [`NO_TIMESTAMP`], for the KIP-937 bounds.
     pub timestamp_bounds: Option<(i64, i64)>,
+    /// Records whose key is null: refused on compacted topics (Kafka's `LogValidator.validateKey`).
+    pub keyless: i32,
 }
 
 /// Walks all `header.record_count` records of the batch from `source` and checks that they fill
@@ -148,19 +150,67 @@ pub fn walk_records<S: RecordSource>(
     source: &mut S,
     mut visit: impl FnMut(i32, i64),
 ) -> Result<RecordsSummary, RecordDefect> {
+    walk_records_with_keys(header, source, |index, timestamp, _| {
+        visit(index, timestamp)
+    })
+}
+
+/// [`walk_records`] whose `visit` also learns whether each record's key is null.
+pub fn walk_records_with_keys<S: RecordSource>(
+    header: &BatchHeader,
+    source: &mut S,
+    visit: impl FnMut(i32, i64, bool),
+) -> Result<RecordsSummary, RecordDefect> {
+    walk(header, source, true, visit)
+}
+
+/// The walk over a stored batch, which a log cleaner may have rebuilt (`storage::cleaner`): the
+/// offset deltas increase up to the header's last offset delta but may have gaps. `visit` gets
+/// each record's offset delta (not its index) and timestamp.
+pub fn walk_stored_records<S: RecordSource>(
+    header: &BatchHeader,
+    source: &mut S,
+    mut visit: impl FnMut(i32, i64),
+) -> Result<RecordsSummary, RecordDefect> {
+    walk(header, source, false, |delta, timestamp, _| {
+        visit(delta, timestamp)
+    })
+}
+
+/// `strict`: offset deltas are exactly 0..count (a produced batch); else increasing.
+fn walk<S: RecordSource>(
+    header: &BatchHeader,
+    source: &mut S,
+    strict: bool,
+    mut visit: impl FnMut(i32, i64, bool),
+) -> Result<RecordsSummary, RecordDefect> {
     let log_append_time = header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0;
     let mut summary = RecordsSummary {
         count: 0,
         max_timestamp: NO_TIMESTAMP,
         timestamp_bounds: None,
+        keyless: 0,
     };
+    let mut previous_delta = -1i64;
     for index in 0..header.record_count.max(0) {
         let mut walker = Walker {
             source: &mut *source,
             record: index,
             claimed: header.record_count,
         };
-        let timestamp_delta = walker.record()?;
+        let (timestamp_delta, offset_delta, key_null) = walker.record()?;
+        let delta_ok = if strict {
+            offset_delta == i64::from(index)
+        } else {
+            offset_delta > previous_delta && offset_delta <= i64::from(header.last_offset_delta)
+        };
+        if !delta_ok {
+            return Err(RecordDefect::OffsetDelta {
+                record: index,
+                found: offset_delta,
+            });
+        }
+        previous_delta = offset_delta;
         let timestamp = if log_append_time {
             header.max_timestamp
         } else {
@@ -169,8 +219,9 @@ pub fn walk_records<S: RecordSource>(
                 .checked_add(timestamp_delta)
                 .ok_or(RecordDefect::Timestamp { record: index })?
         };
-        visit(index, timestamp);
+        visit(offset_delta as i32, timestamp, key_null);
         summary.count = index + 1;
+        summary.keyless += i32::from(key_null);
         summary.max_timestamp = summary.max_timestamp.max(timestamp);
         if timestamp != NO_TIMESTAMP {
             let (low, high) = summary.timestamp_bounds.unwrap_or((timestamp, timestamp));
@@ -207,9 +258,10 @@ struct Walker<'s, S> {
 }
 
 impl<S: RecordSource> Walker<'_, S> {
-    /// Walks one record and returns its timestamp delta.
+    /// Walks one record and returns its timestamp delta, offset delta and whether its key is
+    /// null.
     #[inline]
-    fn record(&mut self) -> Result<i64, RecordDefect> {
+    fn record(&mut self) -> Result<(i64, i64, bool), RecordDefect> {
         let record = self.record;
         let length = self.varint()?;
         let available = self.source.remaining_max();
@@ -225,13 +277,7 @@ impl<S: RecordSource> Walker<'_, S> {
         self.byte()?; // attributes: unused in v2, as in Kafka
         let timestamp_delta = self.varlong()?;
         let offset_delta = self.varint()?;
-        if offset_delta != i64::from(record) {
-            return Err(RecordDefect::OffsetDelta {
-                record,
-                found: offset_delta,
-            });
-        }
-        self.bytes("key", end, true)?;
+        let key_null = self.bytes("key", end, true)?;
         self.bytes("value", end, true)?;
         let headers = self.varint()?;
         if headers < 0 {
@@ -253,21 +299,30 @@ impl<S: RecordSource> Walker<'_, S> {
                 read,
             });
         }
-        Ok(timestamp_delta)
+        Ok((timestamp_delta, offset_delta, key_null))
     }
 
     /// A length varint and that many bytes, which must end within the record (`-1` = null).
+    /// Returns whether the field was null.
     #[inline]
-    fn bytes(&mut self, field: &'static str, end: u64, nullable: bool) -> Result<(), RecordDefect> {
+    fn bytes(
+        &mut self,
+        field: &'static str,
+        end: u64,
+        nullable: bool,
+    ) -> Result<bool, RecordDefect> {
         let length = self.varint()?;
         if length == -1 && nullable {
-            return Ok(());
+            return Ok(true);
         }
         let left = end.saturating_sub(self.source.position());
         if length < 0 || length as u64 > left {
             return Err(self.field(field, length));
         }
-        self.source.skip(length as u64).map_err(|e| self.defect(e))
+        self.source
+            .skip(length as u64)
+            .map_err(|e| self.defect(e))?;
+        Ok(false)
     }
 
     fn field(&self, field: &'static str, length: i64) -> RecordDefect {

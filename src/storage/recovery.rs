@@ -16,10 +16,10 @@ use super::batch::{self, BATCH_HEADER_BYTES};
 use super::config::LogConfig;
 use super::error::StorageError;
 use super::file_names::{
-    offset_file_name, offset_file_path, parse_offset_file_name, CLEAN_SHUTDOWN_FILE,
-    DELETED_SUFFIX, INDEX_SUFFIX, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE, LOG_SUFFIX,
-    PARTITION_METADATA_FILE, RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
-    TXN_INDEX_SUFFIX,
+    offset_file_name, offset_file_path, parse_offset_file_name, CLEANED_MARKER_FILE,
+    CLEAN_SHUTDOWN_FILE, DELETED_SUFFIX, INDEX_SUFFIX, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE,
+    LOG_SUFFIX, PARTITION_METADATA_FILE, RECOVERY_POINT_FILE, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
+    TMP_SUFFIX, TXN_INDEX_SUFFIX,
 };
 use super::io::{FileKind, StorageIo};
 use super::leader_epoch::LeaderEpochCache;
@@ -56,6 +56,13 @@ pub(super) async fn load(
         io.remove_file(&dir.join(name)).await?;
         deleted = true;
     }
+    // A cleaned-segment swap interrupted by the stop is completed or discarded
+    // (docs/on-disk-format.md, "Cleaned-segment swap").
+    let names = if super::cleaner::swap::complete_swaps(io.as_ref(), &dir, &names).await? {
+        io.list_dir(&dir).await?
+    } else {
+        names
+    };
     // A truncation interrupted by the stop is completed (docs/on-disk-format.md, "Truncation").
     let intent = truncate::read_intent(io.as_ref(), &dir).await?;
     let mut names = names;
@@ -137,6 +144,7 @@ pub(super) async fn load(
         })
         .map(|base| base.0)
         .collect();
+    let cleaned = config.compaction.compact || names.iter().any(|n| n == CLEANED_MARKER_FILE);
     let (recovered, dropped_later) = recover_segments(
         &mut segments,
         start,
@@ -144,6 +152,7 @@ pub(super) async fn load(
         index_bytes,
         &missing_indexes,
         end_at,
+        cleaned,
         &mut apply,
     )
     .await?;
@@ -470,6 +479,7 @@ async fn load_txn_index(
 /// (only the active segment's tail after its last index entry), else the recovery point.
 /// Returns the bytes scanned, and whether later segments were deleted (a truncation, or a
 /// segment that does not continue where the scanned one before it ends).
+#[allow(clippy::too_many_arguments)]
 async fn recover_segments(
     segments: &mut BTreeMap<i64, Rc<Segment>>,
     start: Option<i64>,
@@ -477,6 +487,7 @@ async fn recover_segments(
     index_bytes: u64,
     missing_indexes: &[i64],
     end_at: Option<i64>,
+    cleaned: bool,
     apply: &mut impl FnMut(&batch::BatchHeader, &[u8]),
 ) -> Result<(u64, bool), StorageError> {
     let bases: Vec<i64> = segments.keys().copied().collect();
@@ -532,7 +543,10 @@ async fn recover_segments(
             segment.write_indexes(false, index_bytes).await?;
         }
         let next_base = segments.range(base + 1..).next().map(|(b, _)| *b);
-        let gap = next_base.filter(|next| *next != segment.mark().next_offset);
+        // A cleaned log (storage::cleaner) has gaps where whole batches were removed; only an
+        // overlap is a defect there.
+        let end = segment.mark().next_offset;
+        let gap = next_base.filter(|next| *next != end && !(cleaned && *next > end));
         if outcome.truncated || gap.is_some() {
             if outcome.truncated {
                 tracing::warn!(

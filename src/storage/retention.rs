@@ -58,9 +58,13 @@ impl PartitionLog {
             cfg.topic_partition_count,
             capacity_bytes,
         );
-        let doomed = self
-            .obsolete_segments(now_ms, cfg.retention_ms.filter(|ms| *ms >= 0), limit)
-            .await?;
+        // cleanup.policy without `delete` (compact only): only the log start offset deletes.
+        let (retention_ms, limit) = if cfg.compaction.delete {
+            (cfg.retention_ms.filter(|ms| *ms >= 0), limit)
+        } else {
+            (None, None)
+        };
+        let doomed = self.obsolete_segments(now_ms, retention_ms, limit).await?;
         self.delete_segments(&doomed).await?;
         Ok(doomed.len())
     }

@@ -377,9 +377,12 @@ impl Segment {
         interval: u64,
     ) {
         let mark = &mut state.current;
-        assert_eq!(
-            header.base_offset, mark.next_offset,
-            "offsets must be contiguous"
+        // Appends are contiguous; a cleaned segment (storage::cleaner) has gaps between batches.
+        assert!(
+            header.base_offset >= mark.next_offset,
+            "offsets must increase: batch {} after {}",
+            header.base_offset,
+            mark.next_offset
         );
         assert_eq!(position, mark.size);
         let relative = |offset: i64| (offset - base.0) as u32;
@@ -753,7 +756,8 @@ impl Segment {
                     break;
                 }
                 match batch::verify_batch(&chunk[at..]) {
-                    Ok(header) if header.base_offset == expected && kept(&header) => {
+                    // `>=`: a cleaned segment has gaps between its batches (storage::cleaner).
+                    Ok(header) if header.base_offset >= expected && kept(&header) => {
                         let mut state = self.state.borrow_mut();
                         Self::record_batch(
                             &mut state,
@@ -775,7 +779,7 @@ impl Segment {
                         let len = batch::parse_header(&chunk).map_or(0, |h| h.size_bytes());
                         let whole = file.read_at(pos, len).await?;
                         match batch::verify_batch(&whole) {
-                            Ok(h) if h.base_offset == expected && len > 0 && kept(&h) => {
+                            Ok(h) if h.base_offset >= expected && len > 0 && kept(&h) => {
                                 let mut state = self.state.borrow_mut();
                                 Self::record_batch(&mut state, self.base_offset, pos, &h, interval);
                                 drop(state);
@@ -917,7 +921,7 @@ pub struct RollLimits {
     pub time_entries_max: usize,
 }
 
-fn deleted_path(live: &Path) -> PathBuf {
+pub(super) fn deleted_path(live: &Path) -> PathBuf {
     let mut name = live.as_os_str().to_owned();
     name.push(super::file_names::DELETED_SUFFIX);
     PathBuf::from(name)

@@ -975,6 +975,8 @@ impl TxnCoordinator {
                 me.config.segment_bytes.to_string(),
             );
             configs.insert("retention.ms".to_string(), "-1".to_string());
+            // Kafka's: the latest state of each id is what counts (the cleaner keeps it).
+            configs.insert("cleanup.policy".to_string(), "compact".to_string());
             configs.insert(
                 "min.insync.replicas".to_string(),
                 me.config.min_isr.min(rf).to_string(),

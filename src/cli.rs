@@ -57,7 +57,8 @@ pub struct FormatArgs {
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// The cluster id (`sluice random-uuid` makes one); default: `cluster.id` of the config.
-    #[arg(long, short = 't')]
+    /// An id may begin with `-` (Kafka's ids are base64url), so the value is taken as it is.
+    #[arg(long, short = 't', allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
     /// Data directory, when not taken from the config.
     #[arg(long)]

@@ -268,15 +268,18 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
         order.push((name, t.topic_id, indexes));
     }
-    let verify = ctx
-        .shard
-        .config
-        .flag("transaction.partition.verification.enable");
-    if let (Some(id), false, true) = (
-        req.transactional_id.as_ref(),
-        txn_candidates.is_empty(),
-        verify,
-    ) {
+    // Only a request with transactional batches reads the setting (a lookup by name), so the
+    // plain produce path does no transaction work at all.
+    let verify = |ctx: &RequestContext| {
+        ctx.shard
+            .config
+            .flag("transaction.partition.verification.enable")
+    };
+    if let Some(id) = req
+        .transactional_id
+        .as_ref()
+        .filter(|_| !txn_candidates.is_empty() && verify(ctx))
+    {
         let failed = verify_transactional(ctx, id.as_str(), txn_candidates).await;
         if !failed.is_empty() {
             items.retain(|i| !failed.contains_key(&i.tp));
